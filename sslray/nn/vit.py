@@ -1,0 +1,117 @@
+"""Vision Transformer backbone (timm) that can also encode a subset of patch tokens.
+
+``ViTBackbone`` wraps ``timm.models.vision_transformer.VisionTransformer`` (never pretrained) and adds
+the two entry points masked methods need, in the style of facebookresearch/mae ``models_mae.py``:
+
+    tokens = vit.patchify_embed(images)          # [N, L, D] patch tokens + position embedding
+    visible, mask, ids_restore = random_masking(tokens, 0.75)
+    latent = vit.encode(visible)                 # [N, 1 + L', D]: CLS first, after the final norm
+
+so an MAE/MACRL encoder only ever sees visible patches (mask tokens never enter the encoder, MAE §3).
+``forward(images)`` is timm's own path and returns the pooled CLS token [N, num_features]; encoding
+all tokens with ``encode(patchify_embed(x))[:, 0]`` gives the same numbers (tested).
+
+The position embedding is the fixed 2-D sin-cos table of MAE (He et al. 2021, ``pos_embed.py``;
+Vaswani et al. 2017 frequencies), with a zero row for the CLS token; it is not trained, so it stays
+meaningful at any mask ratio and is identical in online and momentum copies.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from timm.models.vision_transformer import VisionTransformer
+
+from sslray.errors import UserError
+
+# name -> (embed_dim, depth, num_heads): timm's vit_{tiny,small,base}_patch16_224 configs
+# (Touvron et al. 2021 for tiny/small, Dosovitskiy et al. 2021 for base); MLP ratio 4 throughout.
+VIT_SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (192, 12, 3),
+    "small": (384, 12, 6),
+    "base": (768, 12, 12),
+}
+
+
+def sincos_pos_embed_1d(embed_dim: int, positions: Tensor) -> Tensor:
+    """[M] positions -> [M, embed_dim] = [sin(pos * w_k), cos(pos * w_k)], w_k = 10000^(-2k/embed_dim)."""
+    if embed_dim % 2:
+        raise ValueError(f"sin-cos embedding needs an even dimension, got {embed_dim}")
+    omega = torch.arange(embed_dim // 2, dtype=torch.float64) / (embed_dim / 2.0)
+    omega = 1.0 / 10000**omega
+    angles = positions.reshape(-1).to(torch.float64)[:, None] * omega[None, :]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+def sincos_pos_embed_2d(embed_dim: int, grid_size: tuple[int, int], cls_token: bool = False) -> Tensor:
+    """Fixed 2-D sin-cos table [(1 if cls_token) + gh*gw, embed_dim], rows in raster (row-major) order.
+
+    Half the channels encode the row, half the column (MAE ``get_2d_sincos_pos_embed``); the CLS row,
+    if asked for, is zeros. ``embed_dim`` must be divisible by 4.
+    """
+    if embed_dim % 4:
+        raise ValueError(f"2-D sin-cos embedding needs embed_dim divisible by 4, got {embed_dim}")
+    gh, gw = grid_size
+    rows, cols = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
+    table = torch.cat([sincos_pos_embed_1d(embed_dim // 2, rows),
+                       sincos_pos_embed_1d(embed_dim // 2, cols)], dim=1)
+    if cls_token:
+        table = torch.cat([torch.zeros(1, embed_dim, dtype=table.dtype), table], dim=0)
+    return table.float()
+
+
+class ViTBackbone(nn.Module):
+    """timm ViT feature extractor: ``forward(x) -> [N, num_features]`` (CLS token after the final norm).
+
+    Args:
+        size: "tiny" | "small" | "base" (a "vit_" prefix is accepted).
+        img_size, patch_size, in_chans: input geometry; ``img_size`` must be a multiple of ``patch_size``.
+        depth: override the number of blocks (small models for tests / CPU runs).
+        drop_path_rate: stochastic depth, timm's linear decay rule.
+    """
+
+    def __init__(self, size: str, img_size: int = 224, patch_size: int = 16, in_chans: int = 3,
+                 depth: int | None = None, drop_path_rate: float = 0.0) -> None:
+        super().__init__()
+        name = size.removeprefix("vit_")
+        if name not in VIT_SIZES:
+            raise UserError(f"unknown ViT size {size!r}; choose one of "
+                            f"{', '.join('vit_' + s for s in VIT_SIZES)}")
+        if img_size % patch_size:
+            raise UserError(f"ViT img_size {img_size} is not a multiple of patch_size {patch_size}")
+        embed_dim, default_depth, num_heads = VIT_SIZES[name]
+        self.vit = VisionTransformer(
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=0,
+            global_pool="token", embed_dim=embed_dim, depth=depth or default_depth,
+            num_heads=num_heads, mlp_ratio=4.0, qkv_bias=True, drop_path_rate=drop_path_rate,
+        )
+        self.num_features = embed_dim
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.grid_size: tuple[int, int] = tuple(self.vit.patch_embed.grid_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        # Fixed sin-cos position embedding (MAE): overwrite timm's learned table and freeze it.
+        with torch.no_grad():
+            self.vit.pos_embed.copy_(sincos_pos_embed_2d(embed_dim, self.grid_size, cls_token=True)[None])
+        self.vit.pos_embed.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[N, C, H, W] -> [N, num_features]: the CLS token after the final norm (timm's own path)."""
+        return self.vit(x)
+
+    def patchify_embed(self, x: Tensor) -> Tensor:
+        """[N, C, H, W] -> [N, L, D] patch tokens with their position embedding added (no CLS yet)."""
+        return self.vit.patch_embed(x) + self.vit.pos_embed[:, 1:, :]
+
+    def encode(self, tokens: Tensor) -> Tensor:
+        """[N, L', D] (any subset of ``patchify_embed`` tokens) -> [N, 1 + L', D]: prepend CLS, blocks, norm."""
+        cls = self.vit.cls_token + self.vit.pos_embed[:, :1, :]
+        x = torch.cat([cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        x = self.vit.norm_pre(x)
+        x = self.vit.blocks(x)
+        return self.vit.norm(x)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that optimizers usually exclude from weight decay (timm convention)."""
+        return {"vit." + name for name in self.vit.no_weight_decay()}
