@@ -1,0 +1,108 @@
+"""Feature extractors: torchvision ResNets and the project's ViT, behind one interface.
+
+Every backbone has an attribute ``num_features`` and ``forward(x [N, C, H, W]) -> [N, num_features]``
+(globally pooled features, no classifier), the convention of timm's ``forward_features`` + pooling.
+Backbones are listed in the explicit registry ``BACKBONES``; ``build_backbone`` is the only way the
+rest of sslray makes one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import Tensor, nn
+from torchvision.models import resnet
+
+from sslray.config import check_range
+from sslray.errors import UserError
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "resnet18"  # a key of BACKBONES: resnet18/34/50, vit_tiny/small/base
+    small_stem: bool = True  # ResNet: 3x3 stride-1 conv and no max-pool, for 28-64 px images (SimCLR CIFAR variant)
+    in_chans: int = 3  # 1 for Fashion-MNIST, 3 for RGB
+    img_size: int = 32  # ViT: input side in pixels (sets the number of patches); ResNets accept any size
+    patch_size: int = 4  # ViT: patch side in pixels; img_size must be a multiple of it
+    drop_path_rate: float = 0.0  # ViT: stochastic depth; ResNets have none, so it must stay 0 for them
+
+
+class ResNetBackbone(nn.Module):
+    """A torchvision ResNet (``weights=None``) with the classifier removed.
+
+    ``small_stem`` replaces the 7x7 stride-2 conv + max-pool by a 3x3 stride-1 conv, as SimCLR does
+    for CIFAR-10 (Chen et al. 2020, appendix B.9): a 28-32 px image would otherwise reach the last
+    stage at 1x1 resolution.
+    """
+
+    def __init__(self, depth: int, in_chans: int = 3, small_stem: bool = False):
+        super().__init__()
+        constructors = {18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50}
+        net = constructors[depth](weights=None)
+        if small_stem:
+            net.conv1 = nn.Conv2d(in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            net.maxpool = nn.Identity()
+        elif in_chans != 3:
+            net.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.num_features = net.fc.in_features
+        net.fc = nn.Identity()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def _resnet(depth: int) -> Callable[[BackboneConfig], nn.Module]:
+    def build(cfg: BackboneConfig) -> nn.Module:
+        if cfg.drop_path_rate != 0.0:
+            raise UserError(f"backbone.drop_path_rate: {cfg.drop_path_rate!r} is not supported by "
+                            f"{cfg.name}; it applies to ViT backbones only (leave it at 0)")
+        return ResNetBackbone(depth, in_chans=cfg.in_chans, small_stem=cfg.small_stem)
+    return build
+
+
+def _vit(size: str) -> Callable[[BackboneConfig], nn.Module]:
+    def build(cfg: BackboneConfig) -> nn.Module:
+        # Imported here so the ResNet paths work without the ViT module (and its timm imports).
+        from sslray.nn.vit import ViTBackbone
+
+        if cfg.img_size % cfg.patch_size != 0:
+            raise UserError(f"backbone.patch_size: {cfg.patch_size} does not divide "
+                            f"backbone.img_size {cfg.img_size}")
+        kwargs = dict(img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans)
+        if cfg.drop_path_rate:
+            kwargs["drop_path_rate"] = cfg.drop_path_rate
+        return ViTBackbone(size, **kwargs)
+    return build
+
+
+BACKBONES: dict[str, Callable[[BackboneConfig], nn.Module]] = {
+    "resnet18": _resnet(18),
+    "resnet34": _resnet(34),
+    "resnet50": _resnet(50),
+    "vit_tiny": _vit("tiny"),
+    "vit_small": _vit("small"),
+    "vit_base": _vit("base"),
+}
+
+
+def check_backbone_config(cfg: BackboneConfig) -> None:
+    """Raise a UserError naming the first bad value of ``cfg``."""
+    if cfg.name not in BACKBONES:
+        raise UserError(f"backbone.name: unknown backbone {cfg.name!r}; choose one of "
+                        f"{', '.join(BACKBONES)}")
+    check_range("backbone.in_chans", cfg.in_chans, 1, None)
+    check_range("backbone.img_size", cfg.img_size, 1, None)
+    check_range("backbone.patch_size", cfg.patch_size, 1, None)
+    check_range("backbone.drop_path_rate", cfg.drop_path_rate, 0.0, 1.0, high_open=True)
+
+
+def build_backbone(cfg: BackboneConfig) -> nn.Module:
+    """Build the backbone named by ``cfg.name``; it has ``num_features`` and returns [N, num_features]."""
+    check_backbone_config(cfg)
+    backbone = BACKBONES[cfg.name](cfg)
+    if not isinstance(getattr(backbone, "num_features", None), int):
+        raise TypeError(f"backbone {cfg.name!r} does not expose an int num_features")
+    return backbone
+
