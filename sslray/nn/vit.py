@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import Block, VisionTransformer
 
 from sslray.errors import UserError
 
@@ -115,3 +115,43 @@ class ViTBackbone(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Parameter names that optimizers usually exclude from weight decay (timm convention)."""
         return {"vit." + name for name in self.vit.no_weight_decay()}
+
+
+class MaskedPatchDecoder(nn.Module):
+    """Light MAE decoder (He et al. 2021, §3 "MAE decoder"): re-inserts mask tokens, predicts pixels.
+
+    encoder latent [N, 1 + L', D] -> Linear(D -> d) -> append (L - L') shared mask tokens -> unshuffle
+    with ``ids_restore`` -> + fixed 2-D sin-cos position -> ``depth`` timm Blocks -> LayerNorm ->
+    Linear(d -> P) -> drop CLS -> [N, L, P] predicted pixels per patch (``patchify`` order).
+
+    MACRL's decoder is the same module with depth 1 ("one linear layer and one attention block").
+    """
+
+    def __init__(self, embed_dim: int, decoder_dim: int, depth: int, num_heads: int, grid_size: tuple[int, int],
+                 patch_pixels: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.register_buffer("decoder_pos_embed",
+                             sincos_pos_embed_2d(decoder_dim, grid_size, cls_token=True)[None], persistent=False)
+        self.decoder_blocks = nn.Sequential(*[
+            Block(decoder_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True) for _ in range(depth)])
+        self.decoder_norm = nn.LayerNorm(decoder_dim)
+        self.decoder_pred = nn.Linear(decoder_dim, patch_pixels)
+        # models_mae.py init: mask token N(0, 0.02), xavier-uniform linears (it follows the official JAX ViT)
+        nn.init.normal_(self.mask_token, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, latent: Tensor, ids_restore: Tensor) -> Tensor:
+        x = self.decoder_embed(latent)
+        n, length = ids_restore.shape
+        mask_tokens = self.mask_token.expand(n, length + 1 - x.shape[1], -1)
+        patches = torch.cat([x[:, 1:, :], mask_tokens], dim=1)  # shuffled order: visible, then masked
+        patches = torch.gather(patches, 1, ids_restore.unsqueeze(-1).expand(-1, -1, x.shape[2]))
+        x = torch.cat([x[:, :1, :], patches], dim=1) + self.decoder_pos_embed
+        x = self.decoder_norm(self.decoder_blocks(x))
+        return self.decoder_pred(x[:, 1:, :])
