@@ -14,6 +14,8 @@ from sslray.errors import UserError
 from sslray.methods.base import SSLMethod
 from sslray.methods.byol import BYOL, BYOLConfig
 from sslray.methods.dino import DINO, DINOConfig
+from sslray.methods.macrl import MACRL, MACRLConfig
+from sslray.methods.mae import MAE, MAEConfig
 from sslray.methods.moco import MoCoV2, MoCoV2Config, MoCoV3, MoCoV3Config
 from sslray.methods.simclr import SimCLR, SimCLRConfig
 from sslray.methods.simsiam import SimSiam, SimSiamConfig
@@ -27,6 +29,8 @@ METHODS: dict[str, tuple[type[SSLMethod], type]] = {
     "byol": (BYOL, BYOLConfig),
     "simsiam": (SimSiam, SimSiamConfig),
     "dino": (DINO, DINOConfig),
+    "mae": (MAE, MAEConfig),
+    "macrl": (MACRL, MACRLConfig),
 }
 
 
