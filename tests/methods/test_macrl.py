@@ -121,3 +121,19 @@ def test_config_errors_name_the_key(data, key):
         section_from_dict(MACRLConfig, data, "method")
     cfg = section_from_dict(MACRLConfig, {"momentum": 1, "alpha": 0, "mask_ratio": 0.9}, "method")
     assert (cfg.momentum, cfg.alpha, cfg.mask_ratio) == (1.0, 0.0, 0.9)
+
+
+def test_built_from_a_recipe():
+    from sslray.methods.registry import build_method
+
+    recipe = {"method": {"name": "macrl", "alpha": 0.5, "temperature": 0.1, "momentum": 0.996, "mask_ratio": 0.8,
+                         **SMALL},
+              "backbone": {"name": "vit_tiny", "in_chans": 3, "img_size": 16, "patch_size": 4}}
+    model = build_method(recipe)
+    assert isinstance(model, MACRL)
+    assert (model.cfg.alpha, model.cfg.temperature, model.cfg.mask_ratio) == (0.5, 0.1, 0.8)
+    assert model.on_step(0, 100)["momentum"] == pytest.approx(0.996)
+    out = model(two_views(n=2))
+    assert torch.isfinite(out["loss"])
+    with pytest.raises(UserError, match=r"method\.alpha"):
+        build_method({**recipe, "method": {"name": "macrl", "alpha": -1}})

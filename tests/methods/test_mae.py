@@ -114,3 +114,18 @@ def test_config_errors_name_the_key(data, key):
         section_from_dict(MAEConfig, data, "method")
     assert section_from_dict(MAEConfig, {"mask_ratio": 0.0}, "method").mask_ratio == 0.0
     assert math.isclose(MAEConfig().mask_ratio, 0.75)
+
+
+def test_built_from_a_recipe():
+    from sslray.methods.registry import build_method
+
+    recipe = {"method": {"name": "mae", "mask_ratio": 0.5, **SMALL},
+              "backbone": {"name": "vit_tiny", "in_chans": 1, "img_size": 16, "patch_size": 4}}
+    model = build_method(recipe)
+    assert isinstance(model, MAE) and model.cfg.mask_ratio == 0.5
+    out = model([torch.randn(2, 1, 16, 16)])
+    assert torch.isfinite(out["loss"])
+    with pytest.raises(UserError, match="ViT backbone"):
+        build_method({"method": {"name": "mae"}, "backbone": {"name": "resnet18"}})
+    with pytest.raises(UserError, match=r"method\.mask_ratio"):
+        build_method({**recipe, "method": {"name": "mae", "mask_ratio": 1.2}})
