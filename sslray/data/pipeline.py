@@ -1,0 +1,151 @@
+"""Ray Data pipelines over prepared datasets: read Parquet -> decode -> augment (CPU) -> uint8 views.
+
+``views_dataset`` yields rows ``view_0 .. view_{V-1}`` (uint8 ``[C, S, S]``, global crops first) and
+``label`` (int64, -1 when unlabeled); ``eval_dataset`` yields ``image`` (uint8, deterministic
+centre crop) and ``label``. Decoding and augmentation run in ``map_batches`` tasks on whole batches
+(``sslray.data.augment``), wherever Ray schedules them, so GPU nodes only receive finished uint8 views.
+
+Views are a pure function of (seed, epoch, view index, sample id): build a new dataset per epoch with
+the epoch number to get fresh augmentations, the same ones on every re-run.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from sslray.data.augment import EvalViewSpec, ViewSpec, decode_images, render_eval_view, render_view
+from sslray.data.batched_transforms import PerSampleRandom, sample_keys
+from sslray.errors import UserError
+
+COLUMNS = ("image", "label", "id")
+SHRINK_FACTOR = 2  # decoded images are shrunk to a shorter side of 2x the largest view (see decode_images)
+
+
+@dataclass
+class PreparedDataset:
+    """A prepared split, checked: its Parquet shards, row count and class names (if known)."""
+    path: str
+    files: list[str]
+    num_rows: int
+    classes: list[str] | None
+
+
+def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in path:
+        try:
+            return pafs.FileSystem.from_uri(path)
+        except (pa.ArrowException, ValueError) as err:
+            raise UserError(f"{path}: cannot open this location ({err})") from None
+    return pafs.LocalFileSystem(), str(PurePosixPath(path))
+
+
+def open_prepared(path: str, where: str = "data.path") -> PreparedDataset:
+    """Check a prepared split (``sslray data prepare`` output) and describe it. A missing folder, a
+    folder without shards or a shard with the wrong schema is a UserError naming the shard and column."""
+    fs, root = _filesystem(str(path))
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        raise UserError(f"{where}: {path} does not exist (prepare it with `sslray data prepare ...`, "
+                        "or `make data` for Fashion-MNIST)")
+    if info.type == pafs.FileType.File:
+        files = [root]
+    else:
+        selector = pafs.FileSelector(root, recursive=True)
+        files = sorted(f.path for f in fs.get_file_info(selector)
+                       if f.type == pafs.FileType.File and f.path.endswith(".parquet")
+                       and not any(part.startswith(".") for part in PurePosixPath(f.path).relative_to(root).parts))
+    if not files:
+        raise UserError(f"{where}: no .parquet shards in {path}")
+    rows = 0
+    for file in files:
+        try:
+            with fs.open_input_file(file) as handle:
+                meta = pq.ParquetFile(handle).metadata
+        except (pa.ArrowException, OSError) as err:
+            raise UserError(f"{where}: shard {file} is not readable Parquet ({err})") from None
+        _check_schema(file, meta.schema.to_arrow_schema())
+        rows += meta.num_rows
+    classes = None
+    if info.type == pafs.FileType.Directory:
+        try:
+            with fs.open_input_stream(f"{root}/dataset.json") as handle:
+                classes = json.loads(handle.read()).get("classes")
+        except (FileNotFoundError, OSError, ValueError):
+            classes = None  # optional: a bare folder of shards has no class names
+    prefix = "" if "://" not in str(path) else str(path).split("://")[0] + "://"
+    return PreparedDataset(str(path), [prefix + f for f in files], rows, classes)
+
+
+def _check_schema(file: str, schema: pa.Schema) -> None:
+    expected = {"image": (pa.types.is_binary, pa.types.is_large_binary), "label": (pa.types.is_integer,),
+                "id": (pa.types.is_string, pa.types.is_large_string)}
+    for column, checks in expected.items():
+        if column not in schema.names:
+            raise UserError(f"shard {file}: missing column {column!r} (has {', '.join(schema.names)}); "
+                            "expected the sslray prepared format (image bytes, label int, id string)")
+        kind = schema.field(column).type
+        if not any(check(kind) for check in checks):
+            raise UserError(f"shard {file}: column {column!r} has type {kind}; expected "
+                            f"{ {'image': 'binary', 'label': 'integer', 'id': 'string'}[column] }")
+
+
+def _columns(batch: pa.Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    images = batch.column("image").to_numpy(zero_copy_only=False)
+    labels = pc.fill_null(batch.column("label"), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return images, labels, batch.column("id").to_pylist()
+
+
+def make_views(batch: pa.Table, *, specs: list[ViewSpec], channels: int, seed: int, epoch: int,
+               with_ids: bool = False) -> dict[str, np.ndarray]:
+    """The ``map_batches`` function: one batch of encoded images -> uint8 views + labels."""
+    encoded, labels, ids = _columns(batch)
+    images, sizes = decode_images(encoded, channels, SHRINK_FACTOR * max(s.size for s in specs))
+    out = {f"view_{v}": render_view(images, sizes, spec, PerSampleRandom(sample_keys(ids, seed, epoch, v))).numpy()
+           for v, spec in enumerate(specs)}
+    out["label"] = labels
+    if with_ids:
+        out["id"] = np.array(ids, dtype=object)
+    return out
+
+
+def make_eval_images(batch: pa.Table, *, spec: EvalViewSpec, channels: int, with_ids: bool = False) -> dict:
+    encoded, labels, ids = _columns(batch)
+    images, sizes = decode_images(encoded, channels, max(spec.size, int(spec.size / spec.crop_fraction)))
+    out = {"image": render_eval_view(images, sizes, spec).numpy(), "label": labels}
+    if with_ids:
+        out["id"] = np.array(ids, dtype=object)
+    return out
+
+
+def _read(path: str):
+    import ray.data
+
+    prepared = open_prepared(path)
+    return ray.data.read_parquet(prepared.files, columns=list(COLUMNS))
+
+
+def views_dataset(path: str, specs: list[ViewSpec], *, channels: int = 3, seed: int = 0, epoch: int = 0,
+                  batch_size: int = 256, num_cpus: float = 1.0, with_ids: bool = False):
+    """Ray Dataset of augmented uint8 views of the prepared split at ``path``."""
+    if channels not in (1, 3):
+        raise UserError(f"data.channels: {channels!r} is not allowed; choose 1 or 3")
+    fn = functools.partial(make_views, specs=specs, channels=channels, seed=seed, epoch=epoch, with_ids=with_ids)
+    return _read(path).map_batches(fn, batch_format="pyarrow", batch_size=batch_size, num_cpus=num_cpus)
+
+
+def eval_dataset(path: str, spec: EvalViewSpec, *, channels: int = 3, batch_size: int = 256,
+                 num_cpus: float = 1.0, with_ids: bool = False):
+    """Ray Dataset of deterministic eval images (uint8) and labels."""
+    if channels not in (1, 3):
+        raise UserError(f"data.channels: {channels!r} is not allowed; choose 1 or 3")
+    fn = functools.partial(make_eval_images, spec=spec, channels=channels, with_ids=with_ids)
+    return _read(path).map_batches(fn, batch_format="pyarrow", batch_size=batch_size, num_cpus=num_cpus)

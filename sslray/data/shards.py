@@ -1,0 +1,282 @@
+"""The prepared-dataset format, and ``prepare``: any source -> checked images -> sharded Parquet.
+
+A prepared split is a folder ``OUT/<split>/`` of ``part-NNNNN.parquet`` shards with the columns of
+``SCHEMA`` and a ``dataset.json`` that records the source, row count, class names and what was skipped.
+Each split is written into a hidden ``.partial`` folder and renamed into place at the end, so a crash
+never leaves a half-written split under the real name, and an existing split is never overwritten
+without ``overwrite=True``.
+
+Every image is decoded once here (in a process pool): unreadable, truncated, empty or absurdly large
+images are skipped, counted and listed, never fatal; JPEG/PNG in L or RGB keep their original bytes,
+anything else (CMYK, 16-bit, palette, alpha, other formats) is converted to an 8-bit PNG.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from sslray.data.readers import RawImage, Reader, open_source
+from sslray.errors import UserError
+
+SCHEMA = pa.schema([("image", pa.binary()), ("label", pa.int64()), ("id", pa.string())])
+FORMAT = "sslray-prepared/1"
+MAX_PIXELS = 64_000_000  # larger than any photo a vision model trains on; beyond it is a decompression bomb
+CHUNK = 1024  # images per pool round trip: bounds memory and the work done past --limit
+SKIPS_LISTED = 20
+
+
+class BadImage(Exception):
+    """An image that cannot be stored; the message says why."""
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if img.mode == "F":
+            lo, hi = float(arr.min()), float(arr.max())
+            arr, top = arr - lo, max(hi - lo, 1e-12)
+        return Image.fromarray(np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
+    if img.mode in ("1", "L", "LA"):
+        return img.convert("L")
+    return img.convert("RGB")
+
+
+def stored_bytes(payload: np.ndarray | bytes | Path) -> bytes:
+    """The bytes to store for one image payload, or BadImage with the reason."""
+    if isinstance(payload, np.ndarray):
+        if payload.dtype != np.uint8 or payload.ndim not in (2, 3):
+            raise BadImage(f"pixel array of {payload.dtype} {payload.shape}, expected uint8 HxW or HxWxC")
+        return _png(Image.fromarray(np.ascontiguousarray(payload)))
+    if isinstance(payload, Path):
+        try:
+            payload = payload.read_bytes()
+        except OSError as err:
+            raise BadImage(f"unreadable file ({err.strerror})") from None
+    if not payload:
+        raise BadImage("empty (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(payload)) as img:
+            width, height = img.size
+            if width * height > MAX_PIXELS or width == 0 or height == 0:
+                raise BadImage(f"{width}x{height} pixels is outside 1..{MAX_PIXELS:,} pixels")
+            img.load()
+            if img.format in ("JPEG", "PNG") and img.mode in ("L", "RGB"):
+                return payload
+            return _png(_to_8bit(img))
+    except BadImage:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+        raise BadImage(f"not a decodable image ({type(err).__name__}: {err})") from None
+
+
+def _convert(record: RawImage) -> tuple[RawImage, bytes | None, str]:
+    try:
+        return record, stored_bytes(record.payload), ""
+    except BadImage as err:
+        return record, None, str(err)
+
+
+@dataclass
+class SplitReport:
+    split: str
+    folder: Path
+    rows: int = 0
+    shards: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (where, why)
+
+
+class ShardWriter:
+    """Writes rows into ``part-NNNNN.parquet`` shards of ``rows_per_shard`` rows inside a hidden
+    partial folder; ``commit`` renames it to the final folder."""
+
+    def __init__(self, final: Path, rows_per_shard: int):
+        self.final = final
+        self.partial = final.parent / f".{final.name}.partial-{os.getpid()}"
+        shutil.rmtree(self.partial, ignore_errors=True)
+        self.partial.mkdir(parents=True)
+        self.rows_per_shard = rows_per_shard
+        self.columns: dict[str, list] = {"image": [], "label": [], "id": []}
+        self.shards = 0
+
+    def add(self, image: bytes, label: int | None, image_id: str) -> None:
+        self.columns["image"].append(image)
+        self.columns["label"].append(label)
+        self.columns["id"].append(image_id)
+        if len(self.columns["id"]) >= self.rows_per_shard:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.columns["id"]:
+            return
+        table = pa.table(self.columns, schema=SCHEMA)
+        pq.write_table(table, self.partial / f"part-{self.shards:05d}.parquet")
+        self.shards += 1
+        self.columns = {"image": [], "label": [], "id": []}
+
+    def commit(self, info: dict, overwrite: bool) -> None:
+        self.flush()
+        (self.partial / "dataset.json").write_text(json.dumps(info, indent=2) + "\n")
+        if self.final.exists():
+            if not overwrite:  # checked before any work too; re-checked in case it appeared meanwhile
+                raise UserError(f"{self.final} already exists; pass --overwrite to replace it")
+            old = self.final.parent / f".{self.final.name}.old-{os.getpid()}"
+            self.final.rename(old)
+            self.partial.rename(self.final)
+            shutil.rmtree(old)
+        else:
+            self.partial.rename(self.final)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.partial, ignore_errors=True)
+
+
+def resolve_classes(reader: Reader, wanted: list[str] | None, num_classes: int | None) -> dict[int, int] | None:
+    """Map source label -> new label for a class subset (``--classes`` names/indices or the first
+    ``--num-classes``); None keeps all classes."""
+    if wanted is None and num_classes is None:
+        return None
+    names = reader.classes
+    if names is None:
+        raise UserError("--classes/--num-classes: this source has no classes (unlabeled)")
+    if num_classes is not None:
+        if not 1 <= num_classes <= len(names):
+            raise UserError(f"--num-classes: {num_classes} is out of range; the source has {len(names)} classes")
+        return {i: i for i in range(num_classes)}
+    chosen = []
+    for item in wanted:
+        if item in names:
+            chosen.append(names.index(item))
+        elif item.isdigit() and int(item) < len(names):
+            chosen.append(int(item))
+        else:
+            raise UserError(f"--classes: unknown class {item!r}; the source has {len(names)} classes "
+                            f"(names or indices 0..{len(names) - 1}): {', '.join(names[:20])}"
+                            + (", ..." if len(names) > 20 else ""))
+    if len(set(chosen)) != len(chosen):
+        raise UserError(f"--classes: a class is listed twice in {','.join(wanted)}")
+    return {old: new for new, old in enumerate(chosen)}
+
+
+def _selected(records: Iterable[RawImage], remap: dict[int, int] | None) -> Iterator[RawImage]:
+    for record in records:
+        if remap is None:
+            yield record
+        elif record.label in remap:
+            record.label = remap[record.label]
+            yield record
+
+
+def _chunks(records: Iterator[RawImage], size: int) -> Iterator[list[RawImage]]:
+    chunk = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def write_split(records: Iterator[RawImage], writer: ShardWriter, report: SplitReport, limit: int | None,
+                pool, log: Callable[[str], None]) -> None:
+    last_log = time.monotonic()
+    for chunk in _chunks(records, CHUNK):
+        results = pool.map(_convert, chunk, chunksize=64) if pool else map(_convert, chunk)
+        for record, data, why in results:
+            if data is None:
+                report.skipped.append((record.source or record.id, why))
+                continue
+            writer.add(data, record.label, record.id)
+            report.rows += 1
+            if limit is not None and report.rows >= limit:
+                return
+        if time.monotonic() - last_log > 10:
+            log(f"  {report.split}: {report.rows:,} images written, {len(report.skipped)} skipped so far")
+            last_log = time.monotonic()
+
+
+def prepare(source: str, out: str | Path, *, path: str | None = None, split: str = "all",
+            limit: int | None = None, classes: list[str] | None = None, num_classes: int | None = None,
+            rows_per_shard: int = 10_000, overwrite: bool = False, workers: int | None = None,
+            image_column: str = "image", label_column: str | None = "label",
+            log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)) -> list[SplitReport]:
+    """Convert ``source`` into prepared Parquet splits under ``out``; returns one report per split."""
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit: {limit} is out of range; must be >= 1")
+    if rows_per_shard < 1:
+        raise UserError(f"--shard-size: {rows_per_shard} is out of range; must be >= 1")
+    reader = open_source(source, path, image_column, label_column)
+    available = reader.splits()
+    if split != "all" and split not in available:
+        raise UserError(f"--split: {source} has no split {split!r}; it has {', '.join(available)}")
+    splits = available if split == "all" else [split]
+    out = Path(out)
+    for name in splits:  # refuse before doing any work, so nothing is half-replaced
+        if (out / name).exists() and not overwrite:
+            raise UserError(f"{out / name} already exists; pass --overwrite to replace it, or choose another OUT")
+    remap = resolve_classes(reader, classes, num_classes)
+    class_names = reader.classes if remap is None else [reader.classes[old] for old in remap]
+    workers = workers or os.cpu_count() or 1
+    reports = []
+    with multiprocessing.get_context("fork").Pool(workers) if workers > 1 else _NoPool() as pool:
+        for name in splits:
+            report = SplitReport(name, out / name)
+            writer = ShardWriter(out / name, rows_per_shard)
+            try:
+                write_split(_selected(reader.records(name), remap), writer, report, limit, pool, log)
+                if report.rows == 0:
+                    raise UserError(f"{source} split {name!r}: no images written"
+                                    + _skip_summary(report) + (f" from {path}" if path else ""))
+                report.shards = writer.shards + (1 if writer.columns["id"] else 0)
+                writer.commit(_info(source, path, name, report, class_names), overwrite)
+            except BaseException:
+                writer.abort()
+                raise
+            reports.append(report)
+    return reports
+
+
+class _NoPool:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _skip_summary(report: SplitReport) -> str:
+    if not report.skipped:
+        return " (the source holds no images)"
+    where, why = report.skipped[0]
+    return f" ({len(report.skipped)} skipped as unreadable, e.g. {where}: {why})"
+
+
+def _info(source, path, split, report: SplitReport, class_names) -> dict:
+    return {
+        "format": FORMAT, "source": source, "path": None if path is None else str(path), "split": split,
+        "num_rows": report.rows, "num_shards": report.shards,
+        "classes": class_names, "num_classes": None if class_names is None else len(class_names),
+        "skipped": len(report.skipped),
+        "skipped_examples": [{"where": w, "why": y} for w, y in report.skipped[:SKIPS_LISTED]],
+    }
