@@ -26,6 +26,7 @@ class BackboneConfig:
     img_size: int = 32  # ViT: input side in pixels (sets the number of patches); ResNets accept any size
     patch_size: int = 4  # ViT: patch side in pixels; img_size must be a multiple of it
     drop_path_rate: float = 0.0  # ViT: stochastic depth; ResNets have none, so it must stay 0 for them
+    depth: int | None = None  # ViT: number of blocks; None keeps the size's default (12); small values for CPU runs
 
 
 class ResNetBackbone(nn.Module):
@@ -58,6 +59,8 @@ def _resnet(depth: int) -> Callable[[BackboneConfig], nn.Module]:
         if cfg.drop_path_rate != 0.0:
             raise UserError(f"backbone.drop_path_rate: {cfg.drop_path_rate!r} is not supported by "
                             f"{cfg.name}; it applies to ViT backbones only (leave it at 0)")
+        if cfg.depth is not None:
+            raise UserError(f"backbone.depth: {cfg.name} has a fixed depth; depth applies to ViT backbones only")
         return ResNetBackbone(depth, in_chans=cfg.in_chans, small_stem=cfg.small_stem)
     return build
 
@@ -70,10 +73,8 @@ def _vit(size: str) -> Callable[[BackboneConfig], nn.Module]:
         if cfg.img_size % cfg.patch_size != 0:
             raise UserError(f"backbone.patch_size: {cfg.patch_size} does not divide "
                             f"backbone.img_size {cfg.img_size}")
-        kwargs = dict(img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans)
-        if cfg.drop_path_rate:
-            kwargs["drop_path_rate"] = cfg.drop_path_rate
-        return ViTBackbone(size, **kwargs)
+        return ViTBackbone(size, img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans,
+                           depth=cfg.depth, drop_path_rate=cfg.drop_path_rate)
     return build
 
 
@@ -96,6 +97,8 @@ def check_backbone_config(cfg: BackboneConfig) -> None:
     check_range("backbone.img_size", cfg.img_size, 1, None)
     check_range("backbone.patch_size", cfg.patch_size, 1, None)
     check_range("backbone.drop_path_rate", cfg.drop_path_rate, 0.0, 1.0, high_open=True)
+    if cfg.depth is not None:
+        check_range("backbone.depth", cfg.depth, 1, None)
 
 
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
