@@ -86,8 +86,8 @@ class MACRL(MomentumSSLMethod):
         self.cfg = cfg
         vit = self.backbone
         self.projector = ProjectionHead(vit.num_features, cfg.proj_hidden_dim, cfg.proj_dim, cfg.proj_layers)
-        self.momentum_backbone = build_target(self.backbone)
-        self.momentum_projector = build_target(self.projector)
+        self.target_backbone = build_target(self.backbone)
+        self.target_projector = build_target(self.projector)
         self.decoder = MaskedPatchDecoder(
             vit.num_features, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_num_heads, vit.grid_size,
             patch_pixels=vit.patch_size**2 * vit.in_chans)
@@ -96,13 +96,13 @@ class MACRL(MomentumSSLMethod):
         self.queue = MemoryQueue(cfg.proj_dim, cfg.queue_size) if cfg.queue_size > 0 else None
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
+        return [(self.backbone, self.target_backbone), (self.projector, self.target_projector)]
 
     @torch.no_grad()
     def forward_momentum(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Unmasked weak view(s) -> (momentum backbone features [N, D], keys [N, proj_dim]), no gradient."""
-        features = self.momentum_backbone(images)
-        return features, self.momentum_projector(features)
+        features = self.target_backbone(images)
+        return features, self.target_projector(features)
 
     def forward(self, views: list[Tensor]) -> dict[str, Tensor]:
         strong, weak = views[0], views[1]

@@ -111,11 +111,6 @@ class ViTBackbone(nn.Module):
         x = self.vit.blocks(x)
         return self.vit.norm(x)
 
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Parameter names that optimizers usually exclude from weight decay (timm convention)."""
-        return {"vit." + name for name in self.vit.no_weight_decay()}
-
 
 class MaskedPatchDecoder(nn.Module):
     """Light MAE decoder (He et al. 2021, §3 "MAE decoder"): re-inserts mask tokens, predicts pixels.

@@ -40,9 +40,9 @@ def test_one_optimizer_step(in_chans, symmetric):
                  "decoder.decoder_pred.weight"]:
         assert name in changed
     # the momentum branch gets no gradient and the optimizer does not move it
-    momentum_params = [(n, p) for n, p in model.named_parameters() if n.startswith("momentum_")]
+    momentum_params = [(n, p) for n, p in model.named_parameters() if n.startswith("target_")]
     assert momentum_params and all(not p.requires_grad and p.grad is None for _, p in momentum_params)
-    assert not any(n.startswith("momentum_") for n in changed)
+    assert not any(n.startswith("target_") for n in changed)
     assert model.embed(views[0]).shape == (6, 192)
 
 
@@ -52,8 +52,8 @@ def test_on_step_moves_momentum_branch_by_ema():
     out["loss"].backward()
     torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5).step()
     online = dict(model.backbone.named_parameters()) | {f"p.{k}": v for k, v in model.projector.named_parameters()}
-    target = dict(model.momentum_backbone.named_parameters()) | {
-        f"p.{k}": v for k, v in model.momentum_projector.named_parameters()}
+    target = dict(model.target_backbone.named_parameters()) | {
+        f"p.{k}": v for k, v in model.target_projector.named_parameters()}
     target_before = {k: v.detach().clone() for k, v in target.items()}
     logged = model.on_step(5, 10)
     m = 0.9 + (1.0 - 0.9) * 0.5  # cosine schedule halfway from 0.9 to 1
