@@ -1,0 +1,143 @@
+"""Every method x a tiny ResNet: one optimizer step trains, schedules and EMA targets behave."""
+
+import math
+
+import pytest
+import torch
+
+from sslray.methods.base import MomentumSSLMethod
+from sslray.methods.registry import build_method
+
+SMALL_KNOBS = {
+    "simclr": {"proj_hidden_dim": 64, "proj_dim": 32},
+    "moco_v2": {"proj_hidden_dim": 64, "proj_dim": 32, "queue_size": 32},
+    "moco_v3": {"proj_hidden_dim": 64, "proj_dim": 32},
+    "byol": {"proj_hidden_dim": 64, "proj_dim": 32, "pred_hidden_dim": 64},
+    "simsiam": {"proj_hidden_dim": 64, "proj_dim": 32, "pred_hidden_dim": 16},
+    "dino": {"out_dim": 128, "head_hidden_dim": 64, "head_bottleneck_dim": 32},
+}
+CONTRASTIVE = {"simclr", "moco_v2", "moco_v3"}
+N = 6
+
+
+def tiny(name, in_chans=1, **knobs):
+    recipe = {"method": {"name": name, **SMALL_KNOBS[name], **knobs},
+              "backbone": {"name": "resnet18", "small_stem": True, "in_chans": in_chans, "img_size": 16}}
+    return build_method(recipe)
+
+
+def views_for(name, in_chans=1, generator=None):
+    views = [torch.randn(N, in_chans, 16, 16, generator=generator) for _ in range(2)]
+    if name == "dino":  # multi-crop: two local crops at a lower resolution
+        views += [torch.randn(N, in_chans, 8, 8, generator=generator) for _ in range(2)]
+    return views
+
+
+def trainable_snapshot(method):
+    return {k: p.detach().clone() for k, p in method.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("name, in_chans", [("simclr", 1), ("moco_v2", 3), ("moco_v3", 1), ("byol", 3),
+                                            ("simsiam", 1), ("dino", 3)])
+def test_one_optimizer_step(name, in_chans):
+    torch.manual_seed(0)
+    method = tiny(name, in_chans)
+    optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.05)
+    before = trainable_snapshot(method)
+    frozen_before = {k: p.detach().clone() for k, p in method.named_parameters() if not p.requires_grad}
+
+    out = method(views_for(name, in_chans))
+    assert math.isfinite(out["loss"].item())
+    assert 0.0 < out["embed_std"].item() < 1.0
+    if name in CONTRASTIVE:
+        assert 0.0 <= out["pos_top1"].item() <= 1.0
+    assert all(not v.requires_grad for k, v in out.items() if k != "loss")
+    optimizer.zero_grad()
+    out["loss"].backward()
+    optimizer.step()
+    scheduled = method.on_step(0, 10)
+
+    after = trainable_snapshot(method)
+    assert any(not torch.equal(before[k], after[k]) for k in before), "no parameter moved"
+    assert not torch.equal(before["backbone.net.conv1.weight"], after["backbone.net.conv1.weight"])
+    # Targets / teachers: never a gradient.
+    assert all(p.grad is None for p in method.parameters() if not p.requires_grad)
+    if isinstance(method, MomentumSSLMethod):
+        assert set(scheduled) >= {"momentum"} and 0.0 < scheduled["momentum"] <= 1.0
+        # on_step moved the target toward the updated online net by (1 - m).
+        changed = [k for k in frozen_before
+                   if not torch.equal(frozen_before[k], dict(method.named_parameters())[k])]
+        assert changed
+
+    features = method.embed(views_for(name, in_chans)[0])
+    assert features.shape == (N, method.backbone.num_features) and not features.requires_grad
+    assert method.training  # embed restores the mode
+
+
+@pytest.mark.parametrize("name, online, target", [("byol", "projector", "target_projector"),
+                                                  ("moco_v3", "backbone", "target_backbone"),
+                                                  ("dino", "head", "teacher_head")])
+def test_on_step_applies_the_ema_formula_with_the_scheduled_momentum(name, online, target):
+    torch.manual_seed(0)
+    method = tiny(name)
+    with torch.no_grad():  # make online and target differ
+        for p in getattr(method, online).parameters():
+            p.add_(torch.randn_like(p))
+    t_before = [p.clone() for p in getattr(method, target).parameters()]
+    o = list(getattr(method, online).parameters())
+    scheduled = method.on_step(5, 10)
+    m = scheduled["momentum"]
+    base = method.base_momentum
+    assert m == pytest.approx(1 - (1 - base) * (math.cos(math.pi * 0.5) + 1) / 2)
+    for t_new, t_old, o_p in zip(getattr(method, target).parameters(), t_before, o):
+        assert torch.allclose(t_new, m * t_old + (1 - m) * o_p, atol=1e-6)
+
+
+def test_moco_v2_momentum_is_constant_and_queue_fills():
+    method = tiny("moco_v2", symmetric=True)
+    assert method.on_step(0, 100)["momentum"] == method.on_step(99, 100)["momentum"] == 0.999
+    start = method.queue.negatives
+    method(views_for("moco_v2"))
+    assert int(method.queue.pointer) == 2 * N  # symmetric: both views' keys
+    assert torch.equal(method.queue.negatives[2 * N:], start[2 * N:])
+    assert not torch.equal(method.queue.negatives[:2 * N], start[:2 * N])
+
+
+def test_dino_teacher_temperature_warms_up():
+    method = tiny("dino", temperature=0.07, warmup_temperature=0.04, temperature_warmup_fraction=0.5)
+    assert method.criterion.teacher_temp == pytest.approx(0.04)
+    temps = [method.on_step(step, 20)["teacher_temperature"] for step in range(20)]
+    assert temps[4] == pytest.approx(0.04 + 0.03 * 5 / 10)
+    assert temps[-1] == pytest.approx(0.07)
+    assert all(a <= b for a, b in zip(temps, temps[1:]))
+
+
+def test_moco_v3_temperature_defaults_follow_the_backbone():
+    assert tiny("moco_v3").temperature == 1.0
+    assert tiny("moco_v3", temperature=0.3).temperature == 0.3
+
+
+def test_methods_refuse_too_few_views():
+    with pytest.raises(ValueError, match="at least 2 views"):
+        tiny("simclr")([torch.randn(N, 1, 16, 16)])
+
+
+def tiny_vit(name, **knobs):
+    recipe = {"method": {"name": name, **SMALL_KNOBS[name], **knobs},
+              "backbone": {"name": "vit_tiny", "img_size": 16, "patch_size": 4, "in_chans": 1, "depth": 1}}
+    return build_method(recipe)
+
+
+@pytest.mark.parametrize("name", ["moco_v3", "dino", "byol"])
+def test_vit_backbone_methods_take_a_step(name):
+    torch.manual_seed(0)
+    method = tiny_vit(name)
+    if name == "moco_v3":  # moco-v3 builder: 3-layer projector and T = 0.2 for ViTs
+        assert method.temperature == 0.2
+        assert sum(isinstance(m, torch.nn.Linear) for m in method.projector.modules()) == 3
+    views = [torch.randn(N, 1, 16, 16) for _ in range(3)]  # DINO: 2 global + 1 local crop at the same size
+    out = method(views)
+    out["loss"].backward()
+    assert math.isfinite(out["loss"].item())
+    assert method.backbone.vit.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert method.embed(views[0]).shape == (N, 192)
