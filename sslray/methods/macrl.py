@@ -91,7 +91,7 @@ class MACRL(MomentumSSLMethod):
         self.decoder = MaskedPatchDecoder(
             vit.num_features, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_num_heads, vit.grid_size,
             patch_pixels=vit.patch_size**2 * vit.in_chans)
-        self.contrastive_loss = InfoNCELoss(cfg.temperature)
+        self.infonce = InfoNCELoss(cfg.temperature)
         self.reconstruction_loss = MaskedL1Loss(norm_pix_loss=cfg.norm_pix_loss)
         self.queue = MemoryQueue(cfg.proj_dim, cfg.queue_size) if cfg.queue_size > 0 else None
 
@@ -119,7 +119,7 @@ class MACRL(MomentumSSLMethod):
         # Momentum branch: row i of key_input is the other view of row i of masked_input.
         features, keys = self.forward_momentum(key_input)
         negatives = self.queue.negatives if self.queue is not None else None
-        losses, top1s = zip(*(self.contrastive_loss(q, k, negatives)
+        losses, top1s = zip(*(self.infonce(q, k, negatives)
                               for q, k in zip(queries.split(n), keys.split(n))))
         contrastive_loss = torch.stack(losses).mean()
         pos_top1 = torch.stack(top1s).mean()

@@ -27,7 +27,7 @@ def random_masking(x: Tensor, mask_ratio: float,
 
     Returns:
         x_visible: [N, L', D] kept tokens in shuffled order, L' = ``num_visible(L, mask_ratio)``.
-        mask: [N, L] in the original token order, 0 = kept, 1 = removed.
+        mask: [N, L] float in the original token order, 0 = kept, 1 = removed.
         ids_restore: [N, L] indices that undo the shuffle: gathering the shuffled sequence
             [x_visible, removed tokens] with ``ids_restore`` gives the original order.
     """
@@ -38,7 +38,8 @@ def random_masking(x: Tensor, mask_ratio: float,
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     ids_keep = ids_shuffle[:, :len_keep]
     x_visible = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))
-    mask = torch.ones(n, length, device=x.device, dtype=x.dtype)
+    # float32 even under autocast: a bf16 mask would round the masked-patch count in the loss's denominator
+    mask = torch.ones(n, length, device=x.device)
     mask[:, :len_keep] = 0
     mask = torch.gather(mask, 1, ids_restore)  # back to the original order
     return x_visible, mask, ids_restore
