@@ -130,7 +130,7 @@ def _read(path: str):
     import ray.data
 
     prepared = open_prepared(path)
-    return ray.data.read_parquet(prepared.files, columns=list(COLUMNS))
+    return ray.data.read_parquet(prepared.files).select_columns(list(COLUMNS))
 
 
 def views_dataset(path: str, specs: list[ViewSpec], *, channels: int = 3, seed: int = 0, epoch: int = 0,

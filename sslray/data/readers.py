@@ -231,7 +231,11 @@ class STL10Reader(ArrayReader):
         super().__init__("stl10", self.CLASSES)
 
     def splits(self) -> list[str]:
-        return ["train", "test", "unlabeled"]
+        """The splits whose image file is present (the unlabeled one alone is 2.7 GB)."""
+        present = [s for s in ("train", "test", "unlabeled") if (self.root / f"{s}_X.bin").is_file()]
+        if not present:
+            raise UserError(f"stl10: no train_X.bin, test_X.bin or unlabeled_X.bin in {self.root}")
+        return present
 
     def arrays(self, split):
         x_path = self.root / f"{split}_X.bin"

@@ -1,0 +1,225 @@
+"""`sslray data prepare` and the readers behind it, on real files of every source format."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from sslray.cli import main
+from sslray.data.readers import FASHION_MNIST_DIR, fashion_mnist_arrays
+from sslray.data.shards import SCHEMA, prepare
+from sslray.errors import UserError
+
+from .samples import encode, pattern
+
+
+def read_split(folder: Path) -> pa.Table:
+    return pa.concat_tables(pq.read_table(f) for f in sorted(folder.glob("part-*.parquet")))
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def test_fashion_mnist_idx_round_trip(idx_dir, tmp_path):
+    root, arrays = idx_dir
+    reports = prepare("fashion-mnist", tmp_path / "out", path=str(root), workers=1)
+    assert [(r.split, r.rows) for r in reports] == [("train", 12), ("test", 5)]
+    table = read_split(tmp_path / "out" / "train")
+    assert table.schema.equals(SCHEMA)
+    images, labels = arrays["train"]
+    for row, (data, label) in enumerate(zip(table["image"].to_pylist(), table["label"].to_pylist())):
+        np.testing.assert_array_equal(pixels(data), images[row])
+        assert label == labels[row]
+    info = json.loads((tmp_path / "out" / "train" / "dataset.json").read_text())
+    assert info["num_rows"] == 12 and info["classes"][9] == "Ankle boot" and info["skipped"] == 0
+
+
+def test_truncated_idx_is_a_user_error(idx_dir, tmp_path):
+    root, _ = idx_dir
+    data = (root / "t10k-images-idx3-ubyte.gz").read_bytes()
+    import gzip
+    raw = gzip.decompress(data)
+    (root / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw[:-100]))
+    with pytest.raises(UserError, match="truncated"):
+        prepare("fashion-mnist", tmp_path / "out", path=str(root), split="test")
+    assert not (tmp_path / "out" / "test").exists()
+
+
+def test_cifar10_pixels_labels_and_class_names(cifar10_dir, tmp_path):
+    root, images = cifar10_dir
+    reports = prepare("cifar10", tmp_path / "out", path=str(root), workers=2)
+    assert [(r.split, r.rows) for r in reports] == [("train", 10), ("test", 2)]
+    train = read_split(tmp_path / "out" / "train")
+    np.testing.assert_array_equal(pixels(train["image"][3].as_py()), images[3])
+    assert train["label"].to_pylist() == list(range(10))
+    assert json.loads((tmp_path / "out" / "test" / "dataset.json").read_text())["classes"][0] == "c0"
+
+
+def test_cifar100_fine_labels(tmp_path):
+    root = tmp_path / "cifar-100-python"
+    root.mkdir()
+    images = np.stack([pattern(32, 32, 3, seed=i) for i in range(3)])
+    for split in ("train", "test"):
+        with open(root / split, "wb") as f:
+            pickle.dump({b"data": images.transpose(0, 3, 1, 2).reshape(3, -1), b"fine_labels": [99, 0, 42],
+                         b"coarse_labels": [1, 2, 3]}, f)
+    prepare("cifar100", tmp_path / "out", path=str(tmp_path), split="test", workers=1)
+    table = read_split(tmp_path / "out" / "test")
+    assert table["label"].to_pylist() == [99, 0, 42]
+    np.testing.assert_array_equal(pixels(table["image"][2].as_py()), images[2])
+
+
+def test_cifar_pickle_that_runs_code_is_refused(tmp_path):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(root / name, "wb") as f:
+            pickle.dump({b"data": Exploit(), b"labels": []}, f)
+    with pytest.raises(UserError, match="refusing to load"):
+        prepare("cifar10", tmp_path / "out", path=str(tmp_path))
+    assert not marker.exists()
+
+
+def test_stl10_orientation_and_unlabeled_split(stl10_dir, tmp_path):
+    root, images = stl10_dir
+    reports = prepare("stl10", tmp_path / "out", path=str(root), workers=1)
+    assert {r.split: r.rows for r in reports} == {"train": 4, "unlabeled": 3}  # no test files here
+    train = read_split(tmp_path / "out" / "train")
+    np.testing.assert_array_equal(pixels(train["image"][1].as_py()), images[1])  # not transposed
+    assert train["label"].to_pylist() == [0, 1, 9, 4]
+    assert read_split(tmp_path / "out" / "unlabeled")["label"].null_count == 3
+
+
+def test_folder_keeps_good_images_and_lists_bad_ones(folder_tree, tmp_path):
+    (report,) = prepare("folder", tmp_path / "out", path=str(folder_tree), workers=2)
+    assert report.rows == 7
+    reasons = dict(report.skipped)
+    assert {Path(w).name for w in reasons} == {"empty.png", "garbage.jpg", "truncated.jpg"}
+    assert "empty" in reasons[str(folder_tree / "dogs" / "empty.png")]
+    table = read_split(tmp_path / "out" / "train")
+    rows = dict(zip(table["id"].to_pylist(), zip(table["image"].to_pylist(), table["label"].to_pylist())))
+    assert rows["cats/a.png"][1] == 0 and rows["dogs/c.jpeg"][1] == 1
+    assert rows["cats/a.png"][0] == (folder_tree / "cats" / "a.png").read_bytes()  # kept as is
+    np.testing.assert_array_equal(pixels(rows["cats/a.png"][0]), pattern(40, 60, 3, 1))
+    cmyk = Image.open(io.BytesIO(rows["dogs/cmyk.jpg"][0]))
+    deep = Image.open(io.BytesIO(rows["dogs/deep.png"][0]))
+    alpha = Image.open(io.BytesIO(rows["dogs/alpha.png"][0]))
+    assert (cmyk.mode, deep.mode, alpha.mode) == ("RGB", "L", "RGB")
+    np.testing.assert_array_equal(np.asarray(deep), pattern(16, 16, 1, 6))  # 16-bit scaled back to 8
+    info = json.loads((tmp_path / "out" / "train" / "dataset.json").read_text())
+    assert info["classes"] == ["cats", "dogs"] and info["skipped"] == 3
+
+
+def test_folder_without_subfolders_is_unlabeled(tmp_path):
+    root = tmp_path / "loose"
+    root.mkdir()
+    for i in range(3):
+        (root / f"{i}.png").write_bytes(encode(pattern(10, 10, 3, i)))
+    (report,) = prepare("folder", tmp_path / "out", path=str(root), workers=1)
+    table = read_split(tmp_path / "out" / "train")
+    assert report.rows == 3 and table["label"].null_count == 3
+
+
+def test_folder_split_subfolders_and_class_subset(tmp_path):
+    root = tmp_path / "imagenet"
+    for split in ("train", "val"):
+        for c, name in enumerate(["n01", "n02", "n03"]):
+            (root / split / name).mkdir(parents=True)
+            (root / split / name / "x.png").write_bytes(encode(pattern(8, 8, 3, c)))
+    reports = prepare("folder", tmp_path / "out", path=str(root), classes=["n03", "n01"], workers=1)
+    assert [r.split for r in reports] == ["train", "val"]
+    table = read_split(tmp_path / "out" / "val")
+    assert sorted(zip(table["id"].to_pylist(), table["label"].to_pylist())) == [
+        ("val/n01/x.png", 1), ("val/n03/x.png", 0)]
+    assert json.loads((tmp_path / "out" / "val" / "dataset.json").read_text())["classes"] == ["n03", "n01"]
+
+
+def test_parquet_source_with_raw_and_struct_columns(tmp_path):
+    images = [encode(pattern(9, 9, 3, i)) for i in range(4)]
+    raw = pa.table({"img": images, "y": [0, 1, None, 3]})
+    pq.write_table(raw, tmp_path / "raw.parquet")
+    hf = pa.table({"image": pa.array([{"bytes": b, "path": None} for b in images[:2]] + [{"bytes": b"bad", "path": None}]),
+                   "label": [5, 6, 7]})
+    pq.write_table(hf, tmp_path / "hf.parquet")
+    prepare("parquet", tmp_path / "a", path=str(tmp_path / "raw.parquet"), image_column="img", label_column="y")
+    assert read_split(tmp_path / "a" / "train")["label"].to_pylist() == [0, 1, None, 3]
+    (report,) = prepare("parquet", tmp_path / "b", path=str(tmp_path / "hf.parquet"))
+    assert report.rows == 2 and len(report.skipped) == 1
+    with pytest.raises(UserError, match="no column 'pixels'"):
+        prepare("parquet", tmp_path / "c", path=str(tmp_path / "raw.parquet"), image_column="pixels")
+
+
+def test_limit_shards_and_num_classes(idx_dir, tmp_path):
+    root, _ = idx_dir
+    (report,) = prepare("fashion-mnist", tmp_path / "out", path=str(root), split="train", limit=7,
+                        num_classes=5, rows_per_shard=2, workers=1)
+    table = read_split(tmp_path / "out" / "train")
+    assert report.rows == 7 and report.shards == 4 and len(list((tmp_path / "out" / "train").glob("*.parquet"))) == 4
+    assert set(table["label"].to_pylist()) <= set(range(5))
+
+
+def test_existing_output_is_never_overwritten_without_flag(idx_dir, tmp_path):
+    root, _ = idx_dir
+    prepare("fashion-mnist", tmp_path / "out", path=str(root), split="test", limit=2, workers=1)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out" / "test").iterdir()}
+    with pytest.raises(UserError, match="already exists"):
+        prepare("fashion-mnist", tmp_path / "out", path=str(root), split="test", workers=1)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out" / "test").iterdir()} == before
+    prepare("fashion-mnist", tmp_path / "out", path=str(root), split="test", overwrite=True, workers=1)
+    assert read_split(tmp_path / "out" / "test").num_rows == 5
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no partial/old left
+
+
+def test_cli_errors_exit_2_with_one_message(folder_tree, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (["data", "prepare", "folder", str(tmp_path / "o1"), "--path", str(empty)], "no images written"),
+        (["data", "prepare", "folder", str(tmp_path / "o2"), "--path", str(tmp_path / "missing")], "does not exist"),
+        (["data", "prepare", "folder", str(tmp_path / "o3"), "--path", str(folder_tree), "--classes", "cats,birds"],
+         "unknown class 'birds'"),
+        (["data", "prepare", "cifar10", str(tmp_path / "o4")], "--path is required"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1
+        assert not (tmp_path / argv[3]).exists() or not any((tmp_path / argv[3]).iterdir())
+
+
+def test_console_script_reports_skips(folder_tree, tmp_path):
+    result = subprocess.run([str(Path(sys.executable).parent / "sslray"), "data", "prepare", "folder",
+                             str(tmp_path / "out"), "--path", str(folder_tree)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "train: 7 images in 1 shard(s)" in result.stdout
+    assert "skipped 3" in result.stdout and "garbage.jpg" in result.stdout
+
+
+def test_real_fashion_mnist_full_prepare(tmp_path):
+    """The embedded default, from the Debian package: 60k train + 10k test rows with labels."""
+    assert FASHION_MNIST_DIR.is_dir(), "make test installs dataset-fashion-mnist; run it through make"
+    assert main(["data", "prepare", "fashion-mnist", str(tmp_path / "fmnist")]) == 0
+    train, test = read_split(tmp_path / "fmnist" / "train"), read_split(tmp_path / "fmnist" / "test")
+    assert (train.num_rows, test.num_rows) == (60_000, 10_000)
+    assert train["label"].null_count == 0 and set(test["label"].to_pylist()) == set(range(10))
+    images, labels = fashion_mnist_arrays("test")
+    for row in (0, 4321, 9999):
+        np.testing.assert_array_equal(pixels(test["image"][row].as_py()), images[row])
+        assert test["label"][row].as_py() == labels[row]
