@@ -105,7 +105,9 @@ class MACRL(MomentumSSLMethod):
         return features, self.target_projector(features)
 
     def forward(self, views: list[Tensor]) -> dict[str, Tensor]:
-        strong, weak = views[0], views[1]
+        if len(views) < 2:
+            raise ValueError(f"MACRL needs two views (views[0] strong, views[1] weak), got {len(views)}")
+        strong, weak = views[0], views[1]  # any further views (local crops) are not used
         n = strong.shape[0]
         masked_input = torch.cat([strong, weak]) if self.cfg.symmetric else strong
         key_input = torch.cat([weak, strong]) if self.cfg.symmetric else weak

@@ -137,3 +137,8 @@ def test_built_from_a_recipe():
     assert torch.isfinite(out["loss"])
     with pytest.raises(UserError, match=r"method\.alpha"):
         build_method({**recipe, "method": {"name": "macrl", "alpha": -1}})
+
+
+def test_needs_two_views():
+    with pytest.raises(ValueError, match="two views"):
+        tiny_macrl()(two_views()[:1])
