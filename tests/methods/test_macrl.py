@@ -128,9 +128,10 @@ def test_built_from_a_recipe():
 
     recipe = {"method": {"name": "macrl", "alpha": 0.5, "temperature": 0.1, "momentum": 0.996, "mask_ratio": 0.8,
                          **SMALL},
-              "backbone": {"name": "vit_tiny", "in_chans": 3, "img_size": 16, "patch_size": 4}}
+              "backbone": {"name": "vit_tiny", "in_chans": 3, "img_size": 16, "patch_size": 4, "depth": 2}}
     model = build_method(recipe)
     assert isinstance(model, MACRL)
+    assert len(model.backbone.vit.blocks) == 2
     assert (model.cfg.alpha, model.cfg.temperature, model.cfg.mask_ratio) == (0.5, 0.1, 0.8)
     assert model.on_step(0, 100)["momentum"] == pytest.approx(0.996)
     out = model(two_views(n=2))

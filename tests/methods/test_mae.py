@@ -120,9 +120,10 @@ def test_built_from_a_recipe():
     from sslray.methods.registry import build_method
 
     recipe = {"method": {"name": "mae", "mask_ratio": 0.5, **SMALL},
-              "backbone": {"name": "vit_tiny", "in_chans": 1, "img_size": 16, "patch_size": 4}}
+              "backbone": {"name": "vit_tiny", "in_chans": 1, "img_size": 16, "patch_size": 4, "depth": 2}}
     model = build_method(recipe)
-    assert isinstance(model, MAE) and model.cfg.mask_ratio == 0.5
+    assert isinstance(model, MAE)
+    assert len(model.backbone.vit.blocks) == 2 and model.cfg.mask_ratio == 0.5
     out = model([torch.randn(2, 1, 16, 16)])
     assert torch.isfinite(out["loss"])
     with pytest.raises(UserError, match="ViT backbone"):
