@@ -6,9 +6,11 @@ neighbours vote for their class, neighbour i with weight
 
     w_i = exp(s_i / T)
 
-so close neighbours count far more than distant ones. Wu et al. use k = 200 and T = 0.07 (their
-training temperature); DINO (Caron et al. 2021, sec. 4.1 and ``eval_knn.py``) and solo-learn keep
-k = 200 with T = 0.1, the defaults here, so our numbers are comparable with theirs.
+so close neighbours count far more than distant ones. Defaults k = 200, T = 0.1 are those of the
+MoCo CIFAR-10 demo (facebookresearch/moco, colab notebook) and lightly's ``knn_predict``, the usual
+online monitor on small datasets like ours. Wu et al. themselves use k = 200 with their training
+temperature T = 0.07; DINO (Caron et al. 2021, ``eval_knn.py``) and solo-learn use the same vote with
+k = 20, T = 0.07 on ImageNet, so pass those to compare with their tables.
 
 Bank labels must be real classes: a label < 0 (an unlabelled image, see the Parquet schema in
 DESIGN.md) is a ``ValueError`` rather than silently dropped, because a bank that is mostly unlabelled
