@@ -84,6 +84,8 @@ class ViTBackbone(nn.Module):
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=0,
             global_pool="token", embed_dim=embed_dim, depth=depth or default_depth,
             num_heads=num_heads, mlp_ratio=4.0, qkv_bias=True, drop_path_rate=drop_path_rate,
+            # Other input sizes (DINO's local crops) get the position table interpolated, as DINO does.
+            dynamic_img_size=True,
         )
         self.num_features = embed_dim
         self.patch_size = patch_size
@@ -101,7 +103,8 @@ class ViTBackbone(nn.Module):
 
     def patchify_embed(self, x: Tensor) -> Tensor:
         """[N, C, H, W] -> [N, L, D] patch tokens with their position embedding added (no CLS yet)."""
-        return self.vit.patch_embed(x) + self.vit.pos_embed[:, 1:, :]
+        tokens = self.vit.patch_embed(x).flatten(1, 2)  # dynamic_img_size: [N, H', W', D] -> [N, L, D]
+        return tokens + self.vit.pos_embed[:, 1:, :]
 
     def encode(self, tokens: Tensor) -> Tensor:
         """[N, L', D] (any subset of ``patchify_embed`` tokens) -> [N, 1 + L', D]: prepend CLS, blocks, norm."""
