@@ -82,7 +82,7 @@ RECIPES = ("simclr", "byol", "dino", "mae", "macrl")
 
 @dataclass
 class AugmentConfig:
-    recipe: Literal["simclr", "byol", "dino", "mae", "macrl"] = "simclr"
+    recipe: Literal["simclr", "byol", "dino", "mae", "macrl"] | None = None  # None: the method's own (simclr alone)
     size: int = 32                       # global crop side (224 for ImageNet-scale recipes)
     local_size: int = 16                 # DINO local crop side (96 at 224: Caron et al., 2021)
     local_crops: int = 6                 # DINO local crops (Caron et al. use 6-10 at 96 px)
@@ -92,7 +92,7 @@ class AugmentConfig:
 
     def view_specs(self, where: str = "data.augment") -> list[ViewSpec]:
         check_range(f"{where}.local_crops", self.local_crops, 0, 64)
-        specs = _recipe_views(self.recipe, self.size, self.local_size, self.local_crops)
+        specs = _recipe_views(self.recipe or "simclr", self.size, self.local_size, self.local_crops)
         num_global = len(specs) - (self.local_crops if self.recipe == "dino" else 0)
         if len(self.views) > len(specs):
             raise UserError(f"{where}.views: {len(self.views)} entries but recipe {self.recipe!r} "

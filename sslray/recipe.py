@@ -1,0 +1,218 @@
+"""The YAML recipe: one file fixes every value of a run (shared/DESIGN.md, "One YAML schema").
+
+Sections: ``method`` (name + knobs, see each method's config), ``backbone``, ``data``, ``optim``,
+``train``, ``scaling``. A search space is the same file with distributions in place of some values
+(``{loguniform: [1e-4, 1e-2]}``); ``sslray train`` refuses those, ``sslray sweep`` explores them.
+
+Loading is ``yaml.safe_load`` only (``!!python`` tags are refused), then ``key.path=value`` overrides
+from the command line, then validation: unknown keys, wrong types and values out of range are
+``UserError``s that name the dotted key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sslray.config import check_range, section_from_dict
+from sslray.data.augment import AugmentConfig, EvalViewSpec
+from sslray.errors import UserError
+from sslray.methods.registry import method_config
+from sslray.nn.backbones import BackboneConfig
+from sslray.train.optim import OptimizerConfig
+
+DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
+
+# The view recipe each method's paper uses when data.augment.recipe is not given.
+DEFAULT_VIEWS = {"simclr": "simclr", "moco_v2": "simclr", "moco_v3": "byol", "byol": "byol",
+                 "simsiam": "simclr", "dino": "dino", "mae": "mae", "macrl": "macrl"}
+
+
+@dataclass
+class DataConfig:
+    path: str = "data/fmnist/train"            # prepared split to pretrain on (`make data` writes this one)
+    limit: int | None = None                   # pretrain on the first N images only (quick runs)
+    channels: int = 1                          # 1 (grayscale) or 3 (RGB); images are converted on decode
+    mean: list[float] = field(default_factory=lambda: [0.2860])  # per channel; Fashion-MNIST train statistics
+    std: list[float] = field(default_factory=lambda: [0.3530])
+    knn_bank: str | None = "data/fmnist/train"  # labeled split whose features vote in the online kNN
+    knn_query: str | None = "data/fmnist/test"  # held-out split scored by the online kNN; None turns it off
+    knn_bank_limit: int | None = 10_000        # bank size cap: kNN cost grows with bank x queries
+    knn_query_limit: int | None = 2_000
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(recipe=None))
+    eval_view: EvalViewSpec = field(default_factory=EvalViewSpec)
+    cpus_per_task: float = 1.0                 # CPUs per Ray Data decode/augment task
+
+    def validate(self) -> None:
+        if self.channels not in (1, 3):
+            raise UserError(f"data.channels: {self.channels!r} is not allowed; choose 1 or 3")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if len(values) != self.channels:
+                raise UserError(f"data.{name}: {values} has {len(values)} values; data.channels is {self.channels}")
+        for i, s in enumerate(self.std):
+            check_range(f"data.std[{i}]", s, 0.0, None, low_open=True)
+        for name in ("limit", "knn_bank_limit", "knn_query_limit"):
+            if getattr(self, name) is not None:
+                check_range(f"data.{name}", getattr(self, name), 1, None)
+        check_range("data.cpus_per_task", self.cpus_per_task, 0.0, None, low_open=True)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100                  # passes over data.path
+    batch_size: int = 256              # global batch: split evenly across scaling.num_workers
+    warmup_epochs: int = 10            # linear lr warm-up, then cosine decay (SimCLR, MAE, DINO)
+    final_lr_fraction: float = 0.0     # lr at the end of the cosine, as a fraction of the peak
+    grad_accum_steps: int = 1          # optimizer step every N batches
+    precision: str = "auto"            # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    seed: int = 0
+    checkpoint_every: int = 1          # epochs between checkpoints
+    keep_checkpoints: int = 2          # latest K kept, plus the best by knn_top1
+    knn_every: int = 1                 # epochs between online kNN evaluations (0: never)
+    knn_k: int = 200                   # neighbours (Wu et al., 2018)
+    knn_temperature: float = 0.1       # vote weight exp(sim / T) (Wu et al., 2018)
+    max_failures: int = 0              # Ray Train restarts of the worker group from the last checkpoint
+    sync_batchnorm: bool = False       # SyncBN across workers (MoCo v2 alternative to shuffled BN)
+
+    def validate(self) -> None:
+        for name, low in (("epochs", 1), ("batch_size", 1), ("warmup_epochs", 0), ("grad_accum_steps", 1),
+                          ("checkpoint_every", 1), ("keep_checkpoints", 1), ("knn_every", 0), ("knn_k", 1),
+                          ("max_failures", 0)):
+            check_range(f"train.{name}", getattr(self, name), low, None)
+        check_range("train.final_lr_fraction", self.final_lr_fraction, 0.0, 1.0)
+        check_range("train.knn_temperature", self.knn_temperature, 0.0, None, low_open=True)
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise UserError(f"train.precision: {self.precision!r} is not allowed; choose auto, fp32 or bf16")
+
+
+@dataclass
+class ScalingConfig:
+    num_workers: int = 1               # Ray Train workers (DDP ranks)
+    use_gpu: bool = False              # one GPU per worker when true
+    cpus_per_worker: float | None = None  # None: derived from the cluster, leaving CPUs to Ray Data
+
+    def validate(self) -> None:
+        check_range("scaling.num_workers", self.num_workers, 1, None)
+        if self.cpus_per_worker is not None:
+            check_range("scaling.cpus_per_worker", self.cpus_per_worker, 0.0, None, low_open=True)
+
+
+@dataclass
+class Recipe:
+    method: dict[str, Any]             # name + knobs; validated by sslray.methods.registry.method_config
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+
+    @property
+    def method_name(self) -> str:
+        return self.method["name"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML file with ``safe_load``; syntax errors and unsafe tags name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err)
+        if "constructor for the tag" in problem:
+            problem += " (sslray reads YAML with safe_load: no Python tags)"
+        raise UserError(f"{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of sections (method:, data:, ...), got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``["train.epochs=1", "method.temperature=0.2"]`` applied to a copy of ``data``; values are YAML."""
+    data = copy.deepcopy(data)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise UserError(f"override {override!r}: expected key.path=value, e.g. train.epochs=1")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise UserError(f"override {override!r}: the value is not valid YAML") from None
+        node = data
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"override {override!r}: {'.'.join(parts[:depth + 1])} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def find_distributions(data: Any, where: str = "") -> list[str]:
+    """Dotted keys whose value is a search distribution (``{choice: [...]}`` and friends)."""
+    if isinstance(data, dict):
+        if len(data) == 1 and next(iter(data)) in DISTRIBUTIONS:
+            return [where]
+        return [k for key, value in data.items() for k in find_distributions(value, f"{where}.{key}".strip("."))]
+    return []
+
+
+def recipe_from_dict(data: dict[str, Any]) -> Recipe:
+    """Validate a recipe dict (no distributions left) into a ``Recipe``."""
+    sections = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(data) - sections)
+    if unknown:
+        raise UserError(f"{unknown[0]}: unknown section; allowed: {', '.join(sorted(sections))}")
+    left = find_distributions(data)
+    if left:
+        raise UserError(f"{left[0]}: is a search distribution; `sslray train` needs fixed values "
+                        "(explore it with `sslray sweep`)")
+    name, knobs = method_config(data.get("method"))
+    recipe = Recipe(
+        method={"name": name, **dataclasses.asdict(knobs)},
+        backbone=section_from_dict(BackboneConfig, data.get("backbone"), "backbone"),
+        data=section_from_dict(DataConfig, data.get("data"), "data"),
+        optim=section_from_dict(OptimizerConfig, data.get("optim"), "optim"),
+        train=section_from_dict(TrainConfig, data.get("train"), "train"),
+        scaling=section_from_dict(ScalingConfig, data.get("scaling"), "scaling"),
+    )
+    if recipe.data.augment.recipe is None:
+        recipe.data.augment.recipe = DEFAULT_VIEWS[name]
+    for section in (recipe.data, recipe.train, recipe.scaling):
+        section.validate()
+    recipe.data.augment.view_specs()  # validates every view
+    _check_across_sections(recipe)
+    return recipe
+
+
+def _check_across_sections(recipe: Recipe) -> None:
+    if recipe.backbone.in_chans != recipe.data.channels:
+        raise UserError(f"backbone.in_chans: {recipe.backbone.in_chans} but data.channels is "
+                        f"{recipe.data.channels}; they must match")
+    workers = recipe.scaling.num_workers
+    if recipe.train.batch_size % workers:
+        raise UserError(f"train.batch_size: {recipe.train.batch_size} does not split evenly across "
+                        f"scaling.num_workers={workers}; use a multiple of {workers}")
+    if recipe.backbone.name.startswith("vit") and recipe.backbone.img_size != recipe.data.augment.size:
+        raise UserError(f"backbone.img_size: {recipe.backbone.img_size} but data.augment.size is "
+                        f"{recipe.data.augment.size}; a ViT needs the crop size it was built for")
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read, override and validate a recipe file."""
+    return recipe_from_dict(apply_overrides(read_yaml(path), list(overrides)))

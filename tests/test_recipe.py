@@ -1,0 +1,90 @@
+"""Recipes: YAML loading, overrides, validation errors that name the key, and every shipped recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sslray.errors import UserError
+from sslray.methods.registry import build_method
+from sslray.recipe import apply_overrides, find_distributions, load_recipe, recipe_from_dict
+
+RECIPES = sorted(Path(__file__).parents[1].joinpath("search_spaces").glob("*_fmnist.yaml"))
+METHODS = ["simclr", "moco_v2", "moco_v3", "byol", "simsiam", "dino", "mae", "macrl"]
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_there_is_a_recipe_per_method():
+    assert sorted(p.name.removesuffix("_fmnist.yaml") for p in RECIPES) == sorted(METHODS)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_shipped_recipe_builds_and_runs_one_forward(path):
+    recipe = load_recipe(path, ["backbone.depth=1"] if "vit" in path.read_text() else [])
+    specs = recipe.data.augment.view_specs()
+    model = build_method(recipe.to_dict())
+    views = [torch.randn(4, recipe.data.channels, s.size, s.size) for s in specs]
+    out = model(views)
+    assert torch.isfinite(out["loss"])
+    assert recipe.train.batch_size % recipe.scaling.num_workers == 0
+
+
+def test_overrides_are_typed_yaml_values_on_dotted_paths(tmp_path):
+    path = write(tmp_path, "method: {name: simclr}\nbackbone: {in_chans: 1}\n")
+    recipe = load_recipe(path, ["method.temperature=0.2", "train.epochs=3", "data.limit=512",
+                                "data.augment.global_view={blur_p: 0.0}", "train.sync_batchnorm=true"])
+    assert recipe.method["temperature"] == 0.2 and recipe.train.epochs == 3 and recipe.data.limit == 512
+    assert recipe.data.augment.view_specs()[0].blur_p == 0.0 and recipe.train.sync_batchnorm is True
+    assert recipe.data.augment.recipe == "simclr"  # the method's default views
+
+
+@pytest.mark.parametrize("text, overrides, message", [
+    ("method: {name: simclr}\nbackbone: {in_chans: 1}\n", ["method.temprature=0.1"],
+     r"method\.temprature: unknown key \(did you mean 'temperature'\?\)"),
+    ("method: {name: mae}\nbackbone: {name: vit_tiny, in_chans: 1, img_size: 32}\n", ["method.mask_ratio=1.5"],
+     r"method\.mask_ratio: 1\.5 is out of range"),
+    ("method: {name: simclr}\nbackbone: {in_chans: 1}\n", ["scaling.num_workers=3"],
+     r"train\.batch_size: 256 does not split evenly across scaling\.num_workers=3"),
+    ("method: {name: simclr}\nbackbone: {in_chans: 3}\n", [], r"backbone\.in_chans: 3 but data\.channels is 1"),
+    ("method: {name: simclr}\nbackbone: {in_chans: 1}\ntrainn: {}\n", [], r"trainn: unknown section"),
+    ("method: {name: simclrr}\n", [], r"method\.name: unknown method 'simclrr'; choose one of simclr"),
+    ("method: {name: simclr, temperature: {loguniform: [0.05, 0.5]}}\nbackbone: {in_chans: 1}\n", [],
+     r"method\.temperature: is a search distribution.*sslray sweep"),
+    ("method: {name: simclr}\nbackbone: {in_chans: 1}\n", ["train.epochs"], r"expected key\.path=value"),
+    ("method: {name: simclr}\nbackbone: {in_chans: 1}\n", ["train.precision=fp8"], r"train\.precision: 'fp8'"),
+    ("method: {name: simclr}\nbackbone: {in_chans: 1}\n", ["data.mean=[0.5, 0.5]"],
+     r"data\.mean: \[0\.5, 0\.5\] has 2 values; data\.channels is 1"),
+    ("method: {name: simclr\n", [], r"recipe\.yaml:2:1: "),
+    ("method: !!python/object/apply:os.system ['touch pwned']\n", [], r"recipe\.yaml:1:9: .*safe_load"),
+    ("- just\n- a list\n", [], r"expected a mapping of sections"),
+])
+def test_bad_recipes_name_the_key_and_value(tmp_path, monkeypatch, text, overrides, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=message):
+        load_recipe(write(tmp_path, text), overrides)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_missing_recipe_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_distributions_are_found_anywhere():
+    space = {"method": {"name": {"choice": ["simclr", "byol"]}, "temperature": {"uniform": [0.1, 0.5]}},
+             "optim": {"base_lr": 0.1}, "data": {"augment": {"views": [{"blur_p": 0.5}]}}}
+    assert find_distributions(space) == ["method.name", "method.temperature"]
+    assert apply_overrides(space, ["optim.base_lr=0.2"])["optim"]["base_lr"] == 0.2
+    assert space["optim"]["base_lr"] == 0.1  # the input is not modified
+
+
+def test_recipe_round_trips_through_its_dict():
+    recipe = recipe_from_dict({"method": {"name": "byol"}, "backbone": {"in_chans": 1}})
+    assert recipe_from_dict(recipe.to_dict()) == recipe
