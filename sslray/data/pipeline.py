@@ -32,11 +32,12 @@ SHRINK_FACTOR = 2  # decoded images are shrunk to a shorter side of 2x the large
 
 @dataclass
 class PreparedDataset:
-    """A prepared split, checked: its Parquet shards, row count and class names (if known)."""
+    """A prepared split, checked: its Parquet shards, row count, row groups and class names (if known)."""
     path: str
     files: list[str]
     num_rows: int
     classes: list[str] | None
+    row_groups: list[tuple[str, int, int]]  # (file, row group index, rows), in file order
 
 
 def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
@@ -65,7 +66,8 @@ def open_prepared(path: str, where: str = "data.path") -> PreparedDataset:
                        and not any(part.startswith(".") for part in PurePosixPath(f.path).relative_to(root).parts))
     if not files:
         raise UserError(f"{where}: no .parquet shards in {path}")
-    rows = 0
+    prefix = "" if "://" not in str(path) else str(path).split("://")[0] + "://"
+    rows, row_groups = 0, []
     for file in files:
         try:
             with fs.open_input_file(file) as handle:
@@ -74,6 +76,7 @@ def open_prepared(path: str, where: str = "data.path") -> PreparedDataset:
             raise UserError(f"{where}: shard {file} is not readable Parquet ({err})") from None
         _check_schema(file, meta.schema.to_arrow_schema())
         rows += meta.num_rows
+        row_groups += [(prefix + file, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
     classes = None
     if info.type == pafs.FileType.Directory:
         try:
@@ -81,8 +84,7 @@ def open_prepared(path: str, where: str = "data.path") -> PreparedDataset:
                 classes = json.loads(handle.read()).get("classes")
         except (FileNotFoundError, OSError, ValueError):
             classes = None  # optional: a bare folder of shards has no class names
-    prefix = "" if "://" not in str(path) else str(path).split("://")[0] + "://"
-    return PreparedDataset(str(path), [prefix + f for f in files], rows, classes)
+    return PreparedDataset(str(path), [prefix + f for f in files], rows, classes, row_groups)
 
 
 def _check_schema(file: str, schema: pa.Schema) -> None:
@@ -149,3 +151,57 @@ def eval_dataset(path: str, spec: EvalViewSpec, *, channels: int = 3, batch_size
         raise UserError(f"data.channels: {channels!r} is not allowed; choose 1 or 3")
     fn = functools.partial(make_eval_images, spec=spec, channels=channels, with_ids=with_ids)
     return _read(path).map_batches(fn, batch_format="pyarrow", batch_size=batch_size, num_cpus=num_cpus)
+
+
+# ------------------------------------------------------------------ per-worker training datasets
+
+
+def epoch_row_groups(prepared: PreparedDataset, *, seed: int, epoch: int, rank: int, world: int,
+                     limit: int | None = None) -> list[tuple[str, int, int]]:
+    """The row groups worker ``rank`` of ``world`` reads in ``epoch``: a seeded permutation of all row
+    groups (of the first ``limit`` rows), dealt round-robin. Every worker computes every worker's share,
+    so all agree on the epoch's length without talking to each other."""
+    units, left = [], limit if limit is not None else prepared.num_rows
+    for file, group, rows in prepared.row_groups:
+        if left <= 0:
+            break
+        units.append((file, group, min(rows, left)))
+        left -= rows
+    order = np.random.default_rng([seed, epoch]).permutation(len(units))
+    return [units[i] for i in order[rank::world]]
+
+
+def steps_per_epoch(prepared: PreparedDataset, *, seed: int, epoch: int, world: int, batch_per_worker: int,
+                    limit: int | None = None) -> int:
+    """Full batches every worker can take in ``epoch``: the smallest share decides (DDP needs equal steps)."""
+    shares = [sum(rows for _, _, rows in epoch_row_groups(prepared, seed=seed, epoch=epoch, rank=r, world=world,
+                                                          limit=limit)) for r in range(world)]
+    return min(shares) // batch_per_worker
+
+
+def read_row_groups(units: pa.Table) -> pa.Table:
+    """``map_batches`` function: (file, row_group, rows) units -> the rows they name."""
+    tables = []
+    for file, group, rows in zip(*(units.column(c).to_pylist() for c in ("file", "row_group", "rows"))):
+        fs, local = _filesystem(file)
+        with fs.open_input_file(local) as handle:
+            tables.append(pq.ParquetFile(handle).read_row_group(group, columns=list(COLUMNS)).slice(0, rows))
+    return pa.concat_tables(tables)
+
+
+def rank_views_dataset(prepared: PreparedDataset, specs: list[ViewSpec], *, channels: int, seed: int, epoch: int,
+                       rank: int, world: int, limit: int | None = None, batch_size: int = 256,
+                       num_cpus: float = 1.0):
+    """Worker ``rank``'s views for ``epoch``, in a deterministic order: its row groups
+    (``epoch_row_groups``) read in order, augmented with (seed, epoch)-keyed randomness. Shuffle within
+    the worker with ``iter_torch_batches(local_shuffle_buffer_size=..., local_shuffle_seed=...)``."""
+    import ray.data
+
+    units = epoch_row_groups(prepared, seed=seed, epoch=epoch, rank=rank, world=world, limit=limit)
+    items = [{"file": f, "row_group": g, "rows": n} for f, g, n in units]
+    fn = functools.partial(make_views, specs=specs, channels=channels, seed=seed, epoch=epoch)
+    ds = (ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+          .map_batches(read_row_groups, batch_size=1, batch_format="pyarrow", num_cpus=num_cpus)
+          .map_batches(fn, batch_format="pyarrow", batch_size=batch_size, num_cpus=num_cpus))
+    ds.context.execution_options.preserve_order = True  # order = row-group order: reproducible batches
+    return ds

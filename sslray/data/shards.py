@@ -36,6 +36,9 @@ SCHEMA = pa.schema([("image", pa.binary()), ("label", pa.int64()), ("id", pa.str
 FORMAT = "sslray-prepared/1"
 MAX_PIXELS = 64_000_000  # larger than any photo a vision model trains on; beyond it is a decompression bomb
 CHUNK = 1024  # images per pool round trip: bounds memory and the work done past --limit
+# Row groups are the units training shuffles and deals out to workers each epoch
+# (sslray.data.pipeline.rank_views_dataset): small enough to mix well, big enough to read efficiently.
+ROW_GROUP_ROWS = 1024
 SKIPS_LISTED = 20
 
 
@@ -130,7 +133,7 @@ class ShardWriter:
         if not self.columns["id"]:
             return
         table = pa.table(self.columns, schema=SCHEMA)
-        pq.write_table(table, self.partial / f"part-{self.shards:05d}.parquet")
+        pq.write_table(table, self.partial / f"part-{self.shards:05d}.parquet", row_group_size=ROW_GROUP_ROWS)
         self.shards += 1
         self.columns = {"image": [], "label": [], "id": []}
 

@@ -97,3 +97,32 @@ def test_bad_prepared_paths_name_the_problem(tmp_path, fmnist_small):
         open_prepared(str(bad))
     with pytest.raises(UserError, match="choose 1 or 3"):
         views_dataset(fmnist_small, AugmentConfig().view_specs(), channels=2)
+
+
+def test_row_groups_are_dealt_to_ranks_without_overlap(fmnist_small):
+    from sslray.data.pipeline import epoch_row_groups, steps_per_epoch
+
+    prepared = open_prepared(fmnist_small)
+    shares = [epoch_row_groups(prepared, seed=0, epoch=0, rank=r, world=2) for r in range(2)]
+    assert sorted(shares[0] + shares[1]) == sorted(prepared.row_groups)
+    limited = [u for r in range(2) for u in epoch_row_groups(prepared, seed=0, epoch=0, rank=r, world=2, limit=150)]
+    assert sum(rows for _, _, rows in limited) == 150
+    orders = {tuple(epoch_row_groups(prepared, seed=0, epoch=e, rank=0, world=1)) for e in range(6)}
+    assert len(orders) > 1  # a new order each epoch
+    assert steps_per_epoch(prepared, seed=0, epoch=0, world=2, batch_per_worker=50) == min(
+        sum(n for _, _, n in s) for s in shares) // 50
+
+
+def test_rank_views_repeat_exactly_for_the_same_seed_and_epoch(ray_local, fmnist_small):
+    from sslray.data.pipeline import rank_views_dataset
+
+    prepared = open_prepared(fmnist_small)
+    specs = AugmentConfig(recipe="simclr", size=28).view_specs()
+
+    def batches(epoch):
+        ds = rank_views_dataset(prepared, specs, channels=1, seed=3, epoch=epoch, rank=1, world=2, batch_size=64)
+        return [b["view_0"] for b in ds.iter_torch_batches(batch_size=32, drop_last=True, local_shuffle_buffer_size=64,
+                                                            local_shuffle_seed=epoch)]
+    first, again, other = batches(0), batches(0), batches(1)
+    assert len(first) == len(again) > 0 and all(a.equal(b) for a, b in zip(first, again))
+    assert not all(a.equal(b) for a, b in zip(first, other))
