@@ -129,7 +129,7 @@ def knn_accuracy(
     if query_features.shape[0] == 0:
         raise ValueError("no queries: accuracy of an empty set is undefined")
     if num_classes is None:
-        num_classes = int(torch.cat([bank_labels.flatten(), query_labels.flatten()]).max()) + 1
+        num_classes = max(int(labels.max()) for labels in (bank_labels, query_labels) if labels.numel()) + 1
     query_labels = _check_labels(query_labels, num_classes, "query_labels")
     scores = knn_predict(bank_features, bank_labels, query_features, num_classes, k=k, temperature=temperature)
 
