@@ -68,16 +68,67 @@ def _run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="pretrain one recipe with Ray Train",
+                           description="Pretrain the method a YAML recipe describes. Overrides are dotted "
+                                       "key=value pairs, e.g. train.epochs=1 data.limit=512.")
+    train.add_argument("recipe", metavar="RECIPE", help="YAML recipe (see search_spaces/*_fmnist.yaml)")
+    train.add_argument("overrides", nargs="*", metavar="key.path=value", help="override recipe values")
+    train.add_argument("--out", help="run folder (default: runs/<method>-<date>-<time>); must not exist yet")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint")
+    train.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    train.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from sslray.cluster import init_ray
+    from sslray.recipe import load_recipe
+    from sslray.train.trainer import fit
+
+    if args.resume and args.out:
+        raise UserError("--resume and --out: a resumed run continues in its own folder; give one of them")
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise UserError(f"--resume: {run_dir / 'config.yaml'} not found; is {run_dir} a run folder?")
+        load_recipe(args.recipe, args.overrides)  # still validated, but the run's own config wins
+        recipe = load_recipe(run_dir / "config.yaml", args.overrides)
+        print(f"resuming {run_dir} with its config.yaml" + (" and the overrides" if args.overrides else ""))
+    else:
+        recipe = load_recipe(args.recipe, args.overrides)
+        run_dir = Path(args.out or f"runs/{recipe.method_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise UserError(f"--out: {run_dir} already exists and is not empty; choose a new folder, "
+                            "or continue it with --resume")
+    init_ray(args.address)
+    summary = fit(recipe, run_dir)
+    metrics = summary["metrics"]
+    knn = f", knn_top1 {metrics['knn_top1']:.4f}" if "knn_top1" in metrics else ""
+    print(f"done in {summary['minutes']:.1f} min: loss {metrics.get('loss', float('nan')):.4f}{knn}")
+    print(f"run folder: {run_dir}\ncurves:     tensorboard --logdir {run_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sslray", description="Self-supervised pretraining and sweeps on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data(sub)
+    _add_train(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # key=value overrides may come after options (`train R --out D a.b=1`), where argparse no longer
+    # fills the positional list: collect them from what it leaves over.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.run(args)
     except UserError as err:

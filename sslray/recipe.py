@@ -193,6 +193,8 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
     )
     if recipe.data.augment.recipe is None:
         recipe.data.augment.recipe = DEFAULT_VIEWS[name]
+    if recipe.data.eval_view.size is None:
+        recipe.data.eval_view.size = recipe.data.augment.size
     for section in (recipe.data, recipe.train, recipe.scaling):
         section.validate()
     recipe.data.augment.view_specs()  # validates every view

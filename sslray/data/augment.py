@@ -111,7 +111,7 @@ class AugmentConfig:
 class EvalViewSpec:
     """Deterministic eval transform: centre crop of ``crop_fraction`` of the shorter side, resized to
     ``size`` (ImageNet: 224 px from a 256 px resize, i.e. 0.875; small images: 1.0 = whole image)."""
-    size: int = 32
+    size: int | None = None        # None: the training crop size (data.augment.size)
     crop_fraction: float = 1.0
 
 

@@ -1,0 +1,47 @@
+"""Online evaluation during pretraining (rank 0, every ``train.knn_every`` epochs).
+
+Backbone features of a labeled bank and a held-out query split (deterministic eval crops from Ray
+Data, capped by ``data.knn_bank_limit`` / ``data.knn_query_limit``) feed a weighted kNN
+(``sslray.eval.knn``); ``embed_std`` on the query features watches for collapse (-> 0).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sslray.data.pipeline import eval_dataset
+from sslray.eval.knn import knn_accuracy
+from sslray.methods.base import SSLMethod, embedding_std
+from sslray.recipe import Recipe
+
+EVAL_BATCH = 256
+
+
+def embed_split(method: SSLMethod, recipe: Recipe, path: str, limit: int | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features [N, num_features] (on CPU) and labels [N] of a prepared split."""
+    data = recipe.data
+    dataset = eval_dataset(path, data.eval_view, channels=data.channels, num_cpus=data.cpus_per_task)
+    if limit is not None:
+        dataset = dataset.limit(limit)
+    mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
+    features, labels = [], []
+    for batch in dataset.iter_torch_batches(batch_size=EVAL_BATCH, device=device):
+        images = batch["image"].float().div_(255).sub_(mean).div_(std)
+        features.append(method.embed(images).float().cpu())
+        labels.append(batch["label"].cpu())
+    return torch.cat(features), torch.cat(labels)
+
+
+def online_knn(method: SSLMethod, recipe: Recipe, device) -> dict[str, float]:
+    """``knn_top1`` (and ``knn_top5``) of the current backbone, plus ``embed_std``; {} when no kNN splits."""
+    data, train = recipe.data, recipe.train
+    if data.knn_bank is None or data.knn_query is None:
+        return {}
+    bank, bank_labels = embed_split(method, recipe, data.knn_bank, data.knn_bank_limit, device)
+    query, query_labels = embed_split(method, recipe, data.knn_query, data.knn_query_limit, device)
+    labeled = bank_labels >= 0  # an unlabeled row cannot vote
+    metrics = knn_accuracy(bank[labeled], bank_labels[labeled], query, query_labels, k=train.knn_k,
+                           temperature=train.knn_temperature)
+    metrics["embed_std"] = float(embedding_std(query))
+    return metrics

@@ -1,0 +1,115 @@
+"""A Ray Train ``TorchTrainer`` from a recipe, and the run folder it writes.
+
+A run folder holds ``config.yaml`` (the resolved recipe), TensorBoard event files (rank 0),
+``checkpoints/`` (Ray Train's latest K plus ``best``) and, at the end, ``result.json``. Running again
+with the same folder resumes from its latest checkpoint (Ray Train restores a run with the same
+storage path and name); ``FailureConfig(max_failures)`` restarts a failed worker group the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sslray.data.pipeline import open_prepared, steps_per_epoch
+from sslray.errors import UserError
+from sslray.recipe import Recipe
+
+MAX_CPUS_PER_WORKER = 2.0  # a training worker mostly feeds its device; the rest of the CPUs decode/augment
+
+
+def plain(value: Any) -> Any:
+    """Tuples -> lists, recursively, so the recipe dumps as plain YAML/JSON."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def worker_resources(recipe: Recipe, cluster_cpus: float) -> dict[str, float]:
+    """CPUs (and GPU) per worker: half the cluster's CPUs, and at least one data task's worth, stay
+    free for Ray Data, so the workers can never starve the pipeline that feeds them (RAY_NOTES §3)."""
+    scaling = recipe.scaling
+    if scaling.cpus_per_worker is not None:
+        cpus = scaling.cpus_per_worker
+    else:
+        reserve = max(recipe.data.cpus_per_task, cluster_cpus / 2)
+        cpus = min(MAX_CPUS_PER_WORKER, (cluster_cpus - reserve) / scaling.num_workers)
+        if cpus < 0.05:
+            raise UserError(f"scaling.num_workers: {scaling.num_workers} workers do not fit on {cluster_cpus:g} "
+                            "CPUs with room left for Ray Data; use fewer workers or set scaling.cpus_per_worker")
+        cpus = round(cpus, 2)
+    resources = {"CPU": cpus}
+    if scaling.use_gpu:
+        resources["GPU"] = 1.0
+    return resources
+
+
+def check_data(recipe: Recipe) -> None:
+    """Fail before any worker starts when the data cannot fill one batch per worker."""
+    prepared = open_prepared(recipe.data.path)
+    for split, where in ((recipe.data.knn_bank, "data.knn_bank"), (recipe.data.knn_query, "data.knn_query")):
+        if split is not None and recipe.train.knn_every:
+            open_prepared(split, where)
+    world = recipe.scaling.num_workers
+    per_worker = recipe.train.batch_size // world
+    if steps_per_epoch(prepared, seed=recipe.train.seed, epoch=0, world=world, batch_per_worker=per_worker,
+                       limit=recipe.data.limit) == 0:
+        rows = min(prepared.num_rows, recipe.data.limit or prepared.num_rows)
+        raise UserError(f"train.batch_size: {recipe.train.batch_size} over {world} worker(s) needs at least "
+                        f"{per_worker} images per worker, but data.path gives {rows} in total; "
+                        "lower train.batch_size or raise data.limit")
+
+
+def absolute_data_paths(recipe: Recipe) -> None:
+    """Local data paths made absolute: Ray workers run in a folder of their own. (On a cluster, a local
+    path must exist on every node; URIs such as s3:// are passed on as they are.)"""
+    data = recipe.data
+    for name in ("path", "knn_bank", "knn_query"):
+        value = getattr(data, name)
+        if value is not None and "://" not in value:
+            setattr(data, name, str(Path(value).resolve()))
+
+
+def write_config(recipe: Recipe, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(plain(recipe.to_dict()), sort_keys=False))
+
+
+def fit(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
+    """Train (or resume) the run in ``run_dir``; returns and writes ``result.json``."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from sslray.train.worker import train_loop_per_worker
+
+    check_data(recipe)
+    absolute_data_paths(recipe)
+    run_dir = run_dir.resolve()
+    write_config(recipe, run_dir)
+    resources = worker_resources(recipe, ray.cluster_resources().get("CPU", 1.0))
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"recipe": plain(recipe.to_dict()), "run_dir": str(run_dir)},
+        scaling_config=ray.train.ScalingConfig(num_workers=recipe.scaling.num_workers,
+                                               use_gpu=recipe.scaling.use_gpu, resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name="checkpoints", storage_path=str(run_dir),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=recipe.train.keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=recipe.train.max_failures)),
+    )
+    start = time.time()
+    result = trainer.fit()
+    metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float, str))}
+    summary = {"metrics": metrics, "minutes": round((time.time() - start) / 60, 2),
+               "checkpoint": result.checkpoint.path if result.checkpoint else None,
+               "best_checkpoint": str(run_dir / "checkpoints" / "best")
+               if (run_dir / "checkpoints" / "best").is_dir() else None}
+    (run_dir / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

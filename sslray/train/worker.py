@@ -1,0 +1,188 @@
+"""``train_loop_per_worker``: what every Ray Train worker runs for one pretraining run.
+
+Per epoch: this rank's views (``rank_views_dataset``: reproducible, fresh per epoch), uint8 -> float
+normalisation on the device, forward/backward with optional bf16 autocast and gradient accumulation,
+per-step lr (warm-up + cosine) and the method's own schedules (``on_step``: momentum, teacher
+temperature, EMA). Then online evaluation on rank 0 (weighted kNN, embed_std) and ``ray.train.report``
+with the metrics and, every ``checkpoint_every`` epochs, a checkpoint (model, optimizer, epoch, step,
+resolved recipe). A non-finite loss stops the run with the epoch and step in the message.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray.train
+import ray.train.torch
+import torch
+
+from sslray.data.pipeline import open_prepared, rank_views_dataset, steps_per_epoch
+from sslray.logging import RunLogger
+from sslray.methods.registry import build_method
+from sslray.nn.schedules import warmup_cosine
+from sslray.recipe import Recipe, recipe_from_dict
+from sslray.train.checkpoint import MODEL, load_tensors, read_state, replace_atomically, write_checkpoint
+from sslray.train.online_eval import online_knn
+from sslray.train.optim import build_optimizer, scaled_lr, set_lr
+
+SHUFFLE_BUFFER_BATCHES = 4  # local shuffle buffer, in batches: mixes rows across this rank's row groups
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite: training stops instead of going on silently."""
+
+
+@dataclass
+class Progress:
+    epoch: int = 0          # next epoch to run
+    step: int = 0           # optimizer steps taken
+    best_knn: float = -1.0
+    history: list[dict] = field(default_factory=list)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    recipe = recipe_from_dict(config["recipe"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(recipe.train.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+
+    method = build_method(recipe.to_dict())
+    if recipe.train.sync_batchnorm and world > 1:
+        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    model = ray.train.torch.prepare_model(method)
+    optimizer = build_optimizer(method, recipe.optim, recipe.train.batch_size)
+    progress = _restore(method, optimizer, device)
+
+    prepared = open_prepared(recipe.data.path)
+    batch_per_worker = recipe.train.batch_size // world
+    steps = [steps_per_epoch(prepared, seed=recipe.train.seed, epoch=e, world=world,
+                             batch_per_worker=batch_per_worker, limit=recipe.data.limit)
+             for e in range(recipe.train.epochs)]
+    if min(steps) == 0:
+        raise ValueError(f"data.path: {prepared.num_rows} images give each of {world} workers less than one "
+                         f"batch of {batch_per_worker}; lower train.batch_size or add data")
+    total_steps = sum(steps) // recipe.train.grad_accum_steps
+    logger = RunLogger(config["run_dir"] if rank == 0 else None, resume_from_step=progress.epoch or None)
+    for epoch in range(progress.epoch, recipe.train.epochs):
+        metrics = _train_epoch(model, method, optimizer, recipe, prepared, epoch, steps[epoch], total_steps,
+                               progress, rank, world, device)
+        if rank == 0 and recipe.train.knn_every and (epoch + 1) % recipe.train.knn_every == 0:
+            metrics.update(online_knn(method, recipe, device))
+        progress.epoch = epoch + 1
+        progress.history.append(metrics)
+        _log_epoch(logger, metrics, recipe.train.epochs, rank)
+        _report(method, optimizer, recipe, progress, metrics, rank, Path(config["run_dir"]))
+    if rank == 0:
+        logger.hparams(recipe.to_dict(), {k: v for k, v in progress.history[-1].items() if isinstance(v, float)})
+    logger.close()
+
+
+EVAL_METRICS = ("knn_top1", "knn_top5", "embed_std")
+PERF_METRICS = ("images_per_s", "data_wait_frac", "seconds")
+
+
+def _log_epoch(logger: RunLogger, metrics: dict, epochs: int, rank: int) -> None:
+    """TensorBoard scalars (train/, eval/, perf/) and one compact progress line from rank 0."""
+    epoch = metrics["epoch"]
+    for prefix, names in (("eval", EVAL_METRICS), ("perf", PERF_METRICS)):
+        logger.scalars({n: metrics[n] for n in names if n in metrics}, step=epoch, prefix=prefix)
+    logger.scalars({n: v for n, v in metrics.items() if n not in EVAL_METRICS + PERF_METRICS + ("epoch",)},
+                   step=epoch, prefix="train")
+    logger.flush()
+    if rank == 0:
+        eta = (epochs - epoch) * metrics["seconds"]
+        knn = f"  knn {metrics['knn_top1']:.3f}" if "knn_top1" in metrics else ""
+        print(f"epoch {epoch}/{epochs}  loss {metrics['loss']:.4f}{knn}  {metrics['images_per_s']:,.0f} img/s"
+              f"  data wait {metrics['data_wait_frac']:.0%}  ETA {eta / 60:.1f} min", flush=True)
+
+
+def _restore(method, optimizer, device) -> Progress:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return Progress()
+    with checkpoint.as_directory() as folder:
+        folder = Path(folder)
+        method.load_state_dict(load_tensors(folder / MODEL, device))
+        optimizer.load_state_dict(load_tensors(folder / "optimizer.pt", device))
+        state = read_state(folder)
+    return Progress(epoch=state["epoch"] + 1, step=state["step"], best_knn=state.get("best_knn", -1.0),
+                    history=state.get("history", []))
+
+
+def _train_epoch(model, method, optimizer, recipe: Recipe, prepared, epoch: int, num_steps: int,
+                 total_steps: int, progress: Progress, rank: int, world: int, device) -> dict:
+    seed, accum = recipe.train.seed, recipe.train.grad_accum_steps
+    batch = recipe.train.batch_size // world
+    dataset = rank_views_dataset(prepared, recipe.data.augment.view_specs(), channels=recipe.data.channels,
+                                 seed=seed, epoch=epoch, rank=rank, world=world, limit=recipe.data.limit,
+                                 num_cpus=recipe.data.cpus_per_task)
+    mean = torch.tensor(recipe.data.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(recipe.data.std, device=device).view(1, -1, 1, 1)
+    use_bf16 = recipe.train.precision == "bf16" or (recipe.train.precision == "auto" and device.type == "cuda")
+    channels_last = recipe.backbone.name.startswith("resnet")
+    peak_lr = scaled_lr(recipe.optim.base_lr, recipe.train.batch_size)
+    warmup = recipe.train.warmup_epochs * total_steps // recipe.train.epochs
+    sums: dict[str, float] = {}
+    scheduled: dict[str, float] = {}
+    model.train()
+    start = wait_start = time.perf_counter()
+    waited = 0.0
+    batches = dataset.iter_torch_batches(batch_size=batch, drop_last=True, device=device,
+                                         local_shuffle_buffer_size=SHUFFLE_BUFFER_BATCHES * batch,
+                                         local_shuffle_seed=seed * 1_000_003 + epoch * 1009 + rank)
+    for index, data in enumerate(batches):
+        if index == num_steps:
+            break
+        waited += time.perf_counter() - wait_start
+        views = [_normalise(data[f"view_{v}"], mean, std, channels_last) for v in range(len(data) - 1)]
+        set_lr(optimizer, warmup_cosine(progress.step, total_steps, warmup, peak_lr,
+                                        peak_lr * recipe.train.final_lr_fraction))
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            out = model(views)
+        if not math.isfinite(out["loss"].item()):
+            raise NonFiniteLoss(f"non-finite loss ({out['loss'].item()}) at epoch {epoch + 1}, "
+                                f"optimizer step {progress.step}: lower optim.base_lr or check the data")
+        (out["loss"] / accum).backward()
+        if (index + 1) % accum == 0:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduled = method.on_step(progress.step, total_steps)  # momentum, teacher temperature, EMA
+            progress.step += 1
+        for name, value in out.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach())
+        wait_start = time.perf_counter()
+    seconds = time.perf_counter() - start
+    metrics = {name: value / num_steps for name, value in sums.items()}
+    metrics.update(scheduled)  # their values at the end of the epoch
+    metrics.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=seconds,
+                   images_per_s=num_steps * batch * world / seconds, data_wait_frac=waited / seconds)
+    return metrics
+
+
+def _normalise(images: torch.Tensor, mean, std, channels_last: bool) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> float, normalised per channel, on the device (uint8 until the device)."""
+    out = images.float().div_(255).sub_(mean).div_(std)
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
+def _report(method, optimizer, recipe: Recipe, progress: Progress, metrics: dict, rank: int, run_dir: Path) -> None:
+    epoch = progress.epoch - 1
+    due = (epoch + 1) % recipe.train.checkpoint_every == 0 or progress.epoch == recipe.train.epochs
+    if rank != 0 or not due:
+        ray.train.report(metrics)
+        return
+    knn = metrics.get("knn_top1", -1.0)
+    improved = knn > progress.best_knn
+    progress.best_knn = max(progress.best_knn, knn)
+    state = {"epoch": epoch, "step": progress.step, "best_knn": progress.best_knn, "metrics": metrics,
+             "history": progress.history, "recipe": recipe.to_dict()}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_checkpoint(Path(tmp) / "ckpt", method.state_dict(), optimizer.state_dict(), state)
+        if improved:
+            replace_atomically(folder, run_dir / "checkpoints" / "best")
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
