@@ -86,7 +86,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     from sslray.cluster import init_ray
     from sslray.recipe import load_recipe
-    from sslray.train.trainer import fit
+    from sslray.train.trainer import check_data, fit
 
     if args.resume and args.out:
         raise UserError("--resume and --out: a resumed run continues in its own folder; give one of them")
@@ -103,6 +103,7 @@ def _run_train(args: argparse.Namespace) -> int:
         if run_dir.exists() and any(run_dir.iterdir()):
             raise UserError(f"--out: {run_dir} already exists and is not empty; choose a new folder, "
                             "or continue it with --resume")
+    check_data(recipe)  # a missing dataset or too few images fail here, before Ray starts
     init_ray(args.address)
     summary = fit(recipe, run_dir)
     metrics = summary["metrics"]

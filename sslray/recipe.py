@@ -65,7 +65,8 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100                  # passes over data.path
+    epochs: int = 100                  # passes over data.path (the lr / momentum schedules span them all)
+    stop_at_epoch: int | None = None   # stop after this epoch, schedule unchanged; continue with --resume
     batch_size: int = 256              # global batch: split evenly across scaling.num_workers
     warmup_epochs: int = 10            # linear lr warm-up, then cosine decay (SimCLR, MAE, DINO)
     final_lr_fraction: float = 0.0     # lr at the end of the cosine, as a fraction of the peak
@@ -86,6 +87,8 @@ class TrainConfig:
                           ("max_failures", 0)):
             check_range(f"train.{name}", getattr(self, name), low, None)
         check_range("train.final_lr_fraction", self.final_lr_fraction, 0.0, 1.0)
+        if self.stop_at_epoch is not None:
+            check_range("train.stop_at_epoch", self.stop_at_epoch, 1, self.epochs)
         check_range("train.knn_temperature", self.knn_temperature, 0.0, None, low_open=True)
         if self.precision not in ("auto", "fp32", "bf16"):
             raise UserError(f"train.precision: {self.precision!r} is not allowed; choose auto, fp32 or bf16")

@@ -38,15 +38,20 @@ class SSLMethod(nn.Module):
     def on_step(self, step: int, total_steps: int) -> dict[str, float]:
         return {}
 
+    def evaluation_backbone(self) -> nn.Module:
+        """The network ``embed`` uses: the online backbone, unless a method evaluates another one."""
+        return self.backbone
+
     @torch.no_grad()
     def embed(self, images: Tensor) -> Tensor:
         """Backbone features [N, num_features] in eval mode (BN running statistics), without gradient."""
-        was_training = self.backbone.training
-        self.backbone.eval()
+        backbone = self.evaluation_backbone()
+        was_training = backbone.training
+        backbone.eval()
         try:
-            return self.backbone(images)
+            return backbone(images)
         finally:
-            self.backbone.train(was_training)
+            backbone.train(was_training)
 
 
 class MomentumSSLMethod(SSLMethod):

@@ -83,6 +83,11 @@ class DINO(MomentumSSLMethod):
         loss = self.criterion(list(student_out), list(teacher_out))
         return {"loss": loss, "embed_std": embedding_std(global_features[:n])}
 
+    def evaluation_backbone(self) -> nn.Module:
+        # DINO evaluates the teacher, which is better than the student throughout training (paper, sec. 5.2
+        # and fig. 6; the reference code's kNN evaluation loads the teacher).
+        return self.teacher_backbone
+
     def on_step(self, step: int, total_steps: int) -> dict[str, float]:
         scheduled = super().on_step(step, total_steps)
         # The next forward is step + 1's.

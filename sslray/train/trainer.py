@@ -18,6 +18,7 @@ import yaml
 from sslray.data.pipeline import open_prepared, steps_per_epoch
 from sslray.errors import UserError
 from sslray.recipe import Recipe
+from sslray.train.checkpoint import checkpoint_folders
 
 MAX_CPUS_PER_WORKER = 2.0  # a training worker mostly feeds its device; the rest of the CPUs decode/augment
 
@@ -76,6 +77,13 @@ def absolute_data_paths(recipe: Recipe) -> None:
             setattr(data, name, str(Path(value).resolve()))
 
 
+def latest_checkpoint(run_dir: Path) -> str | None:
+    """The run's latest complete checkpoint folder (to resume from), or None for a new run. Passed to
+    the workers in the loop config: Train V2 deprecates ``resume_from_checkpoint`` (ray#49454)."""
+    folders = checkpoint_folders(run_dir)
+    return str(folders[-1]) if folders else None
+
+
 def write_config(recipe: Recipe, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(plain(recipe.to_dict()), sort_keys=False))
@@ -96,7 +104,8 @@ def fit(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
     resources = worker_resources(recipe, ray.cluster_resources().get("CPU", 1.0))
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"recipe": plain(recipe.to_dict()), "run_dir": str(run_dir)},
+        train_loop_config={"recipe": plain(recipe.to_dict()), "run_dir": str(run_dir),
+                           "resume_from": latest_checkpoint(run_dir)},
         scaling_config=ray.train.ScalingConfig(num_workers=recipe.scaling.num_workers,
                                                use_gpu=recipe.scaling.use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(

@@ -56,7 +56,7 @@ def train_loop_per_worker(config: dict) -> None:
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     model = ray.train.torch.prepare_model(method)
     optimizer = build_optimizer(method, recipe.optim, recipe.train.batch_size)
-    progress = _restore(method, optimizer, device)
+    progress = _restore(method, optimizer, device, config.get("resume_from"))
 
     prepared = open_prepared(recipe.data.path)
     batch_per_worker = recipe.train.batch_size // world
@@ -67,8 +67,13 @@ def train_loop_per_worker(config: dict) -> None:
         raise ValueError(f"data.path: {prepared.num_rows} images give each of {world} workers less than one "
                          f"batch of {batch_per_worker}; lower train.batch_size or add data")
     total_steps = sum(steps) // recipe.train.grad_accum_steps
-    logger = RunLogger(config["run_dir"] if rank == 0 else None, resume_from_step=progress.epoch or None)
-    for epoch in range(progress.epoch, recipe.train.epochs):
+    # Scalars are logged at step = epoch number; on resume, drop anything past the checkpoint's epoch.
+    logger = RunLogger(config["run_dir"] if rank == 0 else None,
+                       resume_from_step=progress.epoch + 1 if progress.epoch else None)
+    last_epoch = recipe.train.stop_at_epoch or recipe.train.epochs
+    for epoch in range(progress.epoch, last_epoch):
+        # Reseeded per (epoch, rank): random masking etc. repeat exactly whether or not the run was resumed.
+        torch.manual_seed(recipe.train.seed * 1_000_003 + epoch * 1009 + rank)
         metrics = _train_epoch(model, method, optimizer, recipe, prepared, epoch, steps[epoch], total_steps,
                                progress, rank, world, device)
         if rank == 0 and recipe.train.knn_every and (epoch + 1) % recipe.train.knn_every == 0:
@@ -77,7 +82,7 @@ def train_loop_per_worker(config: dict) -> None:
         progress.history.append(metrics)
         _log_epoch(logger, metrics, recipe.train.epochs, rank)
         _report(method, optimizer, recipe, progress, metrics, rank, Path(config["run_dir"]))
-    if rank == 0:
+    if rank == 0 and progress.history:
         logger.hparams(recipe.to_dict(), {k: v for k, v in progress.history[-1].items() if isinstance(v, float)})
     logger.close()
 
@@ -101,8 +106,11 @@ def _log_epoch(logger: RunLogger, metrics: dict, epochs: int, rank: int) -> None
               f"  data wait {metrics['data_wait_frac']:.0%}  ETA {eta / 60:.1f} min", flush=True)
 
 
-def _restore(method, optimizer, device) -> Progress:
+def _restore(method, optimizer, device, resume_from: str | None) -> Progress:
+    """From Ray Train's checkpoint after a worker-group restart, else from ``--resume``'s, else fresh."""
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and resume_from is not None:
+        checkpoint = ray.train.Checkpoint.from_directory(resume_from)
     if checkpoint is None:
         return Progress()
     with checkpoint.as_directory() as folder:
@@ -172,7 +180,8 @@ def _normalise(images: torch.Tensor, mean, std, channels_last: bool) -> torch.Te
 
 def _report(method, optimizer, recipe: Recipe, progress: Progress, metrics: dict, rank: int, run_dir: Path) -> None:
     epoch = progress.epoch - 1
-    due = (epoch + 1) % recipe.train.checkpoint_every == 0 or progress.epoch == recipe.train.epochs
+    due = (epoch + 1) % recipe.train.checkpoint_every == 0 or progress.epoch in (
+        recipe.train.epochs, recipe.train.stop_at_epoch)
     if rank != 0 or not due:
         ray.train.report(metrics)
         return

@@ -1,0 +1,128 @@
+"""`sslray train` end to end on a real local Ray: 2 DDP workers (gloo) per method family, event files
+read back, checkpoints loaded with weights_only=True, resume equal to a straight run, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from sslray.cli import main
+from sslray.data.shards import prepare
+from sslray.methods.registry import build_method
+from sslray.recipe import load_recipe
+from sslray.train.checkpoint import MODEL, checkpoint_folders, load_tensors
+
+RESNET = {"name": "resnet18", "small_stem": False, "in_chans": 1}  # 16 px -> 4 px after the stem: fast
+VIT = {"name": "vit_tiny", "img_size": 16, "patch_size": 4, "in_chans": 1, "depth": 1}
+FAMILIES = {
+    "contrastive": ({"name": "simclr", "temperature": 0.2, "proj_hidden_dim": 64, "proj_dim": 32}, RESNET),
+    "ema": ({"name": "byol", "proj_hidden_dim": 64, "proj_dim": 32, "pred_hidden_dim": 64}, RESNET),
+    "masked": ({"name": "mae", "mask_ratio": 0.75, "decoder_dim": 32, "decoder_depth": 1}, VIT),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_fmnist(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fmnist")
+    prepare("fashion-mnist", root, split="train", limit=256, rows_per_shard=128, workers=1)
+    prepare("fashion-mnist", root, split="test", limit=128, workers=1)
+    return root
+
+
+def write_recipe(folder: Path, data: Path, method: dict, backbone: dict, **train) -> Path:
+    recipe = {
+        "method": method, "backbone": backbone,
+        "data": {"path": str(data / "train"), "knn_bank": str(data / "train"), "knn_query": str(data / "test"),
+                 "augment": {"size": 16}, "knn_bank_limit": 256, "knn_query_limit": 128},
+        "optim": {"name": "adamw", "base_lr": 1e-3},
+        "train": {"epochs": 2, "batch_size": 32, "warmup_epochs": 0, **train},
+        "scaling": {"num_workers": 2},
+    }
+    path = folder / f"{method['name']}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def scalar_tags(run_dir: Path) -> dict[str, list[float]]:
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {tag: [e.value for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_train_two_workers_reports_logs_and_checkpoints(ray_local, tiny_fmnist, tmp_path, family, capsys):
+    method, backbone = FAMILIES[family]
+    recipe_path = write_recipe(tmp_path, tiny_fmnist, method, backbone)
+    run_dir = tmp_path / "run"
+    assert main(["train", str(recipe_path), "--out", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "tensorboard --logdir" in out and str(run_dir) in out
+
+    result = json.loads((run_dir / "result.json").read_text())["metrics"]
+    assert result["epoch"] == 2 and torch.isfinite(torch.tensor(result["loss"]))
+    assert 0.0 <= result["knn_top1"] <= 1.0 and result["images_per_s"] > 0
+    tags = scalar_tags(run_dir)
+    for tag in ("train/loss", "train/lr", "eval/knn_top1", "eval/embed_std", "perf/images_per_s",
+                "perf/data_wait_frac"):
+        assert len(tags[tag]) == 2, tag
+    if family == "masked":
+        assert "train/recon_loss" in tags
+    if family == "ema":
+        assert 0.0 < tags["train/momentum"][-1] <= 1.0
+
+    folders = checkpoint_folders(run_dir)
+    assert folders and (run_dir / "checkpoints" / "best" / MODEL).is_file()
+    recipe = load_recipe(run_dir / "config.yaml")
+    model = build_method(recipe.to_dict())
+    model.load_state_dict(load_tensors(folders[-1] / MODEL))  # strict, weights_only=True
+    assert model.embed(torch.zeros(2, 1, 16, 16)).shape == (2, model.num_features)
+
+
+def test_stop_and_resume_equals_a_straight_run(ray_local, tiny_fmnist, tmp_path):
+    method, backbone = FAMILIES["contrastive"]
+    straight = tmp_path / "straight"
+    assert main(["train", str(write_recipe(tmp_path, tiny_fmnist, method, backbone)), "--out", str(straight)]) == 0
+    stopped = tmp_path / "stopped"
+    recipe_path = write_recipe(tmp_path, tiny_fmnist, method, backbone, stop_at_epoch=1)
+    assert main(["train", str(recipe_path), "--out", str(stopped)]) == 0
+    assert json.loads((stopped / "result.json").read_text())["metrics"]["epoch"] == 1
+    assert main(["train", str(recipe_path), "--resume", str(stopped), "train.stop_at_epoch=null"]) == 0
+
+    a = json.loads((straight / "result.json").read_text())["metrics"]
+    b = json.loads((stopped / "result.json").read_text())["metrics"]
+    assert b["epoch"] == 2
+    # Same data, views, order, RNG and optimizer state: equal up to float summation noise.
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    assert b["knn_top1"] == pytest.approx(a["knn_top1"], abs=1e-6)
+    assert scalar_tags(stopped)["train/loss"] == pytest.approx(scalar_tags(straight)["train/loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("family, overrides, message", [
+    ("contrastive", ["method.temprature=0.1"], "method.temprature: unknown key"),
+    ("masked", ["method.mask_ratio=1.5"], "method.mask_ratio: 1.5 is out of range"),
+    ("contrastive", ["data.path=/nonexistent/fmnist"], "data.path: /nonexistent/fmnist does not exist"),
+    ("contrastive", ["train.batch_size=1"], "train.batch_size: 1 does not split evenly across scaling.num_workers=2"),
+    ("contrastive", ["train.batch_size=512"], "needs at least 256 images per worker"),
+])
+def test_bad_recipes_exit_2_with_one_line(tiny_fmnist, tmp_path, capsys, family, overrides, message):
+    method, backbone = FAMILIES[family]
+    recipe_path = write_recipe(tmp_path, tiny_fmnist, method, backbone)
+    assert main(["train", str(recipe_path), "--out", str(tmp_path / "run"), *overrides]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_folder_is_never_overwritten(tiny_fmnist, tmp_path, capsys):
+    method, backbone = FAMILIES["contrastive"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("mine")
+    assert main(["train", str(write_recipe(tmp_path, tiny_fmnist, method, backbone)), "--out",
+                 str(tmp_path / "run")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
