@@ -29,6 +29,7 @@ from sslray.train.checkpoint import MODEL, load_tensors, read_state, replace_ato
 from sslray.train.online_eval import online_knn
 from sslray.train.optim import build_optimizer, scaled_lr, set_lr
 
+IMAGES_LOGGED = 8  # images per view in the TensorBoard grids
 SHUFFLE_BUFFER_BATCHES = 4  # local shuffle buffer, in batches: mixes rows across this rank's row groups
 
 
@@ -74,8 +75,9 @@ def train_loop_per_worker(config: dict) -> None:
     for epoch in range(progress.epoch, last_epoch):
         # Reseeded per (epoch, rank): random masking etc. repeat exactly whether or not the run was resumed.
         torch.manual_seed(recipe.train.seed * 1_000_003 + epoch * 1009 + rank)
-        metrics = _train_epoch(model, method, optimizer, recipe, prepared, epoch, steps[epoch], total_steps,
-                               progress, rank, world, device)
+        metrics, sample = _train_epoch(model, method, optimizer, recipe, prepared, epoch, steps[epoch],
+                                       total_steps, progress, rank, world, device)
+        _log_images(logger, method, sample, recipe, epoch)
         if rank == 0 and recipe.train.knn_every and (epoch + 1) % recipe.train.knn_every == 0:
             metrics.update(online_knn(method, recipe, device))
         progress.epoch = epoch + 1
@@ -143,11 +145,14 @@ def _train_epoch(model, method, optimizer, recipe: Recipe, prepared, epoch: int,
     batches = dataset.iter_torch_batches(batch_size=batch, drop_last=True, device=device,
                                          local_shuffle_buffer_size=SHUFFLE_BUFFER_BATCHES * batch,
                                          local_shuffle_seed=seed * 1_000_003 + epoch * 1009 + rank)
+    sample: list[torch.Tensor] = []
     for index, data in enumerate(batches):
         if index == num_steps:
             break
         waited += time.perf_counter() - wait_start
         views = [_normalise(data[f"view_{v}"], mean, std, channels_last) for v in range(len(data) - 1)]
+        if index == 0:
+            sample = [data[f"view_{v}"][:IMAGES_LOGGED] for v in range(len(data) - 1)]
         set_lr(optimizer, warmup_cosine(progress.step, total_steps, warmup, peak_lr,
                                         peak_lr * recipe.train.final_lr_fraction))
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -169,7 +174,26 @@ def _train_epoch(model, method, optimizer, recipe: Recipe, prepared, epoch: int,
     metrics.update(scheduled)  # their values at the end of the epoch
     metrics.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=seconds,
                    images_per_s=num_steps * batch * world / seconds, data_wait_frac=waited / seconds)
-    return metrics
+    return metrics, sample
+
+
+def _log_images(logger: RunLogger, method, sample: list[torch.Tensor], recipe: Recipe, epoch: int) -> None:
+    """The first epoch's augmented views (what the model is trained on, worth one look), and for
+    masked methods, each epoch, original | masked | reconstruction rows of the same images."""
+    if not logger.enabled or not sample:
+        return
+    if epoch == 0:
+        for v, views in enumerate(sample):
+            logger.images(f"views/view_{v}", views.cpu(), step=0)
+    if not hasattr(method, "reconstruct"):
+        return
+    mean = torch.tensor(recipe.data.mean, device=sample[0].device).view(1, -1, 1, 1)
+    std = torch.tensor(recipe.data.std, device=sample[0].device).view(1, -1, 1, 1)
+    images = _normalise(sample[0], mean, std, channels_last=False)
+    pred, mask = method.reconstruct(images, generator=torch.Generator(images.device).manual_seed(0))
+    rows = torch.cat([images, images * (1 - mask), images * (1 - mask) + pred * mask])
+    pixels = (rows * std + mean).mul(255).round().clamp(0, 255).to(torch.uint8)
+    logger.images("reconstructions", pixels.cpu(), step=epoch + 1, nrow=len(images))
 
 
 def _normalise(images: torch.Tensor, mean, std, channels_last: bool) -> torch.Tensor:

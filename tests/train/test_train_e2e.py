@@ -82,6 +82,43 @@ def test_train_two_workers_reports_logs_and_checkpoints(ray_local, tiny_fmnist, 
     model.load_state_dict(load_tensors(folders[-1] / MODEL))  # strict, weights_only=True
     assert model.embed(torch.zeros(2, 1, 16, 16)).shape == (2, model.num_features)
 
+    images = image_tags(run_dir)
+    assert "views/view_0" in images
+    if family == "masked":  # one view; reconstructions each epoch
+        assert "reconstructions" in images
+    else:
+        assert "views/view_1" in images
+
+    exported = tmp_path / "backbone.pt"
+    assert main(["export", str(run_dir), str(exported)]) == 0
+    library_model = plain_library_model(recipe.backbone)
+    library_model.load_state_dict(torch.load(exported, weights_only=True))  # strict: same keys, same shapes
+    best = build_method(recipe.to_dict())
+    best.load_state_dict(load_tensors(run_dir / "checkpoints" / "best" / MODEL))
+    x = torch.randn(3, 1, 16, 16)
+    torch.testing.assert_close(library_model.eval()(x), best.embed(x))
+
+
+def image_tags(run_dir: Path) -> set[str]:
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    accumulator.Reload()
+    return set(accumulator.Tags()["images"])
+
+
+def plain_library_model(cfg) -> torch.nn.Module:
+    """The torchvision / timm model ``sslray export`` promises its weights load into."""
+    if cfg.name.startswith("vit"):
+        from timm.models.vision_transformer import VisionTransformer
+
+        return VisionTransformer(img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans,
+                                 embed_dim=192, depth=cfg.depth, num_heads=3, num_classes=0)
+    import torchvision
+
+    model = torchvision.models.resnet18(weights=None)
+    model.conv1 = torch.nn.Conv2d(cfg.in_chans, 64, 7, 2, 3, bias=False)
+    model.fc = torch.nn.Identity()
+    return model
+
 
 def test_stop_and_resume_equals_a_straight_run(ray_local, tiny_fmnist, tmp_path):
     method, backbone = FAMILIES["contrastive"]

@@ -1,0 +1,59 @@
+"""``sslray export``: a run's backbone as a plain torchvision / timm state dict.
+
+The weights come from the run's best checkpoint (else its latest) and from the network the method
+evaluates (``evaluation_backbone``: DINO's teacher, everyone else's online backbone). Keys are those of
+the wrapped library model, so they load with ``strict=True`` into:
+
+- ResNets: ``torchvision.models.resnet18(weights=None)`` with ``fc = nn.Identity()`` and, for a small
+  stem or other channel counts, ``conv1`` / ``maxpool`` replaced as in ``sslray.nn.backbones``;
+- ViTs: ``timm.models.vision_transformer.VisionTransformer(img_size=..., patch_size=..., in_chans=...,
+  embed_dim=..., depth=..., num_heads=..., num_classes=0)``.
+
+A JSON file beside the weights records the architecture and those lines.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from sslray.errors import UserError
+from sslray.methods.registry import build_method
+from sslray.recipe import recipe_from_dict
+from sslray.train.checkpoint import MODEL, find_checkpoint, load_tensors, read_state
+
+
+def export_backbone(run_or_checkpoint: Path, out: Path, overwrite: bool = False) -> dict:
+    out = Path(out)
+    sidecar = out.with_suffix(".json")
+    if not overwrite and (out.exists() or sidecar.exists()):
+        raise UserError(f"{out if out.exists() else sidecar} already exists; pass --overwrite to replace it")
+    folder = find_checkpoint(Path(run_or_checkpoint))
+    recipe = recipe_from_dict(read_state(folder)["recipe"])
+    method = build_method(recipe.to_dict())
+    method.load_state_dict(load_tensors(folder / MODEL))
+    backbone = method.evaluation_backbone()
+    library_model = backbone.vit if hasattr(backbone, "vit") else backbone.net
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(library_model.state_dict(), out)
+    info = {"checkpoint": str(folder), "method": recipe.method_name, "backbone": recipe.to_dict()["backbone"],
+            "num_features": backbone.num_features, "load": _how_to_load(recipe.backbone)}
+    sidecar.write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def _how_to_load(cfg) -> str:
+    if cfg.name.startswith("vit"):
+        from sslray.nn.vit import VIT_SIZES
+
+        dim, depth, heads = VIT_SIZES[cfg.name.removeprefix("vit_")]
+        return (f"timm.models.vision_transformer.VisionTransformer(img_size={cfg.img_size}, patch_size="
+                f"{cfg.patch_size}, in_chans={cfg.in_chans}, embed_dim={dim}, depth={cfg.depth or depth}, "
+                f"num_heads={heads}, num_classes=0).load_state_dict(torch.load(PATH, weights_only=True))")
+    stem = ("conv1 = nn.Conv2d(IN, 64, 3, 1, 1, bias=False); maxpool = nn.Identity()" if cfg.small_stem
+            else "conv1 = nn.Conv2d(IN, 64, 7, 2, 3, bias=False)" if cfg.in_chans != 3 else "")
+    return (f"m = torchvision.models.{cfg.name}(weights=None); m.fc = nn.Identity(); "
+            + (f"m.{stem.replace('; maxpool', '; m.maxpool')}; ".replace("IN", str(cfg.in_chans)) if stem else "")
+            + "m.load_state_dict(torch.load(PATH, weights_only=True))")
