@@ -11,7 +11,9 @@ from sslray.errors import UserError
 from sslray.methods.registry import build_method
 from sslray.recipe import apply_overrides, find_distributions, load_recipe, recipe_from_dict
 
-RECIPES = sorted(Path(__file__).parents[1].joinpath("search_spaces").glob("*_fmnist.yaml"))
+SEARCH_SPACES = Path(__file__).parents[1] / "search_spaces"
+RECIPES = sorted(SEARCH_SPACES.glob("*_fmnist*.yaml"))
+PAPER_RECIPES = sorted(SEARCH_SPACES.glob("paper/*.yaml"))
 METHODS = ["simclr", "moco_v2", "moco_v3", "byol", "simsiam", "dino", "mae", "macrl"]
 
 
@@ -21,8 +23,22 @@ def write(tmp_path, text: str) -> Path:
     return path
 
 
-def test_there_is_a_recipe_per_method():
-    assert sorted(p.name.removesuffix("_fmnist.yaml") for p in RECIPES) == sorted(METHODS)
+def test_there_is_a_recipe_per_method_with_resnet_and_vit_variants():
+    assert sorted(p.name.removesuffix("_fmnist.yaml") for p in RECIPES if p.name.endswith("_fmnist.yaml")) == sorted(
+        METHODS)
+    backbones = {}
+    for path in RECIPES:
+        recipe = load_recipe(path)
+        backbones.setdefault(recipe.method_name, set()).add(recipe.backbone.name)
+    for method in METHODS:  # masked methods need a ViT; every other method has both variants
+        assert backbones[method] == ({"vit_tiny"} if method in ("mae", "macrl") else {"resnet18", "vit_tiny"})
+
+
+@pytest.mark.parametrize("path", PAPER_RECIPES, ids=lambda p: p.stem)
+def test_paper_scale_recipes_are_valid(path):
+    recipe = load_recipe(path)
+    assert recipe.data.augment.size == 224 and recipe.scaling.use_gpu
+    assert recipe.backbone.name in ("resnet50", "vit_base")
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
