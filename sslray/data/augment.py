@@ -160,3 +160,19 @@ def render_eval_view(images: torch.Tensor, sizes: torch.Tensor, spec: EvalViewSp
     boxes = BT.center_crop_boxes(sizes[:, 0], sizes[:, 1], spec.crop_fraction)
     out = BT.crop_and_resize(images.float(), boxes, spec.size)
     return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+class PixelNormalizer:
+    """uint8 views <-> normalised float tensors, on whatever device the images are (the training
+    device: views travel as uint8 and become float only there)."""
+
+    def __init__(self, mean: list[float], std: list[float], device: torch.device | str = "cpu"):
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+    def to_float(self, images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        out = images.float().div_(255).sub_(self.mean).div_(self.std)
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+    def to_uint8(self, images: torch.Tensor) -> torch.Tensor:
+        return (images * self.std + self.mean).mul(255).round().clamp(0, 255).to(torch.uint8)

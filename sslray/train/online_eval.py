@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from sslray.data.augment import PixelNormalizer
 from sslray.data.pipeline import eval_dataset
 from sslray.eval.knn import knn_accuracy
 from sslray.methods.base import SSLMethod, embedding_std
@@ -23,12 +24,10 @@ def embed_split(method: SSLMethod, recipe: Recipe, path: str, limit: int | None,
     dataset = eval_dataset(path, data.eval_view, channels=data.channels, num_cpus=data.cpus_per_task)
     if limit is not None:
         dataset = dataset.limit(limit)
-    mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
+    normalizer = PixelNormalizer(data.mean, data.std, device)
     features, labels = [], []
     for batch in dataset.iter_torch_batches(batch_size=EVAL_BATCH, device=device):
-        images = batch["image"].float().div_(255).sub_(mean).div_(std)
-        features.append(method.embed(images).float().cpu())
+        features.append(method.embed(normalizer.to_float(batch["image"])).float().cpu())
         labels.append(batch["label"].cpu())
     return torch.cat(features), torch.cat(labels)
 

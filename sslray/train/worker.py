@@ -10,6 +10,7 @@ resolved recipe). A non-finite loss stops the run with the epoch and step in the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
@@ -20,6 +21,7 @@ import ray.train
 import ray.train.torch
 import torch
 
+from sslray.data.augment import PixelNormalizer
 from sslray.data.pipeline import open_prepared, rank_views_dataset, steps_per_epoch
 from sslray.logging import RunLogger
 from sslray.methods.registry import build_method
@@ -67,7 +69,7 @@ def train_loop_per_worker(config: dict) -> None:
     if min(steps) == 0:
         raise ValueError(f"data.path: {prepared.num_rows} images give each of {world} workers less than one "
                          f"batch of {batch_per_worker}; lower train.batch_size or add data")
-    total_steps = sum(steps) // recipe.train.grad_accum_steps
+    settings = StepSettings.of(recipe, sum(steps) // recipe.train.grad_accum_steps, device)
     # Scalars are logged at step = epoch number; on resume, drop anything past the checkpoint's epoch.
     logger = RunLogger(config["run_dir"] if rank == 0 else None,
                        resume_from_step=progress.epoch + 1 if progress.epoch else None)
@@ -76,8 +78,8 @@ def train_loop_per_worker(config: dict) -> None:
         # Reseeded per (epoch, rank): random masking etc. repeat exactly whether or not the run was resumed.
         torch.manual_seed(recipe.train.seed * 1_000_003 + epoch * 1009 + rank)
         metrics, sample = _train_epoch(model, method, optimizer, recipe, prepared, epoch, steps[epoch],
-                                       total_steps, progress, rank, world, device)
-        _log_images(logger, method, sample, recipe, epoch)
+                                       settings, progress, rank, world, device)
+        _log_images(logger, method, sample, settings.normalizer, epoch)
         if rank == 0 and recipe.train.knn_every and (epoch + 1) % recipe.train.knn_every == 0:
             metrics.update(online_knn(method, recipe, device))
         progress.epoch = epoch + 1
@@ -124,48 +126,53 @@ def _restore(method, optimizer, device, resume_from: str | None) -> Progress:
                     history=state.get("history", []))
 
 
+@dataclass
+class StepSettings:
+    """What every step of a run needs, computed once."""
+    normalizer: PixelNormalizer
+    total_steps: int
+    warmup_steps: int
+    peak_lr: float
+    final_lr: float
+    accum: int
+    use_bf16: bool
+    channels_last: bool  # CNNs run faster on NHWC tensors
+
+    @classmethod
+    def of(cls, recipe: Recipe, total_steps: int, device) -> StepSettings:
+        peak = scaled_lr(recipe.optim.base_lr, recipe.train.batch_size)
+        precision = recipe.train.precision
+        return cls(PixelNormalizer(recipe.data.mean, recipe.data.std, device), total_steps,
+                   recipe.train.warmup_epochs * total_steps // recipe.train.epochs, peak,
+                   peak * recipe.train.final_lr_fraction, recipe.train.grad_accum_steps,
+                   precision == "bf16" or (precision == "auto" and device.type == "cuda"),
+                   recipe.backbone.name.startswith("resnet"))
+
+
 def _train_epoch(model, method, optimizer, recipe: Recipe, prepared, epoch: int, num_steps: int,
-                 total_steps: int, progress: Progress, rank: int, world: int, device) -> dict:
-    seed, accum = recipe.train.seed, recipe.train.grad_accum_steps
-    batch = recipe.train.batch_size // world
+                 settings: StepSettings, progress: Progress, rank: int, world: int, device):
+    """One pass over this rank's views; returns the epoch's metrics and a few uint8 views to log."""
+    seed, batch = recipe.train.seed, recipe.train.batch_size // world
     dataset = rank_views_dataset(prepared, recipe.data.augment.view_specs(), channels=recipe.data.channels,
                                  seed=seed, epoch=epoch, rank=rank, world=world, limit=recipe.data.limit,
                                  num_cpus=recipe.data.cpus_per_task)
-    mean = torch.tensor(recipe.data.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(recipe.data.std, device=device).view(1, -1, 1, 1)
-    use_bf16 = recipe.train.precision == "bf16" or (recipe.train.precision == "auto" and device.type == "cuda")
-    channels_last = recipe.backbone.name.startswith("resnet")
-    peak_lr = scaled_lr(recipe.optim.base_lr, recipe.train.batch_size)
-    warmup = recipe.train.warmup_epochs * total_steps // recipe.train.epochs
-    sums: dict[str, float] = {}
-    scheduled: dict[str, float] = {}
-    model.train()
-    start = wait_start = time.perf_counter()
-    waited = 0.0
     batches = dataset.iter_torch_batches(batch_size=batch, drop_last=True, device=device,
                                          local_shuffle_buffer_size=SHUFFLE_BUFFER_BATCHES * batch,
                                          local_shuffle_seed=seed * 1_000_003 + epoch * 1009 + rank)
+    sums: dict[str, float] = {}
+    scheduled: dict[str, float] = {}
     sample: list[torch.Tensor] = []
+    model.train()
+    start = wait_start = time.perf_counter()
+    waited = 0.0
     for index, data in enumerate(batches):
         if index == num_steps:
             break
         waited += time.perf_counter() - wait_start
-        views = [_normalise(data[f"view_{v}"], mean, std, channels_last) for v in range(len(data) - 1)]
-        if index == 0:
-            sample = [data[f"view_{v}"][:IMAGES_LOGGED] for v in range(len(data) - 1)]
-        set_lr(optimizer, warmup_cosine(progress.step, total_steps, warmup, peak_lr,
-                                        peak_lr * recipe.train.final_lr_fraction))
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            out = model(views)
-        if not math.isfinite(out["loss"].item()):
-            raise NonFiniteLoss(f"non-finite loss ({out['loss'].item()}) at epoch {epoch + 1}, "
-                                f"optimizer step {progress.step}: lower optim.base_lr or check the data")
-        (out["loss"] / accum).backward()
-        if (index + 1) % accum == 0:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduled = method.on_step(progress.step, total_steps)  # momentum, teacher temperature, EMA
-            progress.step += 1
+        uint8_views = [data[f"view_{v}"] for v in range(len(data) - 1)]
+        sample = sample or [v[:IMAGES_LOGGED] for v in uint8_views]
+        out, stepped = _step(model, method, optimizer, uint8_views, index, epoch, settings, progress)
+        scheduled = stepped or scheduled  # keep the last optimizer step's scheduled values
         for name, value in out.items():
             sums[name] = sums.get(name, 0.0) + float(value.detach())
         wait_start = time.perf_counter()
@@ -177,7 +184,34 @@ def _train_epoch(model, method, optimizer, recipe: Recipe, prepared, epoch: int,
     return metrics, sample
 
 
-def _log_images(logger: RunLogger, method, sample: list[torch.Tensor], recipe: Recipe, epoch: int) -> None:
+def _step(model, method, optimizer, uint8_views: list[torch.Tensor], index: int, epoch: int,
+          settings: StepSettings, progress: Progress) -> tuple[dict, dict]:
+    """Forward/backward of one batch; an optimizer step (and the method's schedules) every ``accum``."""
+    views = [settings.normalizer.to_float(v, settings.channels_last) for v in uint8_views]
+    set_lr(optimizer, warmup_cosine(progress.step, settings.total_steps, settings.warmup_steps,
+                                    settings.peak_lr, settings.final_lr))
+    stepping = (index + 1) % settings.accum == 0
+    # Between optimizer steps DDP need not all-reduce: gradients just accumulate locally.
+    sync = contextlib.nullcontext() if stepping or not hasattr(model, "no_sync") else model.no_sync()
+    with sync:
+        with torch.autocast(device_type=views[0].device.type, dtype=torch.bfloat16, enabled=settings.use_bf16):
+            out = model(views)
+        loss = out["loss"].item()
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(f"non-finite loss ({loss}) at epoch {epoch + 1}, optimizer step "
+                                f"{progress.step}: lower optim.base_lr or check the data")
+        (out["loss"] / settings.accum).backward()
+    scheduled = {}
+    if stepping:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduled = method.on_step(progress.step, settings.total_steps)  # momentum, teacher temperature, EMA
+        progress.step += 1
+    return out, scheduled
+
+
+def _log_images(logger: RunLogger, method, sample: list[torch.Tensor], normalizer: PixelNormalizer,
+                epoch: int) -> None:
     """The first epoch's augmented views (what the model is trained on, worth one look), and for
     masked methods, each epoch, original | masked | reconstruction rows of the same images."""
     if not logger.enabled or not sample:
@@ -187,19 +221,10 @@ def _log_images(logger: RunLogger, method, sample: list[torch.Tensor], recipe: R
             logger.images(f"views/view_{v}", views.cpu(), step=0)
     if not hasattr(method, "reconstruct"):
         return
-    mean = torch.tensor(recipe.data.mean, device=sample[0].device).view(1, -1, 1, 1)
-    std = torch.tensor(recipe.data.std, device=sample[0].device).view(1, -1, 1, 1)
-    images = _normalise(sample[0], mean, std, channels_last=False)
+    images = normalizer.to_float(sample[0])
     pred, mask = method.reconstruct(images, generator=torch.Generator(images.device).manual_seed(0))
     rows = torch.cat([images, images * (1 - mask), images * (1 - mask) + pred * mask])
-    pixels = (rows * std + mean).mul(255).round().clamp(0, 255).to(torch.uint8)
-    logger.images("reconstructions", pixels.cpu(), step=epoch + 1, nrow=len(images))
-
-
-def _normalise(images: torch.Tensor, mean, std, channels_last: bool) -> torch.Tensor:
-    """uint8 [N, C, H, W] -> float, normalised per channel, on the device (uint8 until the device)."""
-    out = images.float().div_(255).sub_(mean).div_(std)
-    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+    logger.images("reconstructions", normalizer.to_uint8(rows).cpu(), step=epoch + 1, nrow=len(images))
 
 
 def _report(method, optimizer, recipe: Recipe, progress: Progress, metrics: dict, rank: int, run_dir: Path) -> None:
