@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -106,8 +107,10 @@ def _log_epoch(logger: RunLogger, metrics: dict, epochs: int, rank: int) -> None
     if rank == 0:
         eta = (epochs - epoch) * metrics["seconds"]
         knn = f"  knn {metrics['knn_top1']:.3f}" if "knn_top1" in metrics else ""
-        print(f"epoch {epoch}/{epochs}  loss {metrics['loss']:.4f}{knn}  {metrics['images_per_s']:,.0f} img/s"
-              f"  data wait {metrics['data_wait_frac']:.0%}  ETA {eta / 60:.1f} min", flush=True)
+        # Not print(): Ray Train V2 patches print in workers to log *and* tee it, so each line came twice.
+        sys.stdout.write(f"epoch {epoch}/{epochs}  loss {metrics['loss']:.4f}{knn}  {metrics['images_per_s']:,.0f}"
+                         f" img/s  data wait {metrics['data_wait_frac']:.0%}  ETA {eta / 60:.1f} min\n")
+        sys.stdout.flush()
 
 
 def _restore(method, optimizer, device, resume_from: str | None) -> Progress:
