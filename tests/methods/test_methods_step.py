@@ -141,3 +141,15 @@ def test_vit_backbone_methods_take_a_step(name):
     assert math.isfinite(out["loss"].item())
     assert method.backbone.vit.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
     assert method.embed(views[0]).shape == (N, 192)
+
+
+def test_dino_evaluates_the_teacher_others_the_online_backbone():
+    x = torch.randn(N, 1, 16, 16)
+    for name, evaluated in [("dino", "teacher_backbone"), ("byol", "backbone")]:
+        method = tiny(name)
+        with torch.no_grad():  # make the student differ from the teacher
+            for p in method.backbone.parameters():
+                p.add_(0.1)
+        expected = getattr(method, evaluated).eval()(x)
+        method.train()
+        assert torch.allclose(method.embed(x), expected)
