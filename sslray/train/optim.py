@@ -23,12 +23,12 @@ class OptimizerConfig:
     trust_coefficient: float = 0.001  # LARS eta (You et al. 2017; SimCLR, BYOL)
 
     def __post_init__(self) -> None:
-        check_range("train.optimizer.base_lr", self.base_lr, 0.0, None, low_open=True)
-        check_range("train.optimizer.weight_decay", self.weight_decay, 0.0, None)
-        check_range("train.optimizer.betas[0]", self.betas[0], 0.0, 1.0, high_open=True)
-        check_range("train.optimizer.betas[1]", self.betas[1], 0.0, 1.0, high_open=True)
-        check_range("train.optimizer.sgd_momentum", self.sgd_momentum, 0.0, 1.0, high_open=True)
-        check_range("train.optimizer.trust_coefficient", self.trust_coefficient, 0.0, None, low_open=True)
+        check_range("optim.base_lr", self.base_lr, 0.0, None, low_open=True)
+        check_range("optim.weight_decay", self.weight_decay, 0.0, None)
+        check_range("optim.betas[0]", self.betas[0], 0.0, 1.0, high_open=True)
+        check_range("optim.betas[1]", self.betas[1], 0.0, 1.0, high_open=True)
+        check_range("optim.sgd_momentum", self.sgd_momentum, 0.0, 1.0, high_open=True)
+        check_range("optim.trust_coefficient", self.trust_coefficient, 0.0, None, low_open=True)
 
 
 def scaled_lr(base_lr: float, batch_size: int) -> float:

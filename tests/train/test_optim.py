@@ -78,7 +78,7 @@ def test_build_optimizer_scales_lr_and_trains(name, cls):
 
 
 def test_optimizer_config_errors_name_the_key():
-    with pytest.raises(UserError, match="train.optimizer.name"):
-        section_from_dict(OptimizerConfig, {"name": "adam"}, "train.optimizer")
-    with pytest.raises(UserError, match="train.optimizer.base_lr"):
+    with pytest.raises(UserError, match="optim.name"):
+        section_from_dict(OptimizerConfig, {"name": "adam"}, "optim")
+    with pytest.raises(UserError, match="optim.base_lr"):
         OptimizerConfig(base_lr=-1.0)
