@@ -80,6 +80,9 @@ class TrainConfig:
     knn_temperature: float = 0.1       # vote weight exp(sim / T) (Wu et al., 2018)
     max_failures: int = 0              # Ray Train restarts of the worker group from the last checkpoint
     sync_batchnorm: bool = False       # SyncBN across workers (MoCo v2 alternative to shuffled BN)
+    # Stop when the online embed_std falls below this (0: never). Well-spread L2-normalised embeddings
+    # give about 1/sqrt(D) (0.04-0.09 for D = 128-512); a collapsed one ~0 (SimSiam, sec. 4.1).
+    collapse_std: float = 1e-3
 
     def validate(self) -> None:
         for name, low in (("epochs", 1), ("batch_size", 1), ("warmup_epochs", 0), ("grad_accum_steps", 1),
@@ -90,6 +93,7 @@ class TrainConfig:
         if self.stop_at_epoch is not None:
             check_range("train.stop_at_epoch", self.stop_at_epoch, 1, self.epochs)
         check_range("train.knn_temperature", self.knn_temperature, 0.0, None, low_open=True)
+        check_range("train.collapse_std", self.collapse_std, 0.0, 1.0)
         if self.precision not in ("auto", "fp32", "bf16"):
             raise UserError(f"train.precision: {self.precision!r} is not allowed; choose auto, fp32 or bf16")
 

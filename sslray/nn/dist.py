@@ -46,3 +46,12 @@ def gather_with_grad(x: Tensor) -> Tensor:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+def broadcast_object(value, source: int = 0):
+    """``value`` as rank ``source`` has it, on every rank (any picklable object); itself when alone."""
+    if world_size() == 1:
+        return value
+    box = [value]
+    torch_dist.broadcast_object_list(box, src=source)
+    return box[0]

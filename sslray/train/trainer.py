@@ -89,8 +89,11 @@ def write_config(recipe: Recipe, run_dir: Path) -> None:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(plain(recipe.to_dict()), sort_keys=False))
 
 
-def fit(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
-    """Train (or resume) the run in ``run_dir``; returns and writes ``result.json``."""
+def fit(recipe: Recipe, run_dir: Path, callbacks: list | None = None,
+        hparams: dict[str, Any] | None = None, summary_file: str | None = "result.json") -> dict[str, Any]:
+    """Train (or resume) the run in ``run_dir``; returns and writes ``summary_file``. A sweep's trial passes
+    Tune's ``TuneReportCallback`` (rank 0's metrics reach the scheduler), its sampled knobs as
+    ``hparams`` (the TensorBoard HParams columns) and no summary (Tune writes the trial's result.json)."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -105,11 +108,11 @@ def fit(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"recipe": plain(recipe.to_dict()), "run_dir": str(run_dir),
-                           "resume_from": latest_checkpoint(run_dir)},
+                           "resume_from": latest_checkpoint(run_dir), "hparams": hparams},
         scaling_config=ray.train.ScalingConfig(num_workers=recipe.scaling.num_workers,
                                                use_gpu=recipe.scaling.use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
-            name="checkpoints", storage_path=str(run_dir),
+            name="checkpoints", storage_path=str(run_dir), callbacks=callbacks,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=recipe.train.keep_checkpoints),
             failure_config=ray.train.FailureConfig(max_failures=recipe.train.max_failures)),
     )
@@ -120,5 +123,6 @@ def fit(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
                "checkpoint": result.checkpoint.path if result.checkpoint else None,
                "best_checkpoint": str(run_dir / "checkpoints" / "best")
                if (run_dir / "checkpoints" / "best").is_dir() else None}
-    (run_dir / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if summary_file:
+        (run_dir / summary_file).write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -3,7 +3,7 @@
 Per epoch: this rank's views (``rank_views_dataset``: reproducible, fresh per epoch), uint8 -> float
 normalisation on the device, forward/backward with optional bf16 autocast and gradient accumulation,
 per-step lr (warm-up + cosine) and the method's own schedules (``on_step``: momentum, teacher
-temperature, EMA). Then online evaluation on rank 0 (weighted kNN, embed_std) and ``ray.train.report``
+temperature, EMA). Then online evaluation on rank 0 (weighted kNN, embed_std) and a report (``session.report``: Ray Train or Tune)
 with the metrics and, every ``checkpoint_every`` epochs, a checkpoint (model, optimizer, epoch, step,
 resolved recipe). A non-finite loss stops the run with the epoch and step in the message.
 """
@@ -19,18 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray.train
-import ray.train.torch
 import torch
 
 from sslray.data.augment import PixelNormalizer
 from sslray.data.pipeline import open_prepared, rank_views_dataset, steps_per_epoch
 from sslray.logging import RunLogger
 from sslray.methods.registry import build_method
+from sslray.nn.dist import broadcast_object
 from sslray.nn.schedules import warmup_cosine
 from sslray.recipe import Recipe, recipe_from_dict
 from sslray.train.checkpoint import MODEL, load_tensors, read_state, replace_atomically, write_checkpoint
 from sslray.train.online_eval import online_knn
 from sslray.train.optim import build_optimizer, scaled_lr, set_lr
+from sslray.train.session import WorkerSession
 
 IMAGES_LOGGED = 8  # images per view in the TensorBoard grids
 SHUFFLE_BUFFER_BATCHES = 4  # local shuffle buffer, in batches: mixes rows across this rank's row groups
@@ -49,18 +50,25 @@ class Progress:
 
 
 def train_loop_per_worker(config: dict) -> None:
+    """The ``TorchTrainer`` entry point: the loop on a Ray Train worker."""
+    from sslray.train.session import RayTrainSession
+
+    run_worker(config, RayTrainSession())
+
+
+def run_worker(config: dict, session: WorkerSession) -> None:
+    """Pretrain ``config["recipe"]`` in ``config["run_dir"]`` (rank 0 logs there). ``config["hparams"]``,
+    when given (a sweep's sampled knobs), is what the TensorBoard HParams tab shows; else the recipe."""
     recipe = recipe_from_dict(config["recipe"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    rank, world, device = session.rank, session.world, session.device
     torch.manual_seed(recipe.train.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
 
     method = build_method(recipe.to_dict())
     if recipe.train.sync_batchnorm and world > 1:
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
-    model = ray.train.torch.prepare_model(method)
+    model = session.prepare_model(method)
     optimizer = build_optimizer(method, recipe.optim, recipe.train.batch_size)
-    progress = _restore(method, optimizer, device, config.get("resume_from"))
+    progress = _restore(method, optimizer, device, session.get_checkpoint(), config.get("resume_from"))
 
     prepared = open_prepared(recipe.data.path)
     batch_per_worker = recipe.train.batch_size // world
@@ -75,6 +83,13 @@ def train_loop_per_worker(config: dict) -> None:
     logger = RunLogger(config["run_dir"] if rank == 0 else None,
                        resume_from_step=progress.epoch + 1 if progress.epoch else None)
     last_epoch = recipe.train.stop_at_epoch or recipe.train.epochs
+    resumed_from = progress.epoch  # 0 for a fresh run; reported so a sweep can tell restores apart
+    if progress.history and progress.epoch >= last_epoch:
+        # Restored with nothing left to train: PBT cloned a trial that had already finished, or a
+        # restart came after the last checkpoint. Report the restored model's last metrics once, so
+        # the trial's results end at its final epoch (with its own config) instead of silently ending.
+        metrics = {**progress.history[-1], "resumed_from_epoch": resumed_from}
+        _report(session, method, optimizer, recipe, progress, metrics, rank, Path(config["run_dir"]), final=True)
     for epoch in range(progress.epoch, last_epoch):
         # Reseeded per (epoch, rank): random masking etc. repeat exactly whether or not the run was resumed.
         torch.manual_seed(recipe.train.seed * 1_000_003 + epoch * 1009 + rank)
@@ -82,18 +97,43 @@ def train_loop_per_worker(config: dict) -> None:
                                        settings, progress, rank, world, device)
         _log_images(logger, method, sample, settings.normalizer, epoch)
         if rank == 0 and recipe.train.knn_every and (epoch + 1) % recipe.train.knn_every == 0:
+            eval_start = time.perf_counter()
             metrics.update(online_knn(method, recipe, device))
+            metrics["eval_seconds"] = time.perf_counter() - eval_start
+        metrics["resumed_from_epoch"] = resumed_from
         progress.epoch = epoch + 1
         progress.history.append(metrics)
         _log_epoch(logger, metrics, recipe.train.epochs, rank)
-        _report(method, optimizer, recipe, progress, metrics, rank, Path(config["run_dir"]))
-    if rank == 0 and progress.history:
-        logger.hparams(recipe.to_dict(), {k: v for k, v in progress.history[-1].items() if isinstance(v, float)})
+        # HParams every epoch and before the report: a trial that a scheduler stops (its process ends
+        # inside or after the report) still gets its row, with its last metrics, in the HParams tab.
+        logger.hparams(config.get("hparams") or recipe.to_dict(),
+                       {k: v for k, v in metrics.items() if isinstance(v, float)}, step=progress.epoch)
+        logger.flush()  # a stopped trial's process ends without closing the file
+        # Only rank 0 evaluates: its verdict goes to every rank so that all of them stop together.
+        collapsed = broadcast_object(_collapse_reason(metrics, recipe.train.collapse_std))
+        if collapsed:
+            # Recorded in the last report (Tune's result, result.json) and stops here on every rank.
+            metrics["stop_reason"] = collapsed
+            if rank == 0:
+                sys.stdout.write(f"stopping: {collapsed}\n")
+        _report(session, method, optimizer, recipe, progress, metrics, rank, Path(config["run_dir"]),
+                final=bool(collapsed))
+        if collapsed:
+            break
     logger.close()
 
 
+def _collapse_reason(metrics: dict, threshold: float) -> str | None:
+    """Why the run stops for collapse, or None: ``embed_std`` (rank 0's online eval) below the
+    threshold means every image maps to nearly the same point, and more epochs will not undo it."""
+    std = metrics.get("embed_std")
+    if threshold <= 0 or std is None or not std < threshold:
+        return None
+    return f"collapsed: embed_std {std:.2g} < train.collapse_std {threshold:g} at epoch {metrics['epoch']}"
+
+
 EVAL_METRICS = ("knn_top1", "knn_top5", "embed_std")
-PERF_METRICS = ("images_per_s", "data_wait_frac", "seconds")
+PERF_METRICS = ("images_per_s", "data_wait_frac", "seconds", "eval_seconds")
 
 
 def _log_epoch(logger: RunLogger, metrics: dict, epochs: int, rank: int) -> None:
@@ -101,7 +141,8 @@ def _log_epoch(logger: RunLogger, metrics: dict, epochs: int, rank: int) -> None
     epoch = metrics["epoch"]
     for prefix, names in (("eval", EVAL_METRICS), ("perf", PERF_METRICS)):
         logger.scalars({n: metrics[n] for n in names if n in metrics}, step=epoch, prefix=prefix)
-    logger.scalars({n: v for n, v in metrics.items() if n not in EVAL_METRICS + PERF_METRICS + ("epoch",)},
+    logger.scalars({n: v for n, v in metrics.items()
+                    if n not in EVAL_METRICS + PERF_METRICS + ("epoch", "resumed_from_epoch")},
                    step=epoch, prefix="train")
     logger.flush()
     if rank == 0:
@@ -113,9 +154,9 @@ def _log_epoch(logger: RunLogger, metrics: dict, epochs: int, rank: int) -> None
         sys.stdout.flush()
 
 
-def _restore(method, optimizer, device, resume_from: str | None) -> Progress:
-    """From Ray Train's checkpoint after a worker-group restart, else from ``--resume``'s, else fresh."""
-    checkpoint = ray.train.get_checkpoint()
+def _restore(method, optimizer, device, checkpoint, resume_from: str | None) -> Progress:
+    """From the session's checkpoint (Ray Train after a worker-group restart, Tune after PBT's exploit
+    or a restored sweep), else from ``--resume``'s, else fresh."""
     if checkpoint is None and resume_from is not None:
         checkpoint = ray.train.Checkpoint.from_directory(resume_from)
     if checkpoint is None:
@@ -230,12 +271,13 @@ def _log_images(logger: RunLogger, method, sample: list[torch.Tensor], normalize
     logger.images("reconstructions", normalizer.to_uint8(rows).cpu(), step=epoch + 1, nrow=len(images))
 
 
-def _report(method, optimizer, recipe: Recipe, progress: Progress, metrics: dict, rank: int, run_dir: Path) -> None:
+def _report(session: WorkerSession, method, optimizer, recipe: Recipe, progress: Progress, metrics: dict,
+            rank: int, run_dir: Path, final: bool = False) -> None:
     epoch = progress.epoch - 1
-    due = (epoch + 1) % recipe.train.checkpoint_every == 0 or progress.epoch in (
+    due = final or (epoch + 1) % recipe.train.checkpoint_every == 0 or progress.epoch in (
         recipe.train.epochs, recipe.train.stop_at_epoch)
     if rank != 0 or not due:
-        ray.train.report(metrics)
+        session.report(metrics)
         return
     knn = metrics.get("knn_top1", -1.0)
     improved = knn > progress.best_knn
@@ -246,4 +288,4 @@ def _report(method, optimizer, recipe: Recipe, progress: Progress, metrics: dict
         folder = write_checkpoint(Path(tmp) / "ckpt", method.state_dict(), optimizer.state_dict(), state)
         if improved:
             replace_atomically(folder, run_dir / "checkpoints" / "best")
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        session.report(metrics, checkpoint=session.checkpoint(str(folder)))
