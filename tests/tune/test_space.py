@@ -1,0 +1,137 @@
+"""Search-space YAML -> Ray Tune domains, and the mistakes a space can hold, each named (no Ray needed)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from ray import tune
+from ray.tune.search.sample import Categorical, Float, Integer
+
+from sslray.errors import UserError
+from sslray.tune.space import load_space, space_from_dict, tune_domain
+
+BASE = {
+    "method": {"name": "simclr", "temperature": 0.2},
+    "backbone": {"name": "vit_tiny", "img_size": 16, "patch_size": 4, "in_chans": 1, "depth": 1},
+    "data": {"augment": {"size": 16}},
+    "train": {"epochs": 2, "batch_size": 32},
+}
+
+
+def space(**changes) -> dict:
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    for key, value in changes.items():
+        section, name = key.split("__")
+        data.setdefault(section, {})[name] = value
+    return data
+
+
+def test_every_form_becomes_its_tune_domain():
+    choice = tune_domain("k", {"choice": [0.1, 0.2]})
+    assert isinstance(choice, Categorical) and choice.categories == [0.1, 0.2]
+    assert tune_domain("k", {"grid": [1, 2]}) == tune.grid_search([1, 2])
+    uniform = tune_domain("k", {"uniform": [0.5, 0.9]})
+    assert isinstance(uniform, Float) and (uniform.lower, uniform.upper) == (0.5, 0.9)
+    log = tune_domain("k", {"loguniform": [1e-4, 1e-2]})
+    assert isinstance(log, Float) and isinstance(log.get_sampler(), Float._LogUniform)
+    randint = tune_domain("k", {"randint": [2, 4]})
+    assert isinstance(randint, Integer) and (randint.lower, randint.upper) == (2, 5)  # inclusive of 4
+    assert {randint.sample() for _ in range(200)} == {2, 3, 4}
+    quniform = tune_domain("k", {"quniform": [0.5, 0.9, 0.1]})
+    values = [quniform.sample() for _ in range(100)]
+    assert all(0.5 <= v <= 0.9 and abs(round(v / 0.1) * 0.1 - v) < 1e-9 for v in values)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"uniform": [0.9, 0.5]}, "needs low < high"),
+    ({"loguniform": [0.0, 0.5]}, "needs low > 0"),
+    ({"randint": [5, 2]}, "low > high"),
+    ({"randint": [1.5, 2]}, "needs integers"),
+    ({"choice": []}, "non-empty list"),
+    ({"uniform": [0.1]}, "needs [low, high]"),
+    ({"quniform": [0.1, 0.5, 0]}, "needs q > 0"),
+    ({"uniform": ["a", 1]}, "needs numbers"),
+])
+def test_malformed_distributions_name_the_key(spec, message):
+    with pytest.raises(UserError, match="method.temperature") as err:
+        space_from_dict(space(method__temperature=spec))
+    assert message in str(err.value)
+
+
+def test_a_misspelt_distribution_is_named_with_a_suggestion():
+    with pytest.raises(UserError, match=r"method.temperature: unknown distribution 'logunifrom'; did you mean loguniform"):
+        space_from_dict(space(method__temperature={"logunifrom": [0.1, 0.5]}))
+
+
+def test_a_knob_no_candidate_method_has_is_refused():
+    with pytest.raises(UserError, match=r"method.mask_ratio: not a knob of simclr or byol"):
+        space_from_dict(space(method__name={"choice": ["simclr", "byol"]}, method__mask_ratio={"uniform": [0.5, 0.9]}))
+
+
+def test_knobs_apply_only_to_the_methods_that_have_them():
+    s = space_from_dict(space(method__name={"choice": ["simclr", "mae"]}, method__mask_ratio={"uniform": [0.5, 0.9]},
+                              method__temperature={"loguniform": [0.1, 0.5]}))
+    simclr = s.trial_recipe({"method.name": "simclr", "method.mask_ratio": 0.6, "method.temperature": 0.3})
+    mae = s.trial_recipe({"method.name": "mae", "method.mask_ratio": 0.6, "method.temperature": 0.3})
+    assert simclr["method"] == {"name": "simclr", "temperature": 0.3}
+    assert mae["method"] == {"name": "mae", "mask_ratio": 0.6}
+    assert s.applicable({"method.name": "mae", "method.mask_ratio": 0.6, "method.temperature": 0.3}) == {
+        "method.name": "mae", "method.mask_ratio": 0.6}
+
+
+def test_a_range_reaching_out_of_bounds_fails_before_the_sweep():
+    with pytest.raises(UserError, match=r"method.mask_ratio: 1.2") as err:
+        data = space(method__mask_ratio={"uniform": [0.5, 1.2]})
+        data["method"] = {"name": "mae", "mask_ratio": data["method"]["mask_ratio"]}
+        space_from_dict(data)
+    assert "(method.name" not in str(err.value)  # one method: no need to say which
+
+
+def test_tune_section_mistakes():
+    with pytest.raises(UserError, match="tune.scheduler.name: 'hyperband2' is not a scheduler"):
+        space_from_dict({**space(), "tune": {"scheduler": "hyperband2"}})
+    with pytest.raises(UserError, match="tune.scheduler.grace: unknown key"):
+        space_from_dict({**space(), "tune": {"scheduler": {"name": "asha", "grace": 2}}})
+    with pytest.raises(UserError, match="tune.metric: 'accuracy'"):
+        space_from_dict({**space(), "tune": {"metric": "accuracy"}})
+    with pytest.raises(UserError, match="train.knn_every: 2"):
+        space_from_dict({**space(train__knn_every=2), "tune": {}})
+
+
+def test_pbt_refuses_searched_architecture_and_needs_a_numeric_knob():
+    with pytest.raises(UserError, match="method.name: PBT copies weights"):
+        space_from_dict({**space(method__name={"choice": ["simclr", "byol"]}), "tune": {"scheduler": "pbt"}})
+    with pytest.raises(UserError, match="PBT needs at least one searched numeric knob"):
+        space_from_dict({**space(), "tune": {"scheduler": "pbt"}})
+    ok = space_from_dict({**space(method__temperature={"loguniform": [0.1, 0.5]}), "tune": {"scheduler": "pbt"}})
+    assert list(ok.perturbed_knobs()) == ["method.temperature"]
+
+
+def test_shipped_search_spaces_load(tmp_path):
+    from pathlib import Path
+
+    spaces = sorted(Path("search_spaces").glob("**/*.yaml"))
+    assert Path("search_spaces/quickstart.yaml") in spaces
+    for path in spaces:
+        load_space(path)
+
+
+def test_sweep_command_mistakes_exit_2_before_ray_starts(tmp_path, capsys):
+    from sslray.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**BASE, "method": {"name": "simclr", "temperature": {"uniform": [0.5, 0.1]}}}))
+    assert main(["sweep", str(bad)]) == 2
+    assert "method.temperature: {uniform: [0.5, 0.1]} needs low < high" in capsys.readouterr().err
+    assert main(["sweep", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml: no such file" in capsys.readouterr().err
+    assert main(["sweep", "--resume", str(tmp_path)]) == 2
+    assert "is " + str(tmp_path) + " a sweep folder?" in capsys.readouterr().err
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine")
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(BASE))
+    assert main(["sweep", str(good), "--out", str(occupied)]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert (occupied / "keep.txt").read_text() == "mine"
