@@ -7,8 +7,10 @@ Exit codes (shared/DESIGN.md): 0 success, 2 a user's mistake (one clear message,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from sslray.cluster import use_loopback
 from sslray.errors import UserError
 
 
@@ -109,7 +111,58 @@ def _run_train(args: argparse.Namespace) -> int:
     metrics = summary["metrics"]
     knn = f", knn_top1 {metrics['knn_top1']:.4f}" if "knn_top1" in metrics else ""
     print(f"done in {summary['minutes']:.1f} min: loss {metrics.get('loss', float('nan')):.4f}{knn}")
+    if "stop_reason" in metrics:
+        print(f"stopped early, {metrics['stop_reason']}")
     print(f"run folder: {run_dir}\ncurves:     tensorboard --logdir {run_dir}")
+    return 0
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    sweep = sub.add_parser("sweep", help="explore a search space with Ray Tune (ASHA, PBT, ...)",
+                           description="Run every trial of a search-space YAML (a recipe with distributions "
+                                       "and a tune: section) on Ray Tune, then print the leaderboard. "
+                                       "Overrides are dotted key=value pairs; a value may be a distribution, "
+                                       "e.g. 'method.temperature={choice: [0.1, 0.2]}'.")
+    sweep.add_argument("space", nargs="?", metavar="SPACE", help="search-space YAML (see search_spaces/quickstart.yaml)")
+    sweep.add_argument("overrides", nargs="*", metavar="key.path=value", help="override values of SPACE")
+    sweep.add_argument("--out", help="sweep folder (default: sweeps/<space>-<date>-<time>); must not exist yet")
+    sweep.add_argument("--resume", metavar="SWEEP_DIR", help="continue a sweep whose driver stopped")
+    sweep.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    sweep.set_defaults(run=_run_sweep)
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from sslray.cluster import init_ray
+    from sslray.tune.space import load_space
+
+    if args.resume:
+        if args.space or args.overrides or args.out:
+            raise UserError("--resume: a resumed sweep reruns its own space.yaml; give no SPACE, overrides or --out")
+        from sslray.tune.sweep import SPACE_FILE, resume_sweep
+
+        if not (Path(args.resume) / SPACE_FILE).is_file():
+            raise UserError(f"--resume: {Path(args.resume) / SPACE_FILE} not found; is {args.resume} a sweep folder?")
+        init_ray(args.address)
+
+        resume_sweep(Path(args.resume))
+        return 0
+    if not args.space:
+        raise UserError("SPACE: give a search-space YAML (e.g. search_spaces/quickstart.yaml) or --resume SWEEP_DIR")
+    space = load_space(args.space, args.overrides)  # every mistake in the YAML fails here, before Ray starts
+    out = Path(args.out or f"sweeps/{Path(args.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"--out: {out} already exists and is not empty; choose a new folder, "
+                        "or continue it with --resume")
+    from sslray.recipe import recipe_from_dict
+    from sslray.train.trainer import check_data
+    from sslray.tune.sweep import run_sweep
+
+    check_data(recipe_from_dict(space.trial_recipe(space.first_config())))  # a missing dataset fails before Ray
+    init_ray(args.address)
+    run_sweep(space, out)
     return 0
 
 
@@ -137,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data(sub)
     _add_train(sub)
+    _add_sweep(sub)
     _add_export(sub)
     return parser
 
@@ -150,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
+    if not getattr(args, "address", None) and "RAY_ADDRESS" not in os.environ:
+        use_loopback()  # before any subcommand imports ray: a local Ray then stays on 127.0.0.1
     try:
         return args.run(args)
     except UserError as err:

@@ -1,0 +1,108 @@
+"""A sweep's leaderboard: one row per trial, best first, printed and written next to the trials.
+
+``leaderboard.csv`` (every column, for pandas), ``leaderboard.md`` (what is printed), ``leaderboard.png``
+(the metric per epoch of every trial, one colour per method) and ``best.yaml``: the recipe of the best
+trial with every value fixed, which ``sslray train best.yaml`` runs as it is.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sslray.recipe import recipe_from_dict
+from sslray.train.trainer import plain
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def ranked(rows: list[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
+    """Best metric first; trials without a metric (errored before an epoch) last."""
+    sign = -1.0 if mode == "max" else 1.0
+    return sorted(rows, key=lambda r: (r["best"] is None, sign * (r["best"] or 0.0), r["trial"]))
+
+
+def table(space, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells. A knob that does not apply to a trial's method shows as '-'."""
+    knobs = [k for k in space.knobs if k != "method.name"]
+    header = ["#", "trial", "method", *knobs, f"best {space.tune.metric}", "epochs", "minutes",
+              "overhead_s", "status"]
+    cells = []
+    for rank, row in enumerate(rows, start=1):
+        method = row["config"].get("method.name", space.methods[0])
+        cells.append([str(rank), row["trial"], method, *(_format(row["applicable"].get(k)) for k in knobs),
+                      _format(row["best"]), str(row["epochs"]), f"{row['minutes']:.1f}",
+                      _format(row["overhead_s"]), row["status"]])
+    return header, cells
+
+
+def markdown(header: list[str], cells: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(header)]
+    line = lambda values: "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)]) + "\n"
+
+
+def plot_curves(space, rows: list[dict[str, Any]], path: Path) -> None:
+    """The metric per epoch for every trial (PNG), coloured by method; stopped trials end early."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(space.methods)}
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for row in rows:
+        if not row["curve"]:
+            continue
+        epochs, values = zip(*row["curve"])
+        method = row["config"].get("method.name", space.methods[0])
+        ax.plot(epochs, values, marker="o", markersize=3, color=colours[method], alpha=0.8,
+                label=f"{row['trial']} ({method})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(space.tune.metric)
+    ax.set_title(f"{Path(space.source).name}: {space.tune.metric} per trial")
+    ax.grid(alpha=0.3)
+    if any(row["curve"] for row in rows):
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_best(space, row: dict[str, Any], path: Path) -> None:
+    recipe = space.trial_recipe(row["config"])
+    recipe_from_dict(recipe)  # it is a valid fixed recipe, or this raises before anything is written
+    knobs = ", ".join(f"{k}={_format(v)}" for k, v in row["applicable"].items())
+    header = (f"# Best trial of the sweep {space.source}: {row['trial']} ({space.tune.metric} "
+              f"{_format(row['best'])} after {row['epochs']} epochs)\n# searched: {knobs or 'nothing'}\n"
+              f"# run it: sslray train {path}\n")
+    path.write_text(header + yaml.safe_dump(plain(recipe), sort_keys=False))
+
+
+def write_leaderboard(space, rows: list[dict[str, Any]], sweep_dir: Path) -> list[dict[str, Any]]:
+    rows = ranked(rows, space.tune.mode)
+    header, cells = table(space, rows)
+    text = markdown(header, cells)
+    (sweep_dir / "leaderboard.md").write_text(text)
+    with open(sweep_dir / "leaderboard.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(cells)
+    plot_curves(space, rows, sweep_dir / "leaderboard.png")
+    print("\n" + text)
+    if rows and rows[0]["best"] is not None:
+        write_best(space, rows[0], sweep_dir / "best.yaml")
+        print(f"best: {rows[0]['trial']} -> {sweep_dir / 'best.yaml'}  (sslray train {sweep_dir / 'best.yaml'})")
+    print(f"leaderboard: {sweep_dir / 'leaderboard.md'}  (.csv, .png)\ncurves:      tensorboard --logdir {sweep_dir}")
+    return rows

@@ -1,0 +1,293 @@
+"""The sweep driver: a Ray Tune ``Tuner`` over a ``SearchSpace``, its folder, restore and leaderboard.
+
+One trial = one Tune function (``run_trial``) that trains one fixed recipe (shared/RAY_NOTES.md §1):
+
+- ``scaling.num_workers: 1`` -> the worker loop runs in the trial's own process (``TuneTrialSession``):
+  about a second to start, and it reports checkpoints to Tune itself, so PBT can exploit and a
+  restored sweep continues each unfinished trial from its last epoch;
+- more workers -> the trial fits a ``TorchTrainer`` whose rank 0 reaches Tune through
+  ``TuneReportCallback`` (ASHA / median stopping work; PBT cannot, §5).
+
+Resources come from the cluster (``plan_resources``): half the CPUs (at least one whole one) stay free
+for Ray Data, which the trials' own pipelines need (§3: a starved pipeline hangs silently).
+
+The sweep folder is Tune's experiment folder (restorable with ``Tuner.restore``) and one TensorBoard
+root: ``<trial>/`` (config.yaml, events, checkpoints), ``space.yaml`` (what ``--resume`` reruns),
+``leaderboard.csv`` / ``.md`` / ``.png`` and ``best.yaml`` (the best trial's recipe, for ``sslray train``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sslray.errors import UserError
+from sslray.recipe import recipe_from_dict
+from sslray.train.trainer import MAX_CPUS_PER_WORKER, plain
+from sslray.tune.space import AshaOptions, MedianOptions, PbtOptions, SearchSpace, load_space, space_from_dict
+
+SPACE_FILE = "space.yaml"
+TRAINER_CPUS = 0.1  # the Tune function of a TorchTrainer trial only waits on its workers
+
+
+@dataclass
+class ResourcePlan:
+    trial: dict[str, float]            # tune.with_resources of the trial function
+    cpus_per_worker: float | None      # TorchTrainer trials: each worker's CPUs (None: in-process)
+    max_concurrent: int
+    data_cpus: float                   # left free for Ray Data
+
+    def describe(self) -> str:
+        workers = "" if self.cpus_per_worker is None else f", {self.cpus_per_worker:g} CPU per worker"
+        return (f"{self.max_concurrent} trial(s) at a time, {self.trial}{workers}; "
+                f"{self.data_cpus:g} CPU(s) kept for Ray Data")
+
+
+def plan_resources(space: SearchSpace, cluster: dict[str, float]) -> ResourcePlan:
+    """Trial resources and concurrency that leave Ray Data at least one whole CPU (RAY_NOTES §3)."""
+    recipe = recipe_from_dict(space.trial_recipe(space.first_config()))
+    cpus, gpus = cluster.get("CPU", 1.0), cluster.get("GPU", 0.0)
+    data_cpus = max(recipe.data.cpus_per_task, cpus / 2)
+    available = cpus - data_cpus
+    given = space.tune.resources_per_trial or {}
+    workers, use_gpu = recipe.scaling.num_workers, recipe.scaling.use_gpu
+    if use_gpu and gpus < workers:
+        raise UserError(f"scaling.use_gpu: a trial needs {workers} GPU(s); the cluster has {gpus:g}")
+    if available < 0.1 * workers:
+        raise UserError(f"the cluster has {cpus:g} CPUs: too few to train beside Ray Data "
+                        f"(which needs {data_cpus:g}); give Ray more CPUs")
+    limit = space.tune.max_concurrent_trials
+    if workers == 1:
+        cpu = given.get("cpu") or min(MAX_CPUS_PER_WORKER, available / (limit or 1))
+        concurrent = limit or max(1, math.floor(available / cpu + 1e-9))
+        trial = {"cpu": round(cpu, 2)}
+        if use_gpu:
+            trial["gpu"] = given.get("gpu", 1.0)
+            concurrent = min(concurrent, max(1, int(gpus // trial["gpu"])))
+        return ResourcePlan(trial, None, concurrent, data_cpus)
+    concurrent = limit or (max(1, int(gpus // workers)) if use_gpu else 1)
+    per_worker = (given["cpu"] / workers if "cpu" in given
+                  else min(MAX_CPUS_PER_WORKER, (available - TRAINER_CPUS * concurrent) / (concurrent * workers)))
+    if per_worker < 0.05:
+        raise UserError(f"scaling.num_workers: {concurrent} trial(s) x {workers} workers do not fit on "
+                        f"{cpus:g} CPUs beside Ray Data; lower tune.max_concurrent_trials or num_workers")
+    return ResourcePlan({"cpu": TRAINER_CPUS}, round(per_worker, 2), concurrent, data_cpus)
+
+
+def run_trial(config: dict[str, Any], space: SearchSpace, plan: ResourcePlan, sweep_dir: str) -> None:
+    """One trial: the sampled recipe, trained in-process (one worker) or by a TorchTrainer. It writes
+    into its folder of the sweep (Tune's trial folder in the storage path), not into Tune's local
+    staging copy (``get_trial_dir()``), which is synced only now and then and lost with the node."""
+    from ray import tune
+
+    from sslray.train.trainer import fit, write_config
+    from sslray.train.session import TuneTrialSession
+    from sslray.train.worker import run_worker
+
+    recipe_dict = space.trial_recipe(config)
+    if plan.cpus_per_worker is not None:
+        recipe_dict.setdefault("scaling", {})["cpus_per_worker"] = plan.cpus_per_worker
+    recipe = recipe_from_dict(recipe_dict)
+    trial_dir = Path(sweep_dir) / tune.get_context().get_trial_name()  # == its folder name (trial_dirname)
+    write_config(recipe, trial_dir)
+    hparams = space.applicable(config)
+    if recipe.scaling.num_workers == 1:
+        run_worker({"recipe": plain(recipe.to_dict()), "run_dir": str(trial_dir), "hparams": hparams},
+                   TuneTrialSession(recipe.scaling.use_gpu))
+    else:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        fit(recipe, trial_dir, callbacks=[TuneReportCallback()], hparams=hparams, summary_file=None)
+
+
+def trial_dirname(trial, default_method: str) -> str:
+    """``simclr_3f2a1_00002``: the method first, so TensorBoard's run list reads at a glance."""
+    return f"{trial.config.get('method.name', default_method)}_{trial.trial_id}"
+
+
+def _scheduler(space: SearchSpace):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, PopulationBasedTraining
+
+    options = space.tune.options
+    if isinstance(options, AshaOptions):
+        max_epochs = max(_planned_epochs(space, c) for c in _corner_configs(space))
+        return ASHAScheduler(time_attr="epoch", max_t=options.max_t or max_epochs,
+                             grace_period=options.grace_period, reduction_factor=options.reduction_factor)
+    if isinstance(options, PbtOptions):
+        return PopulationBasedTraining(time_attr="epoch", perturbation_interval=options.perturbation_interval,
+                                       hyperparam_mutations=space.perturbed_knobs(),
+                                       quantile_fraction=options.quantile_fraction,
+                                       resample_probability=options.resample_probability)
+    if isinstance(options, MedianOptions):
+        return MedianStoppingRule(time_attr="epoch", grace_period=options.grace_period,
+                                  min_samples_required=options.min_samples_required)
+    return FIFOScheduler()
+
+
+def _searcher(space: SearchSpace, max_concurrent: int):
+    from ray.tune.search import BasicVariantGenerator
+
+    seed = space.tune.seed
+    if space.tune.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(seed=seed)
+    if space.tune.search == "hyperopt":
+        from ray.tune.search.hyperopt import HyperOptSearch
+
+        return HyperOptSearch(random_state_seed=seed)
+    # Tune's max_concurrent_trials does not reach a BasicVariantGenerator passed in: it takes its own.
+    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
+
+
+def _corner_configs(space: SearchSpace) -> list[dict[str, Any]]:
+    from sslray.tune.space import spec_values
+
+    first = space.first_config()
+    return [first] + [{**first, key: value} for key, spec in space.knobs.items() for value in spec_values(spec)]
+
+
+def _planned_epochs(space: SearchSpace, config: dict[str, Any]) -> int:
+    train = recipe_from_dict(space.trial_recipe(config)).train
+    return train.stop_at_epoch or train.epochs
+
+
+def _trainable(space: SearchSpace, plan: ResourcePlan, sweep_dir: Path):
+    from ray import tune
+
+    trial = tune.with_parameters(run_trial, space=space, plan=plan, sweep_dir=str(sweep_dir))
+    return tune.with_resources(trial, plan.trial)
+
+
+def _run_config(sweep_dir: Path, space: SearchSpace):
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    # Tune's own TensorBoard logger is left out: the trials write their own event files and HParams
+    # (train/, eval/, perf/ per epoch); a second set per trial would split each HParams row in two.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # Every epoch checkpoints, and with num_to_keep Tune then snapshots the experiment each time (what
+    # makes --resume lose nothing); its warning that this may be a bottleneck is noise at this scale.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    return tune.RunConfig(name=sweep_dir.name, storage_path=str(sweep_dir.parent),
+                          callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=_checkpoints_kept(space)),
+                          failure_config=tune.FailureConfig(max_failures=0))
+
+
+def _checkpoints_kept(space: SearchSpace) -> int:
+    """Per trial. PBT restores other trials' checkpoints some time after they were reported, so it keeps
+    more than two (Tune warns that <= 2 loses some; it did here): every perturbation interval's, up to 5."""
+    if isinstance(space.tune.options, PbtOptions):
+        return max(5, 2 * space.tune.options.perturbation_interval)
+    return 2
+
+
+def run_sweep(space: SearchSpace, sweep_dir: Path) -> list[dict[str, Any]]:
+    """Run the sweep in ``sweep_dir`` (a new folder) on the connected Ray; returns the leaderboard."""
+    import functools
+
+    import ray
+    from ray import tune
+
+    sweep_dir = sweep_dir.resolve()
+    if sweep_dir.exists() and any(sweep_dir.iterdir()):
+        raise UserError(f"--out: {sweep_dir} already exists and is not empty; choose a new folder, "
+                        "or continue it with --resume")
+    space = _with_absolute_data_paths(space)  # trials run in their own folders
+    plan = plan_resources(space, ray.cluster_resources())
+    print(f"sweep {space.source}: {len(space.knobs)} searched knob(s), methods {', '.join(space.methods)}; "
+          f"{plan.describe()}")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / SPACE_FILE).write_text(yaml.safe_dump(plain(space.to_yaml_dict()), sort_keys=False))
+    tune_section = space.tune
+    tuner = tune.Tuner(
+        _trainable(space, plan, sweep_dir), param_space=space.param_space(),
+        tune_config=tune.TuneConfig(
+            metric=tune_section.metric, mode=tune_section.mode, num_samples=tune_section.num_samples,
+            # The random searcher takes the limit itself (Tune would ignore it here, with a warning).
+            max_concurrent_trials=None if tune_section.search == "random" else plan.max_concurrent, scheduler=_scheduler(space), search_alg=_searcher(space, plan.max_concurrent),
+            time_budget_s=tune_section.time_budget_s,
+            trial_name_creator=functools.partial(trial_dirname, default_method=space.methods[0]),
+            trial_dirname_creator=functools.partial(trial_dirname, default_method=space.methods[0])),
+        run_config=_run_config(sweep_dir, space))
+    return finish(space, tuner.fit(), sweep_dir)
+
+
+def resume_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Continue a sweep whose driver stopped: finished trials stay, unfinished ones resume from their
+    last checkpoint, errored ones stay errored (a NaN would come back), the searcher keeps its state."""
+    import ray
+    from ray import tune
+
+    sweep_dir = sweep_dir.resolve()
+    if not (sweep_dir / SPACE_FILE).is_file() or not tune.Tuner.can_restore(str(sweep_dir)):
+        raise UserError(f"--resume: {sweep_dir} is not a sweep folder (no {SPACE_FILE} / Tune experiment state)")
+    space = load_space(sweep_dir / SPACE_FILE)
+    plan = plan_resources(space, ray.cluster_resources())
+    print(f"resuming sweep {sweep_dir}: {plan.describe()}")
+    _run_config(sweep_dir, space)  # the logger environment, as on the first run
+    tuner = tune.Tuner.restore(str(sweep_dir), trainable=_trainable(space, plan, sweep_dir), resume_unfinished=True,
+                               resume_errored=False, restart_errored=False)
+    return finish(space, tuner.fit(), sweep_dir)
+
+
+def _with_absolute_data_paths(space: SearchSpace) -> SearchSpace:
+    data = space.to_yaml_dict()
+    section = data.setdefault("data", {})
+    defaults = recipe_from_dict(space.trial_recipe(space.first_config())).data
+    for name in ("path", "knn_bank", "knn_query"):
+        value = section.get(name, getattr(defaults, name))
+        if isinstance(value, str) and "://" not in value:
+            section[name] = str(Path(value).resolve())
+    return space_from_dict(data, space.source)
+
+
+# ---- results ---------------------------------------------------------------------------------------
+
+def finish(space: SearchSpace, results, sweep_dir: Path) -> list[dict[str, Any]]:
+    """Leaderboard (printed, .csv, .md, .png) and best.yaml from Tune's results."""
+    from sslray.tune.leaderboard import write_leaderboard
+
+    rows = [_row(space, result) for result in results]
+    return write_leaderboard(space, rows, sweep_dir)
+
+
+def _row(space: SearchSpace, result) -> dict[str, Any]:
+    metric, mode = space.tune.metric, space.tune.mode
+    config = {k: v for k, v in (result.config or {}).items() if k in space.knobs}
+    metrics = result.metrics or {}
+    frame = result.metrics_dataframe
+    curve = []
+    if frame is not None and metric in frame and "epoch" in frame:
+        curve = [(int(e), float(v)) for e, v in zip(frame["epoch"], frame[metric]) if v == v]
+    values = [v for _, v in curve]
+    best = (max(values) if mode == "max" else min(values)) if values else None
+    epochs = metrics.get("epoch", 0)
+    planned = _planned_epochs(space, config) if set(config) == set(space.knobs) else None
+    if result.error is not None:
+        lines = [line for line in str(result.error).strip().splitlines() if line.strip()]
+        status = "error: " + (lines[-1].strip() if lines else type(result.error).__name__)
+    elif "stop_reason" in metrics:
+        status = str(metrics["stop_reason"])
+    elif planned and epochs < planned:
+        status = f"stopped early at epoch {epochs}/{planned}"
+    else:
+        status = "done"
+    return {"trial": Path(result.path).name, "config": config, "applicable": space.applicable(config),
+            "best": best, "epochs": epochs, "minutes": metrics.get("time_total_s", 0.0) / 60,
+            "overhead_s": _overhead_seconds(frame), "status": status, "curve": curve, "path": result.path}
+
+
+def _overhead_seconds(frame) -> float | None:
+    """Trial wall time outside its epochs' training and evaluation: Ray start-up of the trial, model
+    build, checkpoints and reports."""
+    if frame is None or "time_total_s" not in frame or "seconds" not in frame or not len(frame):
+        return None
+    inside = frame["seconds"].sum() + (frame["eval_seconds"].sum() if "eval_seconds" in frame else 0.0)
+    return float(frame["time_total_s"].iloc[-1] - inside)

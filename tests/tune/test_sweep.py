@@ -1,0 +1,155 @@
+"""Sweeps end to end on the real local Ray (2 CPUs): ASHA stopping trials, PBT exploiting a
+checkpoint with a perturbed knob, and a driver killed mid-sweep then resumed. Everything asserted
+comes from Tune's own results, the sweep folder's files and the trials' TensorBoard event files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from sslray.cli import main
+from sslray.recipe import load_recipe
+from sslray.tune.space import space_from_dict
+from sslray.tune.sweep import run_sweep
+
+from .conftest import tiny_space
+
+
+def trial_rows(trial_dir: Path) -> list[dict]:
+    """Every result Tune recorded for a trial (its result.json, one JSON object per report)."""
+    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+
+
+def trial_dirs(sweep_dir: Path) -> list[Path]:
+    if not sweep_dir.is_dir():
+        return []
+    return sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / "config.yaml").is_file())
+
+
+def test_asha_sweep_end_to_end(ray_local, tiny_fmnist, tmp_path, capsys):
+    # A grid in this order makes ASHA's verdict certain whichever learns faster: trial 2 is cut at
+    # epoch 1 if it is below trial 1 (the only value at that rung), and otherwise trial 3, identical
+    # to trial 1, is below the midpoint of the two (reduction_factor 2: keep the top half).
+    data = tiny_space(tiny_fmnist, scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2})
+    data["optim"]["base_lr"] = {"grid": [1e-7, 3e-3, 1e-7]}
+    space_path = tmp_path / "space.yaml"
+    space_path.write_text(yaml.safe_dump(data))
+    sweep_dir = tmp_path / "sweep"
+    assert main(["sweep", str(space_path), "--out", str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "best knn_top1" in out and f"tensorboard --logdir {sweep_dir.resolve()}" in out
+
+    with open(sweep_dir / "leaderboard.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3
+    assert all(0.0 <= float(r["best knn_top1"]) <= 1.0 for r in rows)
+    assert sorted(float(r["optim.base_lr"]) for r in rows) == [1e-7, 1e-7, 3e-3]
+    assert [float(r["best knn_top1"]) for r in rows] == sorted((float(r["best knn_top1"]) for r in rows), reverse=True)
+    stopped = [r for r in rows if r["status"].startswith("stopped early at epoch 1/3")]
+    assert len(stopped) == 1 and int(stopped[0]["epochs"]) == 1
+    assert sum(r["status"] == "done" for r in rows) == 2
+    assert (sweep_dir / "leaderboard.md").read_text().count("\n") == 2 + 3
+    assert (sweep_dir / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
+
+    best = load_recipe(sweep_dir / "best.yaml")  # what `sslray train best.yaml` validates first
+    assert best.optim.base_lr == float(rows[0]["optim.base_lr"]) and best.method_name == "simclr"
+
+    dirs = trial_dirs(sweep_dir)
+    assert len(dirs) == 3
+    for trial in dirs:
+        accumulator = EventAccumulator(str(trial), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        epochs = len(trial_rows(trial))
+        assert len(accumulator.Scalars("eval/knn_top1")) == epochs
+        assert "hparams/knn_top1" in accumulator.Tags()["scalars"]
+
+
+def test_pbt_perturbs_a_knob_and_restores_a_checkpoint(ray_local, tiny_fmnist, tmp_path):
+    # Two trials side by side (0.5 CPU each, one CPU left to Ray Data); after every epoch the worse
+    # one copies the better one's checkpoint and perturbs the temperature.
+    data = tiny_space(tiny_fmnist, num_samples=2, max_concurrent_trials=2, resources_per_trial={"cpu": 0.5},
+                      scheduler={"name": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5,
+                                 "resample_probability": 0.5})
+    data["method"]["temperature"] = {"loguniform": [0.05, 0.5]}
+    data["train"]["epochs"] = 4
+    space = space_from_dict(data, "pbt-test")
+    run_sweep(space, tmp_path / "sweep")
+
+    restored = []
+    for trial in trial_dirs(tmp_path / "sweep"):
+        rows = trial_rows(trial)
+        assert rows[-1]["epoch"] == 4
+        temperatures = [row["config"]["method.temperature"] for row in rows]
+        for before, after, row in zip(temperatures, temperatures[1:], rows[1:]):
+            if row["resumed_from_epoch"] > 0 and after != before:
+                restored.append((trial.name, row["resumed_from_epoch"], before, after))
+    assert restored, "no trial continued from another's checkpoint with a perturbed temperature"
+
+
+def test_a_killed_driver_resumes_without_rerunning_trials(ray_local, tiny_fmnist, tmp_path):
+    data = tiny_space(tiny_fmnist, num_samples=2, scheduler="fifo")
+    data["method"]["temperature"] = {"choice": [0.1, 0.3]}
+    data["train"]["epochs"] = 4
+    space_path = tmp_path / "space.yaml"
+    space_path.write_text(yaml.safe_dump(data))
+    sweep_dir = tmp_path / "sweep"
+    address = ray_local.get_runtime_context().gcs_address
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    log = open(tmp_path / "driver.log", "w")
+    driver = subprocess.Popen([sys.executable, "-m", "sslray.cli", "sweep", str(space_path), "--out", str(sweep_dir),
+                               "--address", address], env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:  # kill it once the second trial has checkpointed an epoch
+            progress = [trial_rows(t) for t in trial_dirs(sweep_dir) if (t / "result.json").is_file()]
+            if len([rows for rows in progress if rows]) == 2 and min(len(rows) for rows in progress) >= 1:
+                break
+            assert driver.poll() is None, "the sweep ended before it could be killed:\n" + (tmp_path / "driver.log").read_text()
+            time.sleep(0.5)
+        time.sleep(2)  # one more experiment-state save (TUNE_GLOBAL_CHECKPOINT_S=1)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        log.close()
+    assert driver.returncode == -signal.SIGKILL
+    before = {t.name: len(trial_rows(t)) for t in trial_dirs(sweep_dir)}
+    assert any(n < 4 for n in before.values())
+
+    time.sleep(5)  # Ray reaps the dead driver's trial actors
+    assert main(["sweep", "--resume", str(sweep_dir)]) == 0
+    with open(sweep_dir / "leaderboard.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and all(r["status"] == "done" for r in rows)
+    for trial in trial_dirs(sweep_dir):
+        epochs = [row["epoch"] for row in trial_rows(trial)]
+        assert epochs.count(1) == 1, f"{trial.name} started again from scratch: {epochs}"
+        assert epochs[-1] == 4
+
+
+def test_multi_worker_trials_fit_a_torchtrainer_and_reach_tune(ray_local, tiny_fmnist, tmp_path):
+    # Two DDP workers per trial: the trial function fits a TorchTrainer, rank 0's metrics reach Tune
+    # through TuneReportCallback; the workers' CPUs are derived so that one CPU stays for Ray Data.
+    data = tiny_space(tiny_fmnist, scheduler="fifo")
+    data["method"]["temperature"] = {"choice": [0.2]}
+    data["train"]["epochs"] = 2
+    data["scaling"] = {"num_workers": 2}
+    data["data"]["limit"] = 256  # two row groups: one per worker
+    rows = run_sweep(space_from_dict(data, "ddp-test"), tmp_path / "sweep")
+    assert len(rows) == 1 and rows[0]["status"] == "done" and rows[0]["epochs"] == 2
+    assert 0.0 <= rows[0]["best"] <= 1.0
+    trial = Path(rows[0]["path"])
+    assert yaml.safe_load((trial / "config.yaml").read_text())["scaling"]["cpus_per_worker"] == 0.45
+    assert [row["epoch"] for row in trial_rows(trial)] == [1, 2]
+    assert list((trial / "checkpoints").glob("checkpoint_*"))  # Ray Train's own checkpoints of the trial
