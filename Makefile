@@ -7,7 +7,7 @@ FMNIST_SRC := /usr/share/datasets/fashion-mnist
 FMNIST_OUT := data/fmnist
 PYTEST_ARGS ?=
 
-.PHONY: install data fmnist-source test bench clean distclean
+.PHONY: install data fmnist-source sweep test bench clean distclean
 
 install: $(STAMP)
 
@@ -43,6 +43,13 @@ $(FMNIST_OUT)/.prepared: | install fmnist-source
 	$(VENV)/bin/sslray data prepare fashion-mnist $(FMNIST_OUT) --overwrite
 	@touch $@
 
+# The main job: the quickstart sweep on a local Ray (or RAY_ADDRESS / ARGS="--address ..."), then
+# its leaderboard. SPACE=search_spaces/other.yaml sweeps another space; ARGS adds overrides/options.
+SPACE ?= search_spaces/quickstart.yaml
+ARGS  ?=
+sweep: data
+	$(VENV)/bin/sslray sweep $(SPACE) $(ARGS)
+
 test: install fmnist-source
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -50,7 +57,7 @@ bench: install fmnist-source
 	$(PY) benchmarks/augment_throughput.py
 
 clean:
-	rm -rf $(FMNIST_OUT) .pytest_cache build *.egg-info
+	rm -rf $(FMNIST_OUT) .pytest_cache build *.egg-info  # runs/ and sweeps/ are results: never removed
 	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 
 distclean: clean
