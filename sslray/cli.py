@@ -14,7 +14,7 @@ from sslray.cluster import use_loopback
 from sslray.errors import UserError
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -39,13 +39,13 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                                      "/usr/share/datasets/fashion-mnist")
     prep.add_argument("--split", default="all", choices=["train", "test", "val", "unlabeled", "all"],
                       help="which split to write (default: every split the source has)")
-    prep.add_argument("--limit", type=_positive_int, help="at most N images per split")
+    prep.add_argument("--limit", type=positive_int, help="at most N images per split")
     prep.add_argument("--classes", help="comma-separated class names or indices to keep (relabelled 0..k-1)")
-    prep.add_argument("--num-classes", type=_positive_int, help="keep the first N classes")
-    prep.add_argument("--shard-size", type=_positive_int, default=10_000, help="rows per Parquet shard")
+    prep.add_argument("--num-classes", type=positive_int, help="keep the first N classes")
+    prep.add_argument("--shard-size", type=positive_int, default=10_000, help="rows per Parquet shard")
     prep.add_argument("--image-column", default="image", help="parquet source: column with image bytes")
     prep.add_argument("--label-column", default="label", help="parquet source: column with int labels")
-    prep.add_argument("--workers", type=_positive_int, help="decode processes (default: all CPUs)")
+    prep.add_argument("--workers", type=positive_int, help="decode processes (default: all CPUs)")
     prep.add_argument("--overwrite", action="store_true", help="replace splits that already exist in OUT")
     prep.set_defaults(run=_run_prepare)
 
@@ -192,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_sweep(sub)
     _add_export(sub)
+    from sslray.eval.commands import add_eval, add_report
+
+    add_eval(sub)
+    add_report(sub)
     return parser
 
 

@@ -78,6 +78,9 @@ class TrainConfig:
     knn_every: int = 1                 # epochs between online kNN evaluations (0: never)
     knn_k: int = 200                   # neighbours (Wu et al., 2018)
     knn_temperature: float = 0.1       # vote weight exp(sim / T) (Wu et al., 2018)
+    # After the last epoch, a linear probe of this many epochs on the kNN splits' features, reported as
+    # linear_top1 (a sweep's tune.metric may be linear_top1); 0: none.
+    linear_probe_epochs: int = 0
     max_failures: int = 0              # Ray Train restarts of the worker group from the last checkpoint
     sync_batchnorm: bool = False       # SyncBN across workers (MoCo v2 alternative to shuffled BN)
     # Stop when the online embed_std falls below this (0: never). Well-spread L2-normalised embeddings
@@ -87,6 +90,7 @@ class TrainConfig:
     def validate(self) -> None:
         for name, low in (("epochs", 1), ("batch_size", 1), ("warmup_epochs", 0), ("grad_accum_steps", 1),
                           ("checkpoint_every", 1), ("keep_checkpoints", 1), ("knn_every", 0), ("knn_k", 1),
+                          ("linear_probe_epochs", 0),
                           ("max_failures", 0)):
             check_range(f"train.{name}", getattr(self, name), low, None)
         check_range("train.final_lr_fraction", self.final_lr_fraction, 0.0, 1.0)

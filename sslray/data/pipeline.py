@@ -136,12 +136,26 @@ def _read(path: str):
 
 
 def views_dataset(path: str, specs: list[ViewSpec], *, channels: int = 3, seed: int = 0, epoch: int = 0,
-                  batch_size: int = 256, num_cpus: float = 1.0, with_ids: bool = False):
-    """Ray Dataset of augmented uint8 views of the prepared split at ``path``."""
+                  batch_size: int = 256, num_cpus: float = 1.0, with_ids: bool = False,
+                  keep_ids: list[str] | None = None):
+    """Ray Dataset of augmented uint8 views of the prepared split at ``path`` (only the rows whose id
+    is in ``keep_ids`` when given: a label fraction is chosen before any image is decoded)."""
     if channels not in (1, 3):
         raise UserError(f"data.channels: {channels!r} is not allowed; choose 1 or 3")
     fn = functools.partial(make_views, specs=specs, channels=channels, seed=seed, epoch=epoch, with_ids=with_ids)
-    return _read(path).map_batches(fn, batch_format="pyarrow", batch_size=batch_size, num_cpus=num_cpus)
+    rows = _read(path)
+    if keep_ids is not None:
+        wanted = pa.array(sorted(keep_ids), type=pa.string())
+        rows = rows.map_batches(lambda t: t.filter(pc.is_in(t.column("id"), value_set=wanted)),
+                                batch_format="pyarrow", num_cpus=num_cpus)
+    return rows.map_batches(fn, batch_format="pyarrow", batch_size=batch_size, num_cpus=num_cpus)
+
+
+def split_index(path: str) -> tuple[list[str], np.ndarray]:
+    """Ids and labels (-1: unlabelled) of a prepared split in file order, without reading any image."""
+    prepared = open_prepared(path)
+    table = pa.concat_tables(pq.read_table(f, columns=["id", "label"]) for f in prepared.files)
+    return table.column("id").to_pylist(), pc.fill_null(table.column("label"), -1).to_numpy().astype(np.int64)
 
 
 def eval_dataset(path: str, spec: EvalViewSpec, *, channels: int = 3, batch_size: int = 256,

@@ -7,11 +7,14 @@ Data, capped by ``data.knn_bank_limit`` / ``data.knn_query_limit``) feed a weigh
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from sslray.data.augment import PixelNormalizer
 from sslray.data.pipeline import eval_dataset
 from sslray.eval.knn import knn_accuracy
+from sslray.eval.linear_probe import ProbeConfig, feature_batches, train_linear_probe
 from sslray.methods.base import SSLMethod, embedding_std
 from sslray.recipe import Recipe
 
@@ -32,15 +35,23 @@ def embed_split(method: SSLMethod, recipe: Recipe, path: str, limit: int | None,
     return torch.cat(features), torch.cat(labels)
 
 
-def online_knn(method: SSLMethod, recipe: Recipe, device) -> dict[str, float]:
-    """``knn_top1`` (and ``knn_top5``) of the current backbone, plus ``embed_std``; {} when no kNN splits."""
+def online_knn(method: SSLMethod, recipe: Recipe, device, linear_probe: bool = False) -> dict[str, float]:
+    """``knn_top1`` (and ``knn_top5``) of the current backbone, plus ``embed_std``; {} when no kNN splits.
+    With ``linear_probe``, also ``linear_top1``: a ``train.linear_probe_epochs`` probe on the same features."""
     data, train = recipe.data, recipe.train
     if data.knn_bank is None or data.knn_query is None:
         return {}
     bank, bank_labels = embed_split(method, recipe, data.knn_bank, data.knn_bank_limit, device)
     query, query_labels = embed_split(method, recipe, data.knn_query, data.knn_query_limit, device)
     labeled = bank_labels >= 0  # an unlabeled row cannot vote
-    metrics = knn_accuracy(bank[labeled], bank_labels[labeled], query, query_labels, k=train.knn_k,
-                           temperature=train.knn_temperature)
+    bank, bank_labels = bank[labeled], bank_labels[labeled]
+    metrics = knn_accuracy(bank, bank_labels, query, query_labels, k=train.knn_k, temperature=train.knn_temperature)
     metrics["embed_std"] = float(embedding_std(query))
+    if linear_probe:
+        cfg = ProbeConfig(epochs=train.linear_probe_epochs, batch_size=min(512, len(bank_labels)), seed=train.seed)
+        num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
+        probe = train_linear_probe(feature_batches(bank, bank_labels, cfg.batch_size, cfg.seed), bank.shape[1],
+                                   num_classes, cfg, math.ceil(len(bank_labels) / cfg.batch_size),
+                                   val_features=query, val_labels=query_labels)
+        metrics["linear_top1"] = probe.history[-1]["val_top1"]
     return metrics

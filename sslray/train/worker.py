@@ -96,9 +96,10 @@ def run_worker(config: dict, session: WorkerSession) -> None:
         metrics, sample = _train_epoch(model, method, optimizer, recipe, prepared, epoch, steps[epoch],
                                        settings, progress, rank, world, device)
         _log_images(logger, method, sample, settings.normalizer, epoch)
-        if rank == 0 and recipe.train.knn_every and (epoch + 1) % recipe.train.knn_every == 0:
+        probe_now = epoch + 1 == recipe.train.epochs and recipe.train.linear_probe_epochs > 0
+        if rank == 0 and (probe_now or recipe.train.knn_every and (epoch + 1) % recipe.train.knn_every == 0):
             eval_start = time.perf_counter()
-            metrics.update(online_knn(method, recipe, device))
+            metrics.update(online_knn(method, recipe, device, linear_probe=probe_now))
             metrics["eval_seconds"] = time.perf_counter() - eval_start
         metrics["resumed_from_epoch"] = resumed_from
         progress.epoch = epoch + 1
@@ -132,7 +133,7 @@ def _collapse_reason(metrics: dict, threshold: float) -> str | None:
     return f"collapsed: embed_std {std:.2g} < train.collapse_std {threshold:g} at epoch {metrics['epoch']}"
 
 
-EVAL_METRICS = ("knn_top1", "knn_top5", "embed_std")
+EVAL_METRICS = ("knn_top1", "knn_top5", "embed_std", "linear_top1")
 PERF_METRICS = ("images_per_s", "data_wait_frac", "seconds", "eval_seconds")
 
 

@@ -38,7 +38,8 @@ from sslray.methods.registry import METHODS
 from sslray.recipe import DISTRIBUTIONS, apply_overrides, find_distributions, read_yaml, recipe_from_dict
 
 # Metrics every epoch's report carries, and the direction that is better.
-METRIC_MODES = {"knn_top1": "max", "knn_top5": "max", "embed_std": "max", "loss": "min"}
+METRIC_MODES = {"knn_top1": "max", "knn_top5": "max", "embed_std": "max", "loss": "min", "linear_top1": "max"}
+FINAL_METRICS = ("linear_top1",)  # reported once, after a trial's last epoch (train.linear_probe_epochs)
 EVAL_METRICS = ("knn_top1", "knn_top5", "embed_std")  # need the online kNN every epoch
 SEARCHERS = ("random", "optuna", "hyperopt")
 # Distributions PBT can perturb: numbers on a scale (it multiplies them by 0.8 / 1.2 or resamples).
@@ -348,6 +349,17 @@ def _check_recipe_for_sweep(recipe, tune_section: TuneSection, where: str) -> No
         if recipe.data.knn_bank is None or recipe.data.knn_query is None:
             raise UserError(f"{where}: data.knn_bank / data.knn_query: tune.metric {tune_section.metric} "
                             "needs both labeled splits")
+    if tune_section.metric in FINAL_METRICS:
+        if recipe.train.linear_probe_epochs < 1:
+            raise UserError(f"{where}: train.linear_probe_epochs: {recipe.train.linear_probe_epochs}, but tune.metric "
+                            f"{tune_section.metric} needs a probe at the end of each trial; set it to e.g. 20")
+        if recipe.data.knn_bank is None or recipe.data.knn_query is None:
+            raise UserError(f"{where}: data.knn_bank / data.knn_query: tune.metric {tune_section.metric} "
+                            "needs both labeled splits")
+        if tune_section.scheduler_name != "fifo":
+            raise UserError(f"{where}: tune.scheduler: {tune_section.scheduler_name} compares trials every epoch, but "
+                            f"tune.metric {tune_section.metric} exists only after the last one; use scheduler: fifo "
+                            "(or metric: knn_top1)")
     if isinstance(tune_section.options, PbtOptions) and recipe.scaling.num_workers != 1:
         raise UserError(f"{where}: scaling.num_workers: {recipe.scaling.num_workers}; PBT needs single-worker "
                         "trials (they report checkpoints to Tune; TorchTrainer trials cannot, RAY_NOTES §5)")

@@ -29,7 +29,8 @@ import yaml
 from sslray.errors import UserError
 from sslray.recipe import recipe_from_dict
 from sslray.train.trainer import MAX_CPUS_PER_WORKER, plain
-from sslray.tune.space import AshaOptions, MedianOptions, PbtOptions, SearchSpace, load_space, space_from_dict
+from sslray.tune.space import (FINAL_METRICS, AshaOptions, MedianOptions, PbtOptions, SearchSpace, load_space,
+                               space_from_dict)
 
 SPACE_FILE = "space.yaml"
 TRAINER_CPUS = 0.1  # the Tune function of a TorchTrainer trial only waits on its workers
@@ -171,6 +172,8 @@ def _run_config(sweep_dir: Path, space: SearchSpace):
     # Tune's own TensorBoard logger is left out: the trials write their own event files and HParams
     # (train/, eval/, perf/ per epoch); a second set per trial would split each HParams row in two.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    if space.tune.metric in FINAL_METRICS:  # absent from every report but the last, by design
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # Every epoch checkpoints, and with num_to_keep Tune then snapshots the experiment each time (what
     # makes --resume lose nothing); its warning that this may be a bottleneck is noise at this scale.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

@@ -98,6 +98,17 @@ def test_tune_section_mistakes():
         space_from_dict({**space(train__knn_every=2), "tune": {}})
 
 
+def test_linear_top1_needs_a_final_probe_and_a_scheduler_that_waits_for_it():
+    labelled = space(data__knn_bank="data/fmnist/train", data__knn_query="data/fmnist/test")
+    with pytest.raises(UserError, match="train.linear_probe_epochs: 0, but tune.metric linear_top1 needs a probe"):
+        space_from_dict({**labelled, "tune": {"metric": "linear_top1", "scheduler": "fifo"}})
+    probed = {**labelled, "train": {**labelled["train"], "linear_probe_epochs": 5}}
+    with pytest.raises(UserError, match="tune.scheduler: asha compares trials every epoch"):
+        space_from_dict({**probed, "tune": {"metric": "linear_top1"}})
+    ok = space_from_dict({**probed, "tune": {"metric": "linear_top1", "scheduler": "fifo"}})
+    assert ok.tune.mode == "max"
+
+
 def test_pbt_refuses_searched_architecture_and_needs_a_numeric_knob():
     with pytest.raises(UserError, match="method.name: PBT copies weights"):
         space_from_dict({**space(method__name={"choice": ["simclr", "byol"]}), "tune": {"scheduler": "pbt"}})

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -153,3 +154,16 @@ def test_multi_worker_trials_fit_a_torchtrainer_and_reach_tune(ray_local, tiny_f
     assert yaml.safe_load((trial / "config.yaml").read_text())["scaling"]["cpus_per_worker"] == 0.45
     assert [row["epoch"] for row in trial_rows(trial)] == [1, 2]
     assert list((trial / "checkpoints").glob("checkpoint_*"))  # Ray Train's own checkpoints of the trial
+
+
+def test_a_sweep_ranked_by_a_final_linear_probe(ray_local, tiny_fmnist, tmp_path):
+    data = tiny_space(tiny_fmnist, metric="linear_top1", scheduler="fifo", num_samples=1)
+    data["train"].update(epochs=2, linear_probe_epochs=5)
+    run_sweep(space_from_dict(data, "probe-test"), tmp_path / "sweep")
+    [trial] = trial_dirs(tmp_path / "sweep")
+    rows = trial_rows(trial)
+    assert [("linear_top1" in row) for row in rows] == [False, True]  # probed once, after the last epoch
+    assert 0.0 <= rows[-1]["linear_top1"] <= 1.0
+    with open(tmp_path / "sweep" / "leaderboard.csv") as handle:
+        [row] = list(csv.DictReader(handle))
+    assert float(row["best linear_top1"]) == pytest.approx(rows[-1]["linear_top1"], abs=1e-4) and row["status"] == "done"

@@ -1,0 +1,151 @@
+"""``sslray eval``: one protocol on a run's best checkpoint, or on every k-th checkpoint (``--every``).
+
+Writes to ``OUT`` (default ``RUN_DIR/eval/<protocol>``, never over an existing one without
+``--overwrite``):
+
+- ``results.json`` / ``results.md``: one row per evaluated checkpoint (top-1, top-5, images, options);
+- ``tb/<checkpoint>/``: TensorBoard scalars per probe / fine-tune epoch, and ``tb/series`` with the
+  val top-1 against the pretraining epoch (``--every``);
+- ``curves.png`` (val top-1 per probe epoch, one line per checkpoint), ``series.png`` (val top-1 vs
+  pretraining epoch, as the ImageNet-100 study's curves), and for the linear probe and fine-tuning
+  ``per_class.md`` + ``confusion.png`` of the last checkpoint evaluated.
+
+Features are cached in ``RUN_DIR/eval/cache`` (see ``sslray.eval.features``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from sslray.data.pipeline import open_prepared
+from sslray.errors import UserError
+from sslray.eval.classes import confusion, markdown_table, per_class_report
+from sslray.eval.features import MODEL, Encoder, find_encoder, series_encoders
+from sslray.eval.finetune import FinetuneConfig
+from sslray.eval.linear_probe import ProbeConfig
+from sslray.eval.plots import plot_confusion, plot_curves
+from sslray.eval.protocols import PROTOCOLS, EvalSplits, KNNOptions, Trained, run_finetune, run_knn, run_linear
+from sslray.logging import RunLogger
+
+TABLE_COLUMNS = ["encoder", "method", "backbone", "protocol", "train_top1", "val_top1", "val_top5",
+                 "train_images", "val_images"]
+
+
+@dataclass
+class EvalOptions:
+    protocol: str = "linear"
+    data: str | None = None                # a prepared root with train/ and test/; None: the run's kNN splits
+    train_limit: int | None = None
+    val_limit: int | None = None
+    every: int | None = None               # probe checkpoints at epochs every, 2*every, ...
+    augment: bool = False                  # linear probe on augmented images through the frozen backbone
+    knn: KNNOptions = field(default_factory=KNNOptions)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+
+def run_dir_of(target: Path) -> Path:
+    """The run folder a target belongs to (a checkpoint folder sits in RUN_DIR/checkpoints/)."""
+    target = Path(target)
+    if (target / MODEL).is_file() and target.parent.name == "checkpoints":
+        return target.parent.parent
+    return target
+
+
+def prepare_out(out: Path, overwrite: bool) -> Path:
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"{out} already exists; pass --overwrite to replace it, or --out elsewhere")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def evaluate_one(encoder: Encoder, splits: EvalSplits, options: EvalOptions, cache_dir: Path | None,
+                 logger: RunLogger | None, device="cpu") -> dict | Trained:
+    """One protocol on one encoder, printing an epoch line per probe / fine-tune epoch."""
+    protocol = options.protocol
+    if protocol == "knn":
+        return run_knn(encoder, splits, options.knn, device, cache_dir)
+    epochs = options.probe.epochs if protocol == "linear" else options.finetune.epochs
+
+    def on_epoch(stats: dict) -> None:
+        sys.stdout.write(f"{encoder.name}  {protocol} epoch {stats['epoch']}/{epochs}  loss {stats['train_loss']:.4f}"
+                         f"  train top1 {stats['train_top1']:.3f}  val top1 {stats['val_top1']:.3f}\n")
+        sys.stdout.flush()
+        if logger is not None:
+            logger.scalars({k: v for k, v in stats.items() if k != "epoch" and v is not None},
+                           step=stats["epoch"], prefix=f"{protocol}_{slug(encoder.name)}")
+
+    if protocol == "linear":
+        return run_linear(encoder, splits, options.probe, options.augment, device, cache_dir, on_epoch)
+    return run_finetune(encoder, splits, options.finetune, device, on_epoch)
+
+
+def evaluate(target: Path, options: EvalOptions, out: Path | None = None, overwrite: bool = False,
+             device="cpu") -> list[dict]:
+    if options.protocol not in PROTOCOLS:
+        raise UserError(f"--protocol: {options.protocol!r} is not allowed; choose one of {', '.join(PROTOCOLS)}")
+    target = Path(target)
+    if not target.exists():
+        raise UserError(f"{target}: no such run folder or checkpoint")
+    encoders = series_encoders(target, options.every) if options.every else [find_encoder(target)]
+    run_dir = run_dir_of(target)
+    splits = EvalSplits.of(encoders[0], options.data, options.train_limit, options.val_limit)
+    out = prepare_out(Path(out) if out else run_dir / "eval" / options.protocol, overwrite)
+    cache_dir = run_dir / "eval" / "cache"
+
+    rows, curves, last_trained = [], {}, None
+    with RunLogger(out / "tb") as logger:
+        for encoder in encoders:
+            outcome = evaluate_one(encoder, splits, options, cache_dir, logger, device)
+            if isinstance(outcome, Trained):
+                curves[encoder.name] = [(h["epoch"], h["val_top1"]) for h in outcome.history]
+                last_trained, outcome = outcome, outcome.result
+            rows.append(outcome)
+            print(f"{encoder.name}: {options.protocol} val top1 {outcome['val_top1']:.4f}  top5 {outcome['val_top5']:.4f}")
+            if encoder.epoch is not None:
+                logger.scalars({"val_top1": outcome["val_top1"], "val_top5": outcome["val_top5"]},
+                               step=encoder.epoch, prefix=f"series_{options.protocol}")
+    write_results(out, rows, curves, options, last_trained, open_prepared(splits.train).classes)
+    print(f"results: {out}/results.md")
+    return rows
+
+
+def write_results(out: Path, rows: list[dict], curves: dict, options: EvalOptions, trained: Trained | None,
+                  classes: list[str] | None = None) -> None:
+    (out / "results.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    (out / "results.md").write_text(markdown_table(rows, [c for c in TABLE_COLUMNS if any(c in r for r in rows)]) + "\n")
+    name = {"knn": f"kNN (k={options.knn.k})", "linear": "linear probe", "finetune": "fine-tune"}[options.protocol]
+    if curves:
+        plot_curves(curves, out / "curves.png", title=f"{name}: val top-1 per epoch", xlabel=f"{name} epoch",
+                    ylabel="val top-1")
+    if len(rows) > 1 and all(r["epoch"] is not None for r in rows):
+        plot_curves({name: [(r["epoch"], r["val_top1"]) for r in rows]}, out / "series.png",
+                    title=f"{name} val top-1 vs pretraining epoch", xlabel="pretraining epoch", ylabel="val top-1")
+    if trained is not None:
+        write_class_report(out, trained, title=f"{trained.result['encoder']} ({name})", classes=classes)
+
+
+def write_class_report(out: Path, trained: Trained, title: str, classes: list[str] | None = None,
+                       prefix: str = "") -> None:
+    """Per-class precision / recall / F1 (Markdown) and the confusion matrix (PNG) of val predictions."""
+    labels, predictions = trained.val_labels, trained.val_predictions
+    report = per_class_report(labels, predictions, trained.num_classes, classes)
+    (out / f"{prefix}per_class.md").write_text(f"# Per-class report: {title}\n\n" + markdown_table(report) + "\n")
+    plot_confusion(confusion(labels, predictions, trained.num_classes), out / f"{prefix}confusion.png",
+                   class_names=classes or [str(c) for c in range(trained.num_classes)], title=title)
+
+
+def device_for(use_gpu: bool | None = None) -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() and use_gpu is not False else "cpu")

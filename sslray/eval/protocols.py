@@ -1,0 +1,153 @@
+"""The three evaluation protocols on one encoder: weighted kNN, linear probe, fine-tuning.
+
+Each takes an ``Encoder`` (a checkpoint or a baseline, ``sslray.eval.features``) and an ``EvalSplits``
+(a labelled train split and a held-out val split) and returns a flat result dict (the row of a
+table, JSON-ready) plus, for the trained protocols, the per-epoch history and the val predictions
+that the per-class report and the confusion matrix need.
+
+- kNN and the linear probe on cached features run on frozen features extracted once;
+- the linear probe with ``augment=True`` trains on random-resized-crop + flip views of the train
+  split passed through the frozen backbone every epoch, as MoCo v3 and MAE do (slower: the backbone
+  runs every epoch);
+- fine-tuning trains backbone and head on augmented views, with layer-wise lr decay for ViTs and
+  optionally a fraction of the labels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from sslray.data.pipeline import open_prepared, split_index
+from sslray.errors import UserError
+from sslray.eval.features import (Encoder, augmented_batches, eval_batches, extract_features, labelled,
+                                  num_classes_of)
+from sslray.eval.finetune import Classifier, FinetuneConfig, finetune, label_subset
+from sslray.eval.knn import knn_accuracy
+from sslray.eval.linear_probe import ProbeConfig, feature_batches, train_linear_probe
+
+PROTOCOLS = ("knn", "linear", "finetune")
+
+
+@dataclass
+class EvalSplits:
+    """Labelled images to fit on and held-out images to score, both prepared splits."""
+    train: str
+    val: str
+    train_limit: int | None = None  # first N images of each (None: all)
+    val_limit: int | None = None
+
+    @classmethod
+    def of(cls, encoder: Encoder, data_root: str | None, train_limit: int | None,
+           val_limit: int | None) -> EvalSplits:
+        """``DATA/train`` + ``DATA/test`` (else ``DATA/val``) when ``--data`` is given, else the run's
+        own kNN bank and query splits."""
+        if data_root is not None:
+            root = Path(data_root)
+            val = root / "test" if (root / "test").exists() or not (root / "val").exists() else root / "val"
+            splits = cls(str(root / "train"), str(val), train_limit, val_limit)
+        else:
+            data = encoder.recipe.data
+            if data.knn_bank is None or data.knn_query is None:
+                raise UserError("the run's recipe has no data.knn_bank / data.knn_query; "
+                                "pass --data PREPARED (a folder with train/ and test/ splits)")
+            splits = cls(data.knn_bank, data.knn_query, train_limit, val_limit)
+        open_prepared(splits.train, where="--data (train split)")
+        open_prepared(splits.val, where="--data (val split)")
+        return splits
+
+
+@dataclass
+class KNNOptions:
+    k: int = 20                    # DINO / solo-learn ImageNet protocol (Caron et al. 2021, eval_knn.py)
+    temperature: float = 0.07      # Wu et al. 2018
+
+    def validate(self) -> None:
+        if self.k < 1:
+            raise UserError(f"--k: {self.k} is out of range; need at least 1 neighbour")
+        if not self.temperature > 0:
+            raise UserError(f"--temperature: {self.temperature} is out of range; need > 0")
+
+
+def features_of(encoder: Encoder, splits: EvalSplits, device, cache_dir: Path | None):
+    train = labelled(*extract_features(encoder, splits.train, splits.train_limit, device, cache_dir,
+                                       where="--data (train split)"), what=splits.train)
+    val = labelled(*extract_features(encoder, splits.val, splits.val_limit, device, cache_dir,
+                                     where="--data (val split)"), what=splits.val)
+    return train, val
+
+
+def row(encoder: Encoder, protocol: str, **values) -> dict:
+    return {"encoder": encoder.name, "epoch": encoder.epoch, "method": encoder.recipe.method_name,
+            "backbone": encoder.recipe.backbone.name, "protocol": protocol, **values}
+
+
+def run_knn(encoder: Encoder, splits: EvalSplits, options: KNNOptions, device="cpu",
+            cache_dir: Path | None = None) -> dict:
+    (train_x, train_y), (val_x, val_y) = features_of(encoder, splits, device, cache_dir)
+    num_classes = num_classes_of(splits.train, train_y, val_y)
+    scores = knn_accuracy(train_x, train_y, val_x, val_y, k=options.k, temperature=options.temperature,
+                          num_classes=num_classes)
+    return row(encoder, "knn", k=options.k, temperature=options.temperature, val_top1=scores["knn_top1"],
+               val_top5=scores["knn_top5"], train_images=len(train_y), val_images=len(val_y))
+
+
+@dataclass
+class Trained:
+    """A trained protocol's outcome: the table row, per-epoch history, and val labels/predictions."""
+    result: dict
+    history: list[dict]
+    val_labels: torch.Tensor
+    val_predictions: torch.Tensor
+    num_classes: int
+
+
+def run_linear(encoder: Encoder, splits: EvalSplits, cfg: ProbeConfig, augment: bool = False, device="cpu",
+               cache_dir: Path | None = None, on_epoch: Callable[[dict], None] | None = None) -> Trained:
+    cfg.validate("linear probe")
+    (train_x, train_y), (val_x, val_y) = features_of(encoder, splits, device, cache_dir)
+    num_classes = num_classes_of(splits.train, train_y, val_y)
+    if augment:
+        ids, _ = split_index(splits.train)
+        keep_ids = ids[:splits.train_limit] if splits.train_limit is not None else None
+        batches = augmented_batches(encoder, splits.train, keep_ids, cfg.batch_size, cfg.seed, device,
+                                    network=encoder.build(device))
+    else:
+        batches = feature_batches(train_x, train_y, cfg.batch_size, cfg.seed)
+    steps = math.ceil(len(train_y) / cfg.batch_size)
+    probe = train_linear_probe(batches, train_x.shape[1], num_classes, cfg, steps, val_features=val_x,
+                               val_labels=val_y, on_epoch=on_epoch, device=device)
+    last = probe.history[-1]
+    result = row(encoder, "linear", augment=augment, epochs=cfg.epochs, train_top1=last["train_top1"],
+                 val_top1=last["val_top1"], val_top5=last["val_top5"], train_images=len(train_y),
+                 val_images=len(val_y), config=asdict(cfg))
+    return Trained(result, probe.history, val_y, probe.val_predictions, num_classes)
+
+
+def run_finetune(encoder: Encoder, splits: EvalSplits, cfg: FinetuneConfig, device="cpu",
+                 on_epoch: Callable[[dict], None] | None = None) -> Trained:
+    cfg.validate("fine-tune")
+    if encoder.kind == "pixels":
+        raise UserError("fine-tuning needs a network; raw pixels have none")
+    ids, labels = split_index(splits.train)
+    ids, labels = ids[:splits.train_limit], torch.as_tensor(labels[:splits.train_limit])
+    chosen = label_subset(labels, cfg.label_fraction, cfg.seed)  # stratified by class, labelled rows only
+    if len(chosen) == 0:
+        raise UserError(f"{splits.train}: no labelled images to fine-tune on")
+    keep_ids = [ids[i] for i in chosen.tolist()]
+    val_labels = torch.as_tensor(split_index(splits.val)[1][:splits.val_limit])
+    num_classes = num_classes_of(splits.train, labels[chosen], val_labels[val_labels >= 0])
+    model = Classifier(encoder.build(device), num_classes).to(device)
+    train_batches = augmented_batches(encoder, splits.train, keep_ids, cfg.batch_size, cfg.seed, device)
+    val_batches = eval_batches(encoder, splits.val, splits.val_limit, 512, device)
+    tuned = finetune(model, train_batches, math.ceil(len(keep_ids) / cfg.batch_size), cfg, val_batches=val_batches,
+                     on_epoch=on_epoch, device=device)
+    last = tuned.history[-1]
+    result = row(encoder, "finetune", label_fraction=cfg.label_fraction, epochs=cfg.epochs,
+                 train_top1=last["train_top1"], val_top1=last["val_top1"], val_top5=last["val_top5"],
+                 train_images=len(keep_ids), val_images=int((val_labels >= 0).sum()), config=asdict(cfg))
+    return Trained(result, tuned.history, tuned.val_labels, tuned.val_predictions, num_classes)

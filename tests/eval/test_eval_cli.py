@@ -1,0 +1,170 @@
+"""`sslray eval` and `sslray report` end to end on a real local Ray: a tiny run pretrained once on real
+Fashion-MNIST images, then kNN / linear probe / fine-tune / --every series / report read back from
+their files (JSON, Markdown, PNG, TensorBoard events), and bad input giving one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.nn import functional as F
+
+from sslray.cli import main
+from sslray.data.shards import prepare
+from sslray.eval.features import find_encoder, extract_features
+from sslray.train.checkpoint import MODEL, checkpoint_folders
+
+PNG = b"\x89PNG\r\n\x1a\n"
+EPOCHS = 4
+
+
+@pytest.fixture(scope="module")
+def fmnist(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fmnist")
+    prepare("fashion-mnist", root, split="train", limit=1024, rows_per_shard=512, workers=1)
+    prepare("fashion-mnist", root, split="test", limit=300, workers=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(ray_local, fmnist, tmp_path_factory) -> Path:
+    """SimCLR on a 2-block ViT at 16 px, 4 epochs of 1024 images, every checkpoint kept."""
+    folder = tmp_path_factory.mktemp("pretrain")
+    recipe = {
+        "method": {"name": "simclr", "temperature": 0.2, "proj_hidden_dim": 128, "proj_dim": 64},
+        "backbone": {"name": "vit_tiny", "img_size": 16, "patch_size": 4, "in_chans": 1, "depth": 2},
+        "data": {"path": str(fmnist / "train"), "channels": 1, "knn_bank": str(fmnist / "train"),
+                 "knn_query": str(fmnist / "test"), "augment": {"size": 16, "global_view": {"blur_p": 0.0}}},
+        "optim": {"name": "adamw", "base_lr": 2e-3, "weight_decay": 0.05},
+        "train": {"epochs": EPOCHS, "batch_size": 128, "warmup_epochs": 1, "keep_checkpoints": EPOCHS},
+        "scaling": {"num_workers": 1},
+    }
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["train", str(path), "--out", str(folder / "run")]) == 0
+    return folder / "run"
+
+
+def results(folder: Path) -> list[dict]:
+    return json.loads((folder / "results.json").read_text())
+
+
+def test_knn_equals_a_brute_force_vote_on_the_same_features(run, fmnist, tmp_path):
+    out = tmp_path / "knn"
+    assert main(["eval", str(run), "--protocol", "knn", "--k", "5", "--out", str(out)]) == 0
+    [row] = results(out)
+    assert row["encoder"] == f"epoch {row['epoch']}" and row["train_images"] == 1024 and row["val_images"] == 300
+
+    encoder = find_encoder(run)
+    bank, bank_labels = extract_features(encoder, str(fmnist / "train"), None, cache_dir=run / "eval" / "cache")
+    query, query_labels = extract_features(encoder, str(fmnist / "test"), None, cache_dir=run / "eval" / "cache")
+    similarity = F.normalize(query, dim=1) @ F.normalize(bank, dim=1).T
+    top, index = similarity.topk(5, dim=1)
+    votes = torch.zeros(len(query), 10).scatter_add_(1, bank_labels[index], (top / 0.07).exp())
+    assert row["val_top1"] == pytest.approx((votes.argmax(1) == query_labels).float().mean().item(), abs=1e-6)
+
+
+def test_linear_probe_of_the_pretrained_run_beats_its_random_init(run, tmp_path):
+    out = tmp_path / "linear"
+    assert main(["eval", str(run), "--protocol", "linear", "--epochs", "30", "--out", str(out)]) == 0
+    [row] = results(out)
+    assert len(row) and 0.0 <= row["train_top1"] <= 1.0
+    from sslray.eval.features import baseline_encoders
+    from sslray.eval.linear_probe import ProbeConfig
+    from sslray.eval.protocols import EvalSplits, run_linear
+
+    encoder = find_encoder(run)
+    random_init = baseline_encoders(encoder.recipe)[0]
+    baseline = run_linear(random_init, EvalSplits.of(encoder, None, None, None), ProbeConfig(epochs=30))
+    print(f"linear probe val top-1: random init {baseline.result['val_top1']:.3f}, pretrained {row['val_top1']:.3f}")
+    assert row["val_top1"] > baseline.result["val_top1"] + 0.02
+
+    per_class = (out / "per_class.md").read_text().splitlines()
+    assert len([line for line in per_class if line.startswith("| ")]) == 1 + 10 + 2  # header, classes, 2 averages
+    assert (out / "confusion.png").read_bytes()[:8] == PNG and (out / "curves.png").read_bytes()[:8] == PNG
+    accumulator = EventAccumulator(str(out / "tb"), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    assert len(accumulator.Scalars(f"linear_epoch_{row['epoch']}/val_top1")) == 30
+
+
+def test_every_k_probes_exactly_those_checkpoints(run, tmp_path, capsys):
+    out = tmp_path / "series"
+    assert main(["eval", str(run), "--protocol", "linear", "--every", "2", "--epochs", "5", "--out", str(out)]) == 0
+    assert [r["epoch"] for r in results(out)] == [2, 4]
+    accumulator = EventAccumulator(str(out / "tb"), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    assert [e.step for e in accumulator.Scalars("series_linear/val_top1")] == [2, 4]
+    assert (out / "series.png").read_bytes()[:8] == PNG
+    assert "epoch 2  linear epoch 5/5" in capsys.readouterr().out
+
+    partial = tmp_path / "partial"  # a run that did not keep epoch 2's checkpoint
+    shutil.copytree(run, partial, ignore=shutil.ignore_patterns("eval"))
+    shutil.rmtree(next(f for f in checkpoint_folders(partial) if json.loads((f / "state.json").read_text())["epoch"] == 1))
+    capsys.readouterr()
+    assert main(["eval", str(partial), "--every", "2", "--out", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint kept for epoch(s) 2" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_finetune_on_a_tenth_of_the_labels(run, tmp_path):
+    out = tmp_path / "finetune"
+    assert main(["eval", str(run), "--protocol", "finetune", "--label-fraction", "0.1", "--epochs", "2",
+                 "--out", str(out)]) == 0
+    [row] = results(out)
+    assert 100 <= row["train_images"] <= 106  # ~10% of each class's share of 1024, at least one each
+    assert row["label_fraction"] == 0.1 and 0.0 <= row["val_top1"] <= 1.0 and row["val_images"] == 300
+
+
+def test_report_compares_the_run_with_both_baselines(run, tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", str(run), "--epochs", "10", "--k", "5", "--tsne-epochs", "1,4", "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in data["rows"]] == [run.name, "random init", "raw pixels"]
+    for r in data["rows"]:
+        assert 0.0 <= r["knn top1"] <= 1.0 and 0.0 <= r["linear val top1"] <= 1.0
+    assert data["rows"][0]["params (M)"] > 0 and data["rows"][0]["s/epoch"] > 0
+    summary = (out / "summary.md").read_text()
+    # The comparison table (header + 3 rows) and the per-class table (header + 10 classes + 2 averages).
+    assert len([line for line in summary.splitlines() if line.startswith("| ")]) == 4 + 13
+    for name in ("loss.png", "knn.png", "linear_probe.png", "confusion.png", f"tsne_{run.name}_epoch1.png",
+                 f"tsne_{run.name}_epoch4.png"):
+        assert (out / name).read_bytes()[:8] == PNG, name
+        assert f"]({name})" in summary
+    assert "<table>" in (out / "index.html").read_text()
+
+
+def test_a_corrupted_checkpoint_is_one_clear_error(run, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken, ignore=shutil.ignore_patterns("eval"))
+    (broken / "checkpoints" / "best" / MODEL).write_bytes(b"not a checkpoint")
+    assert main(["eval", str(broken), "--protocol", "knn", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{broken / 'checkpoints' / 'best' / MODEL}: not a readable checkpoint" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--protocol", "linear", "--lr", "-1"], "linear probe.base_lr: -1.0 is out of range"),
+    (["--protocol", "finetune", "--label-fraction", "1.5"], "fine-tune.label_fraction: 1.5 is out of range"),
+    (["--protocol", "knn", "--data", "/nonexistent/fmnist"], "/nonexistent/fmnist/train does not exist"),
+])
+def test_bad_eval_input_exits_2_with_one_line(run, tmp_path, capsys, args, message):
+    assert main(["eval", str(run), *args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_is_kept_without_overwrite(run, tmp_path, capsys):
+    out = tmp_path / "kept"
+    out.mkdir()
+    (out / "results.json").write_text("[]")
+    assert main(["eval", str(run), "--protocol", "knn", "--out", str(out)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == "[]"
+    assert main(["eval", "/nonexistent/run", "--protocol", "knn"]) == 2
