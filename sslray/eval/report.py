@@ -43,14 +43,14 @@ def find_runs(target: Path) -> list[Path]:
         raise UserError(f"{target}: no such run or sweep folder")
 
     def is_run(folder: Path) -> bool:
-        return (folder / "checkpoints").is_dir() and bool(checkpoint_folders(folder))
+        return bool(checkpoint_folders(folder))
 
     if is_run(target):
         return [target]
     runs = sorted(p for p in target.iterdir() if p.is_dir() and is_run(p))
     if not runs:
         raise UserError(f"{target}: no run with checkpoints here (expected RUN/checkpoints/checkpoint_*/, "
-                        "or sub-folders that are runs)")
+                        "a sweep's TRIAL/checkpoint_*/, or sub-folders that are runs)")
     return runs
 
 

@@ -52,10 +52,11 @@ def replace_atomically(source: Path, target: Path) -> None:
 
 
 def checkpoint_folders(run_dir: Path) -> list[Path]:
-    """Complete checkpoints Ray Train kept for a run, oldest first (a folder without state.json is
-    a checkpoint cut off while being written, and is left out)."""
-    root = run_dir / "checkpoints"
-    found = [p for p in root.glob("checkpoint_*") if (p / STATE).is_file() and (p / MODEL).is_file()]
+    """Complete checkpoints Ray kept for a run, oldest first: ``RUN_DIR/checkpoints/checkpoint_*`` (Ray
+    Train) or ``TRIAL_DIR/checkpoint_*`` (a sweep's in-process trial, stored by Tune). A folder without
+    state.json is a checkpoint cut off while being written, and is left out."""
+    candidates = [*(run_dir / "checkpoints").glob("checkpoint_*"), *run_dir.glob("checkpoint_*")]
+    found = [p for p in candidates if (p / STATE).is_file() and (p / MODEL).is_file()]
     return sorted(found, key=lambda p: read_state(p)["epoch"])
 
 

@@ -111,6 +111,19 @@ def test_every_k_probes_exactly_those_checkpoints(run, tmp_path, capsys):
     assert "no checkpoint kept for epoch(s) 2" in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_linear_probe_on_augmented_views_through_the_frozen_backbone(run, tmp_path, capsys):
+    out = tmp_path / "augmented"
+    assert main(["eval", str(run), "--protocol", "linear", "--augment", "--epochs", "2", "--out", str(out)]) == 0
+    [row] = results(out)
+    assert row["augment"] is True and row["train_images"] == 1024 and 0.0 <= row["val_top1"] <= 1.0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "linear epoch" in line]
+    assert len(lines) == 2
+    # Fresh views every epoch: the train accuracy is measured on different images than a cached probe's.
+    cached = tmp_path / "cached"
+    assert main(["eval", str(run), "--protocol", "linear", "--epochs", "2", "--out", str(cached)]) == 0
+    assert results(cached)[0]["train_top1"] != row["train_top1"]
+
+
 def test_finetune_on_a_tenth_of_the_labels(run, tmp_path):
     out = tmp_path / "finetune"
     assert main(["eval", str(run), "--protocol", "finetune", "--label-fraction", "0.1", "--epochs", "2",

@@ -73,6 +73,13 @@ def test_asha_sweep_end_to_end(ray_local, tiny_fmnist, tmp_path, capsys):
         assert len(accumulator.Scalars("eval/knn_top1")) == epochs
         assert "hparams/knn_top1" in accumulator.Tags()["scalars"]
 
+    # `sslray report` on the sweep folder: every trial's best checkpoint next to the two baselines.
+    assert main(["report", str(sweep_dir), "--epochs", "2", "--k", "5"]) == 0
+    report = json.loads((sweep_dir / "report" / "results.json").read_text())["rows"]
+    assert [r["name"] for r in report] == [t.name for t in dirs] + ["random init", "raw pixels"]
+    assert all(0.0 <= r["linear val top1"] <= 1.0 for r in report)
+    assert (sweep_dir / "report" / "knn.png").read_bytes()[:4] == b"\x89PNG"
+
 
 def test_pbt_perturbs_a_knob_and_restores_a_checkpoint(ray_local, tiny_fmnist, tmp_path):
     # Two trials side by side (0.5 CPU each, one CPU left to Ray Data); after every epoch the worse
