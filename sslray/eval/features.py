@@ -50,8 +50,9 @@ class Encoder:
         """The frozen feature network, in eval mode on ``device``."""
         if self.kind == "pixels":
             return nn.Flatten().to(device).eval()
-        torch.manual_seed(self.recipe.train.seed)  # random init: the run's own initial weights
-        method = build_method(self.recipe.to_dict())
+        with torch.random.fork_rng(devices=[]):  # the caller's RNG stream is left as it was
+            torch.manual_seed(self.recipe.train.seed)  # random init: the run's own initial weights
+            method = build_method(self.recipe.to_dict())
         if self.kind == "checkpoint":
             try:
                 method.load_state_dict(load_tensors(self.checkpoint / MODEL))
