@@ -33,6 +33,24 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     if address is None:
-        ray.init(num_cpus=num_cpus)
+        # "local" always starts a new Ray: a plain ray.init() would join a cluster that `ray start`
+        # left on this machine (/tmp/ray/ray_current_cluster), or refuse num_cpus because of it.
+        ray.init(address="local", num_cpus=num_cpus)
     else:
         ray.init(address=address)
+
+
+def warn_if_no_node_matches(label_selector: dict[str, str] | None, where: str = "data.label_selector") -> None:
+    """A selector no node satisfies leaves Ray Data's tasks pending forever (an autoscaler may still add
+    such a node): say so up front. Plain ``key: value`` selectors only (Ray also has ``!v``, ``in(...)``)."""
+    if not label_selector or any(v.startswith("!") or "(" in v for v in label_selector.values()):
+        return
+    import ray
+
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    if not any(all(node.get("Labels", {}).get(k) == v for k, v in label_selector.items()) for node in nodes):
+        seen = sorted({f"{k}={v}" for node in nodes for k, v in node.get("Labels", {}).items()
+                       if not k.startswith("ray.io/")})
+        print(f"warning: {where} {label_selector}: no node of this cluster has these labels "
+              f"(labels present: {', '.join(seen) or 'none'}); decode/augment tasks wait until such a node "
+              "joins (ray start --labels k=v, or an autoscaled node type with them)", file=sys.stderr)
