@@ -125,7 +125,8 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                                        "e.g. 'method.temperature={choice: [0.1, 0.2]}'.")
     sweep.add_argument("space", nargs="?", metavar="SPACE", help="search-space YAML (see search_spaces/quickstart.yaml)")
     sweep.add_argument("overrides", nargs="*", metavar="key.path=value", help="override values of SPACE")
-    sweep.add_argument("--out", help="sweep folder (default: sweeps/<space>-<date>-<time>); must not exist yet")
+    sweep.add_argument("--out", help="sweep folder, a path or a URI such as s3://BUCKET/sweeps/NAME "
+                                     "(default: sweeps/<space>-<date>-<time>); must not exist yet")
     sweep.add_argument("--resume", metavar="SWEEP_DIR", help="continue a sweep whose driver stopped")
     sweep.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     sweep.set_defaults(run=_run_sweep)
@@ -141,19 +142,22 @@ def _run_sweep(args: argparse.Namespace) -> int:
     if args.resume:
         if args.space or args.overrides or args.out:
             raise UserError("--resume: a resumed sweep reruns its own space.yaml; give no SPACE, overrides or --out")
+        from sslray import storage
         from sslray.tune.sweep import SPACE_FILE, resume_sweep
 
-        if not (Path(args.resume) / SPACE_FILE).is_file():
-            raise UserError(f"--resume: {Path(args.resume) / SPACE_FILE} not found; is {args.resume} a sweep folder?")
+        space_file = storage.join(args.resume, SPACE_FILE)
+        if not storage.has_files(space_file, "--resume"):
+            raise UserError(f"--resume: {space_file} not found; is {args.resume} a sweep folder?")
         init_ray(args.address)
-
-        resume_sweep(Path(args.resume))
+        resume_sweep(args.resume)
         return 0
     if not args.space:
         raise UserError("SPACE: give a search-space YAML (e.g. search_spaces/quickstart.yaml) or --resume SWEEP_DIR")
     space = load_space(args.space, args.overrides)  # every mistake in the YAML fails here, before Ray starts
-    out = Path(args.out or f"sweeps/{Path(args.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if out.exists() and any(out.iterdir()):
+    out = args.out or f"sweeps/{Path(args.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from sslray import storage
+
+    if storage.has_files(out):  # a path or a URI (s3://, gs://, ...: sslray.storage)
         raise UserError(f"--out: {out} already exists and is not empty; choose a new folder, "
                         "or continue it with --resume")
     from sslray.recipe import recipe_from_dict
@@ -196,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval(sub)
     add_report(sub)
+    from sslray.submit import add_submit
+
+    add_submit(sub)
     return parser
 
 

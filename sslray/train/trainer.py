@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from sslray.cluster import warn_if_no_node_matches
 from sslray.data.pipeline import open_prepared, steps_per_epoch
 from sslray.errors import UserError
 from sslray.recipe import Recipe
@@ -90,10 +91,13 @@ def write_config(recipe: Recipe, run_dir: Path) -> None:
 
 
 def fit(recipe: Recipe, run_dir: Path, callbacks: list | None = None,
-        hparams: dict[str, Any] | None = None, summary_file: str | None = "result.json") -> dict[str, Any]:
+        hparams: dict[str, Any] | None = None, summary_file: str | None = "result.json",
+        storage_uri: str | None = None) -> dict[str, Any]:
     """Train (or resume) the run in ``run_dir``; returns and writes ``summary_file``. A sweep's trial passes
     Tune's ``TuneReportCallback`` (rank 0's metrics reach the scheduler), its sampled knobs as
-    ``hparams`` (the TensorBoard HParams columns) and no summary (Tune writes the trial's result.json)."""
+    ``hparams`` (the TensorBoard HParams columns) and no summary (Tune writes the trial's result.json).
+    With ``storage_uri`` (a trial of a sweep in object storage) checkpoints go there through Ray Train and
+    rank 0 mirrors its local ``run_dir`` there every epoch."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -104,15 +108,17 @@ def fit(recipe: Recipe, run_dir: Path, callbacks: list | None = None,
     absolute_data_paths(recipe)
     run_dir = run_dir.resolve()
     write_config(recipe, run_dir)
+    warn_if_no_node_matches(recipe.data.label_selector)
     resources = worker_resources(recipe, ray.cluster_resources().get("CPU", 1.0))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"recipe": plain(recipe.to_dict()), "run_dir": str(run_dir),
-                           "resume_from": latest_checkpoint(run_dir), "hparams": hparams},
+                           "resume_from": latest_checkpoint(run_dir), "hparams": hparams,
+                           "storage": storage_uri},
         scaling_config=ray.train.ScalingConfig(num_workers=recipe.scaling.num_workers,
                                                use_gpu=recipe.scaling.use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
-            name="checkpoints", storage_path=str(run_dir), callbacks=callbacks,
+            name="checkpoints", storage_path=storage_uri or str(run_dir), callbacks=callbacks,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=recipe.train.keep_checkpoints),
             failure_config=ray.train.FailureConfig(max_failures=recipe.train.max_failures)),
     )

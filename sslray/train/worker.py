@@ -28,6 +28,7 @@ from sslray.methods.registry import build_method
 from sslray.nn.dist import broadcast_object
 from sslray.nn.schedules import warmup_cosine
 from sslray.recipe import Recipe, recipe_from_dict
+from sslray.storage import RunMirror
 from sslray.train.checkpoint import MODEL, load_tensors, read_state, replace_atomically, write_checkpoint
 from sslray.train.online_eval import online_knn
 from sslray.train.optim import build_optimizer, scaled_lr, set_lr
@@ -82,6 +83,9 @@ def run_worker(config: dict, session: WorkerSession) -> None:
     # Scalars are logged at step = epoch number; on resume, drop anything past the checkpoint's epoch.
     logger = RunLogger(config["run_dir"] if rank == 0 else None,
                        resume_from_step=progress.epoch + 1 if progress.epoch else None)
+    # Results in object storage: rank 0 trains in a node-local folder and copies it there every epoch
+    # (Ray Train V2 persists checkpoints only; other artifacts are the loop's own business).
+    mirror = RunMirror(Path(config["run_dir"]), config["storage"]) if rank == 0 and config.get("storage") else None
     last_epoch = recipe.train.stop_at_epoch or recipe.train.epochs
     resumed_from = progress.epoch  # 0 for a fresh run; reported so a sweep can tell restores apart
     if progress.history and progress.epoch >= last_epoch:
@@ -89,7 +93,8 @@ def run_worker(config: dict, session: WorkerSession) -> None:
         # restart came after the last checkpoint. Report the restored model's last metrics once, so
         # the trial's results end at its final epoch (with its own config) instead of silently ending.
         metrics = {**progress.history[-1], "resumed_from_epoch": resumed_from}
-        _report(session, method, optimizer, recipe, progress, metrics, rank, Path(config["run_dir"]), final=True)
+        _report(session, method, optimizer, recipe, progress, metrics, rank, Path(config["run_dir"]), final=True,
+                mirror=mirror)
     for epoch in range(progress.epoch, last_epoch):
         # Reseeded per (epoch, rank): random masking etc. repeat exactly whether or not the run was resumed.
         torch.manual_seed(recipe.train.seed * 1_000_003 + epoch * 1009 + rank)
@@ -118,10 +123,12 @@ def run_worker(config: dict, session: WorkerSession) -> None:
             if rank == 0:
                 sys.stdout.write(f"stopping: {collapsed}\n")
         _report(session, method, optimizer, recipe, progress, metrics, rank, Path(config["run_dir"]),
-                final=bool(collapsed))
+                final=bool(collapsed), mirror=mirror)
         if collapsed:
             break
     logger.close()
+    if mirror:
+        mirror.sync()
 
 
 def _collapse_reason(metrics: dict, threshold: float) -> str | None:
@@ -200,7 +207,7 @@ def _train_epoch(model, method, optimizer, recipe: Recipe, prepared, epoch: int,
     seed, batch = recipe.train.seed, recipe.train.batch_size // world
     dataset = rank_views_dataset(prepared, recipe.data.augment.view_specs(), channels=recipe.data.channels,
                                  seed=seed, epoch=epoch, rank=rank, world=world, limit=recipe.data.limit,
-                                 num_cpus=recipe.data.cpus_per_task)
+                                 num_cpus=recipe.data.cpus_per_task, label_selector=recipe.data.label_selector)
     batches = dataset.iter_torch_batches(batch_size=batch, drop_last=True, device=device,
                                          local_shuffle_buffer_size=SHUFFLE_BUFFER_BATCHES * batch,
                                          local_shuffle_seed=seed * 1_000_003 + epoch * 1009 + rank)
@@ -273,11 +280,15 @@ def _log_images(logger: RunLogger, method, sample: list[torch.Tensor], normalize
 
 
 def _report(session: WorkerSession, method, optimizer, recipe: Recipe, progress: Progress, metrics: dict,
-            rank: int, run_dir: Path, final: bool = False) -> None:
+            rank: int, run_dir: Path, final: bool = False, mirror: RunMirror | None = None) -> None:
+    """Report the epoch's metrics (every rank) and, when due, rank 0's checkpoint. The run folder is
+    mirrored to storage first: a scheduler may end the trial inside the report."""
     epoch = progress.epoch - 1
     due = final or (epoch + 1) % recipe.train.checkpoint_every == 0 or progress.epoch in (
         recipe.train.epochs, recipe.train.stop_at_epoch)
     if rank != 0 or not due:
+        if mirror:
+            mirror.sync()
         session.report(metrics)
         return
     knn = metrics.get("knn_top1", -1.0)
@@ -289,4 +300,6 @@ def _report(session: WorkerSession, method, optimizer, recipe: Recipe, progress:
         folder = write_checkpoint(Path(tmp) / "ckpt", method.state_dict(), optimizer.state_dict(), state)
         if improved:
             replace_atomically(folder, run_dir / "checkpoints" / "best")
+        if mirror:
+            mirror.sync()
         session.report(metrics, checkpoint=session.checkpoint(str(folder)))

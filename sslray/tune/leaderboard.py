@@ -90,7 +90,10 @@ def write_best(space, row: dict[str, Any], path: Path) -> None:
     path.write_text(header + yaml.safe_dump(plain(recipe), sort_keys=False))
 
 
-def write_leaderboard(space, rows: list[dict[str, Any]], sweep_dir: Path) -> list[dict[str, Any]]:
+def write_leaderboard(space, rows: list[dict[str, Any]], sweep_dir: Path, shown_as: str | None = None
+                      ) -> list[dict[str, Any]]:
+    """Write leaderboard.md/.csv/.png and best.yaml into ``sweep_dir``; the printed lines name the sweep
+    as ``shown_as`` (its URI when these files are uploaded there afterwards)."""
     rows = ranked(rows, space.tune.mode)
     header, cells = table(space, rows)
     text = markdown(header, cells)
@@ -101,8 +104,9 @@ def write_leaderboard(space, rows: list[dict[str, Any]], sweep_dir: Path) -> lis
         writer.writerows(cells)
     plot_curves(space, rows, sweep_dir / "leaderboard.png")
     print("\n" + text)
+    shown = shown_as or str(sweep_dir)
     if rows and rows[0]["best"] is not None:
         write_best(space, rows[0], sweep_dir / "best.yaml")
-        print(f"best: {rows[0]['trial']} -> {sweep_dir / 'best.yaml'}  (sslray train {sweep_dir / 'best.yaml'})")
-    print(f"leaderboard: {sweep_dir / 'leaderboard.md'}  (.csv, .png)\ncurves:      tensorboard --logdir {sweep_dir}")
+        print(f"best: {rows[0]['trial']} -> {shown}/best.yaml  (sslray train {shown}/best.yaml)")
+    print(f"leaderboard: {shown}/leaderboard.md  (.csv, .png)\ncurves:      tensorboard --logdir {shown}")
     return rows

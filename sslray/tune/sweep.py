@@ -14,6 +14,10 @@ for Ray Data, which the trials' own pipelines need (§3: a starved pipeline hang
 The sweep folder is Tune's experiment folder (restorable with ``Tuner.restore``) and one TensorBoard
 root: ``<trial>/`` (config.yaml, events, checkpoints), ``space.yaml`` (what ``--resume`` reruns),
 ``leaderboard.csv`` / ``.md`` / ``.png`` and ``best.yaml`` (the best trial's recipe, for ``sslray train``).
+
+The folder is a local path (one node, or NFS shared by all nodes) or a URI (``s3://``, ``gs://``, ...:
+``sslray.storage``), so cluster nodes need no shared disk. With a URI each trial trains in a node-local
+folder that it mirrors to ``<sweep>/<trial>`` every epoch; checkpoints reach storage through Tune.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from sslray import storage
+from sslray.cluster import warn_if_no_node_matches
 from sslray.errors import UserError
 from sslray.recipe import recipe_from_dict
 from sslray.train.trainer import MAX_CPUS_PER_WORKER, plain
@@ -83,7 +89,9 @@ def plan_resources(space: SearchSpace, cluster: dict[str, float]) -> ResourcePla
 def run_trial(config: dict[str, Any], space: SearchSpace, plan: ResourcePlan, sweep_dir: str) -> None:
     """One trial: the sampled recipe, trained in-process (one worker) or by a TorchTrainer. It writes
     into its folder of the sweep (Tune's trial folder in the storage path), not into Tune's local
-    staging copy (``get_trial_dir()``), which is synced only now and then and lost with the node."""
+    staging copy (``get_trial_dir()``), which is synced only now and then and lost with the node.
+    A sweep in object storage (``sweep_dir`` a URI): the trial trains in a node-local folder and rank 0
+    mirrors it to ``<sweep_dir>/<trial>`` after every epoch."""
     from ray import tune
 
     from sslray.train.trainer import fit, write_config
@@ -94,16 +102,29 @@ def run_trial(config: dict[str, Any], space: SearchSpace, plan: ResourcePlan, sw
     if plan.cpus_per_worker is not None:
         recipe_dict.setdefault("scaling", {})["cpus_per_worker"] = plan.cpus_per_worker
     recipe = recipe_from_dict(recipe_dict)
-    trial_dir = Path(sweep_dir) / tune.get_context().get_trial_name()  # == its folder name (trial_dirname)
+    trial_name = tune.get_context().get_trial_name()  # == its folder name (trial_dirname)
+    if storage.is_uri(sweep_dir):
+        trial_dir, trial_storage = _staging_folder(sweep_dir, trial_name), storage.join(sweep_dir, trial_name)
+    else:
+        trial_dir, trial_storage = Path(sweep_dir) / trial_name, None
     write_config(recipe, trial_dir)
     hparams = space.applicable(config)
     if recipe.scaling.num_workers == 1:
-        run_worker({"recipe": plain(recipe.to_dict()), "run_dir": str(trial_dir), "hparams": hparams},
-                   TuneTrialSession(recipe.scaling.use_gpu))
+        run_worker({"recipe": plain(recipe.to_dict()), "run_dir": str(trial_dir), "storage": trial_storage,
+                    "hparams": hparams}, TuneTrialSession(recipe.scaling.use_gpu))
     else:
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        fit(recipe, trial_dir, callbacks=[TuneReportCallback()], hparams=hparams, summary_file=None)
+        fit(recipe, trial_dir, callbacks=[TuneReportCallback()], hparams=hparams, summary_file=None,
+            storage_uri=trial_storage)
+
+
+def _staging_folder(sweep_uri: str, trial_name: str) -> Path:
+    """Node-local folder of a trial whose sweep lives at a URI (a hash keeps two sweeps of one name apart)."""
+    import hashlib
+
+    key = hashlib.sha1(sweep_uri.encode()).hexdigest()[:8]
+    return storage.local_staging(f"{storage.split_parent(sweep_uri)[1]}-{key}", trial_name)
 
 
 def trial_dirname(trial, default_method: str) -> str:
@@ -158,14 +179,14 @@ def _planned_epochs(space: SearchSpace, config: dict[str, Any]) -> int:
     return train.stop_at_epoch or train.epochs
 
 
-def _trainable(space: SearchSpace, plan: ResourcePlan, sweep_dir: Path):
+def _trainable(space: SearchSpace, plan: ResourcePlan, sweep_dir: str):
     from ray import tune
 
-    trial = tune.with_parameters(run_trial, space=space, plan=plan, sweep_dir=str(sweep_dir))
+    trial = tune.with_parameters(run_trial, space=space, plan=plan, sweep_dir=sweep_dir)
     return tune.with_resources(trial, plan.trial)
 
 
-def _run_config(sweep_dir: Path, space: SearchSpace):
+def _run_config(sweep_dir: str, space: SearchSpace):
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -177,7 +198,8 @@ def _run_config(sweep_dir: Path, space: SearchSpace):
     # Every epoch checkpoints, and with num_to_keep Tune then snapshots the experiment each time (what
     # makes --resume lose nothing); its warning that this may be a bottleneck is noise at this scale.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    return tune.RunConfig(name=sweep_dir.name, storage_path=str(sweep_dir.parent),
+    storage_path, name = storage.split_parent(sweep_dir)
+    return tune.RunConfig(name=name, storage_path=storage_path,
                           callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
                           checkpoint_config=tune.CheckpointConfig(num_to_keep=_checkpoints_kept(space)),
                           failure_config=tune.FailureConfig(max_failures=0))
@@ -191,23 +213,29 @@ def _checkpoints_kept(space: SearchSpace) -> int:
     return 2
 
 
-def run_sweep(space: SearchSpace, sweep_dir: Path) -> list[dict[str, Any]]:
-    """Run the sweep in ``sweep_dir`` (a new folder) on the connected Ray; returns the leaderboard."""
+def sweep_location(out: str | Path) -> str:
+    """``--out`` as Tune's storage takes it: an absolute local path, or the URI unchanged."""
+    return str(out) if storage.is_uri(out) else str(Path(out).resolve())
+
+
+def run_sweep(space: SearchSpace, out: str | Path) -> list[dict[str, Any]]:
+    """Run the sweep in ``out`` (a new folder: a path or a URI) on the connected Ray; returns the leaderboard."""
     import functools
 
     import ray
     from ray import tune
 
-    sweep_dir = sweep_dir.resolve()
-    if sweep_dir.exists() and any(sweep_dir.iterdir()):
+    sweep_dir = sweep_location(out)
+    if storage.has_files(sweep_dir):
         raise UserError(f"--out: {sweep_dir} already exists and is not empty; choose a new folder, "
                         "or continue it with --resume")
     space = _with_absolute_data_paths(space)  # trials run in their own folders
     plan = plan_resources(space, ray.cluster_resources())
     print(f"sweep {space.source}: {len(space.knobs)} searched knob(s), methods {', '.join(space.methods)}; "
           f"{plan.describe()}")
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / SPACE_FILE).write_text(yaml.safe_dump(plain(space.to_yaml_dict()), sort_keys=False))
+    print(f"results: {sweep_dir}")
+    warn_if_no_node_matches(recipe_from_dict(space.trial_recipe(space.first_config())).data.label_selector)
+    _write_files(sweep_dir, {SPACE_FILE: yaml.safe_dump(plain(space.to_yaml_dict()), sort_keys=False)})
     tune_section = space.tune
     tuner = tune.Tuner(
         _trainable(space, plan, sweep_dir), param_space=space.param_space(),
@@ -222,22 +250,43 @@ def run_sweep(space: SearchSpace, sweep_dir: Path) -> list[dict[str, Any]]:
     return finish(space, tuner.fit(), sweep_dir)
 
 
-def resume_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
+def resume_sweep(out: str | Path) -> list[dict[str, Any]]:
     """Continue a sweep whose driver stopped: finished trials stay, unfinished ones resume from their
     last checkpoint, errored ones stay errored (a NaN would come back), the searcher keeps its state."""
+    import tempfile
+
     import ray
     from ray import tune
 
-    sweep_dir = sweep_dir.resolve()
-    if not (sweep_dir / SPACE_FILE).is_file() or not tune.Tuner.can_restore(str(sweep_dir)):
+    sweep_dir = sweep_location(out)
+    space_file = storage.join(sweep_dir, SPACE_FILE)
+    if not storage.has_files(space_file, "--resume") or not tune.Tuner.can_restore(sweep_dir):
         raise UserError(f"--resume: {sweep_dir} is not a sweep folder (no {SPACE_FILE} / Tune experiment state)")
-    space = load_space(sweep_dir / SPACE_FILE)
+    with tempfile.TemporaryDirectory() as tmp:  # a URI's space.yaml, read through a local copy
+        local = Path(tmp) / SPACE_FILE
+        local.write_text(storage.read_text(space_file, "--resume"))
+        space = load_space(local)
     plan = plan_resources(space, ray.cluster_resources())
     print(f"resuming sweep {sweep_dir}: {plan.describe()}")
     _run_config(sweep_dir, space)  # the logger environment, as on the first run
-    tuner = tune.Tuner.restore(str(sweep_dir), trainable=_trainable(space, plan, sweep_dir), resume_unfinished=True,
+    tuner = tune.Tuner.restore(sweep_dir, trainable=_trainable(space, plan, sweep_dir), resume_unfinished=True,
                                resume_errored=False, restart_errored=False)
     return finish(space, tuner.fit(), sweep_dir)
+
+
+def _write_files(sweep_dir: str, texts: dict[str, str]) -> None:
+    """Small files into the sweep folder (local or URI)."""
+    import tempfile
+
+    if not storage.is_uri(sweep_dir):
+        Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+        for name, text in texts.items():
+            (Path(sweep_dir) / name).write_text(text)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in texts.items():
+            (Path(tmp) / name).write_text(text)
+        storage.upload_folder(Path(tmp), sweep_dir)
 
 
 def _with_absolute_data_paths(space: SearchSpace) -> SearchSpace:
@@ -253,12 +302,20 @@ def _with_absolute_data_paths(space: SearchSpace) -> SearchSpace:
 
 # ---- results ---------------------------------------------------------------------------------------
 
-def finish(space: SearchSpace, results, sweep_dir: Path) -> list[dict[str, Any]]:
-    """Leaderboard (printed, .csv, .md, .png) and best.yaml from Tune's results."""
+def finish(space: SearchSpace, results, sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """Leaderboard (printed, .csv, .md, .png) and best.yaml from Tune's results, in the sweep folder
+    (written locally, then uploaded when the sweep lives at a URI)."""
+    import tempfile
+
     from sslray.tune.leaderboard import write_leaderboard
 
     rows = [_row(space, result) for result in results]
-    return write_leaderboard(space, rows, sweep_dir)
+    if not storage.is_uri(sweep_dir):
+        return write_leaderboard(space, rows, Path(sweep_dir))
+    with tempfile.TemporaryDirectory() as tmp:
+        board = write_leaderboard(space, rows, Path(tmp), shown_as=str(sweep_dir))
+        storage.upload_folder(Path(tmp), str(sweep_dir))
+    return board
 
 
 def _row(space: SearchSpace, result) -> dict[str, Any]:
