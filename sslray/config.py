@@ -67,6 +67,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         item = args[0] if args else Any
         coerced = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(coerced) if origin is tuple else coerced
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping of keys to values, got {value!r}")
+        key_hint, value_hint = args or (Any, Any)
+        return {_coerce(k, key_hint, f"{where} key"): _coerce(v, value_hint, f"{where}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(hint):
         return section_from_dict(hint, value, where)
     if hint is Any:

@@ -47,6 +47,10 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(recipe=None))
     eval_view: EvalViewSpec = field(default_factory=EvalViewSpec)
     cpus_per_task: float = 1.0                 # CPUs per Ray Data decode/augment task
+    # Ray node labels that decode/augment tasks must run on, e.g. {sslray-role: data} for CPU-only data
+    # nodes started with `ray start --labels sslray-role=data` (jobs/cluster.yaml): GPU nodes then only
+    # receive finished uint8 batches. None: anywhere Ray finds CPUs.
+    label_selector: dict[str, str] | None = None
 
     def validate(self) -> None:
         if self.channels not in (1, 3):

@@ -128,6 +128,14 @@ def make_eval_images(batch: pa.Table, *, spec: EvalViewSpec, channels: int, with
     return out
 
 
+def on_nodes(dataset, label_selector: dict[str, str] | None):
+    """Restrict every task of ``dataset`` to Ray nodes carrying these labels (``data.label_selector``):
+    decode/augment then runs on CPU-only data nodes, and trainers only receive uint8 batches."""
+    if label_selector:
+        dataset.context.execution_options.label_selector = dict(label_selector)
+    return dataset
+
+
 def _read(path: str):
     import ray.data
 
@@ -137,7 +145,7 @@ def _read(path: str):
 
 def views_dataset(path: str, specs: list[ViewSpec], *, channels: int = 3, seed: int = 0, epoch: int = 0,
                   batch_size: int = 256, num_cpus: float = 1.0, with_ids: bool = False,
-                  keep_ids: list[str] | None = None):
+                  keep_ids: list[str] | None = None, label_selector: dict[str, str] | None = None):
     """Ray Dataset of augmented uint8 views of the prepared split at ``path`` (only the rows whose id
     is in ``keep_ids`` when given: a label fraction is chosen before any image is decoded)."""
     if channels not in (1, 3):
@@ -148,7 +156,8 @@ def views_dataset(path: str, specs: list[ViewSpec], *, channels: int = 3, seed: 
         wanted = pa.array(sorted(keep_ids), type=pa.string())
         rows = rows.map_batches(lambda t: t.filter(pc.is_in(t.column("id"), value_set=wanted)),
                                 batch_format="pyarrow", num_cpus=num_cpus)
-    return rows.map_batches(fn, batch_format="pyarrow", batch_size=batch_size, num_cpus=num_cpus)
+    return on_nodes(rows.map_batches(fn, batch_format="pyarrow", batch_size=batch_size, num_cpus=num_cpus),
+                    label_selector)
 
 
 def split_index(path: str) -> tuple[list[str], np.ndarray]:
@@ -159,12 +168,13 @@ def split_index(path: str) -> tuple[list[str], np.ndarray]:
 
 
 def eval_dataset(path: str, spec: EvalViewSpec, *, channels: int = 3, batch_size: int = 256,
-                 num_cpus: float = 1.0, with_ids: bool = False):
+                 num_cpus: float = 1.0, with_ids: bool = False, label_selector: dict[str, str] | None = None):
     """Ray Dataset of deterministic eval images (uint8) and labels."""
     if channels not in (1, 3):
         raise UserError(f"data.channels: {channels!r} is not allowed; choose 1 or 3")
     fn = functools.partial(make_eval_images, spec=spec, channels=channels, with_ids=with_ids)
-    return _read(path).map_batches(fn, batch_format="pyarrow", batch_size=batch_size, num_cpus=num_cpus)
+    return on_nodes(_read(path).map_batches(fn, batch_format="pyarrow", batch_size=batch_size, num_cpus=num_cpus),
+                    label_selector)
 
 
 # ------------------------------------------------------------------ per-worker training datasets
@@ -205,7 +215,7 @@ def read_row_groups(units: pa.Table) -> pa.Table:
 
 def rank_views_dataset(prepared: PreparedDataset, specs: list[ViewSpec], *, channels: int, seed: int, epoch: int,
                        rank: int, world: int, limit: int | None = None, batch_size: int = 256,
-                       num_cpus: float = 1.0):
+                       num_cpus: float = 1.0, label_selector: dict[str, str] | None = None):
     """Worker ``rank``'s views for ``epoch``, in a deterministic order: its row groups
     (``epoch_row_groups``) read in order, augmented with (seed, epoch)-keyed randomness. Shuffle within
     the worker with ``iter_torch_batches(local_shuffle_buffer_size=..., local_shuffle_seed=...)``."""
@@ -218,4 +228,4 @@ def rank_views_dataset(prepared: PreparedDataset, specs: list[ViewSpec], *, chan
           .map_batches(read_row_groups, batch_size=1, batch_format="pyarrow", num_cpus=num_cpus)
           .map_batches(fn, batch_format="pyarrow", batch_size=batch_size, num_cpus=num_cpus))
     ds.context.execution_options.preserve_order = True  # order = row-group order: reproducible batches
-    return ds
+    return on_nodes(ds, label_selector)

@@ -128,7 +128,8 @@ def extract_features(encoder: Encoder, split: str, limit: int | None = None, dev
 
     network = encoder.build(device)
     normalizer = PixelNormalizer(recipe.data.mean, recipe.data.std, device)
-    dataset = eval_dataset(split, spec, channels=recipe.data.channels, num_cpus=recipe.data.cpus_per_task)
+    dataset = eval_dataset(split, spec, channels=recipe.data.channels, num_cpus=recipe.data.cpus_per_task,
+                           label_selector=recipe.data.label_selector)
     dataset.context.execution_options.preserve_order = True  # "the first N images": file order
     if limit is not None:
         dataset = dataset.limit(limit)
@@ -163,7 +164,8 @@ def augmented_batches(encoder: Encoder, split: str, keep_ids: list[str] | None, 
 
     def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         dataset = views_dataset(split, [probe_view(recipe)], channels=recipe.data.channels, seed=seed,
-                                epoch=epoch, num_cpus=recipe.data.cpus_per_task, keep_ids=keep_ids)
+                                epoch=epoch, num_cpus=recipe.data.cpus_per_task, keep_ids=keep_ids,
+                                label_selector=recipe.data.label_selector)
         for batch in dataset.iter_torch_batches(batch_size=batch_size, device=device,
                                                 local_shuffle_buffer_size=4 * batch_size,
                                                 local_shuffle_seed=seed * 1009 + epoch):
@@ -185,7 +187,7 @@ def eval_batches(encoder: Encoder, split: str, limit: int | None, batch_size: in
 
     def batches() -> Iterator[tuple[Tensor, Tensor]]:
         dataset = eval_dataset(split, recipe.data.eval_view, channels=recipe.data.channels,
-                               num_cpus=recipe.data.cpus_per_task)
+                               num_cpus=recipe.data.cpus_per_task, label_selector=recipe.data.label_selector)
         dataset.context.execution_options.preserve_order = True
         if limit is not None:
             dataset = dataset.limit(limit)

@@ -24,7 +24,8 @@ EVAL_BATCH = 256
 def embed_split(method: SSLMethod, recipe: Recipe, path: str, limit: int | None, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Features [N, num_features] (on CPU) and labels [N] of a prepared split."""
     data = recipe.data
-    dataset = eval_dataset(path, data.eval_view, channels=data.channels, num_cpus=data.cpus_per_task)
+    dataset = eval_dataset(path, data.eval_view, channels=data.channels, num_cpus=data.cpus_per_task,
+                           label_selector=data.label_selector)
     if limit is not None:
         dataset = dataset.limit(limit)
     normalizer = PixelNormalizer(data.mean, data.std, device)
