@@ -149,18 +149,25 @@ def test_a_killed_driver_resumes_without_rerunning_trials(ray_local, tiny_fmnist
 def test_multi_worker_trials_fit_a_torchtrainer_and_reach_tune(ray_local, tiny_fmnist, tmp_path):
     # Two DDP workers per trial: the trial function fits a TorchTrainer, rank 0's metrics reach Tune
     # through TuneReportCallback; the workers' CPUs are derived so that one CPU stays for Ray Data.
+    # The sweep lives at a URI (as on a cluster without shared disk): Ray Train stores the checkpoints
+    # there, and rank 0 mirrors its node-local run folder (config, TensorBoard events, best checkpoint).
     data = tiny_space(tiny_fmnist, scheduler="fifo")
     data["method"]["temperature"] = {"choice": [0.2]}
     data["train"]["epochs"] = 2
     data["scaling"] = {"num_workers": 2}
     data["data"]["limit"] = 256  # two row groups: one per worker
-    rows = run_sweep(space_from_dict(data, "ddp-test"), tmp_path / "sweep")
+    rows = run_sweep(space_from_dict(data, "ddp-test"), f"file://{tmp_path}/bucket/sweep")
     assert len(rows) == 1 and rows[0]["status"] == "done" and rows[0]["epochs"] == 2
     assert 0.0 <= rows[0]["best"] <= 1.0
     trial = Path(rows[0]["path"])
+    assert trial.parent == tmp_path / "bucket" / "sweep" and (trial.parent / "leaderboard.csv").is_file()
     assert yaml.safe_load((trial / "config.yaml").read_text())["scaling"]["cpus_per_worker"] == 0.45
     assert [row["epoch"] for row in trial_rows(trial)] == [1, 2]
-    assert list((trial / "checkpoints").glob("checkpoint_*"))  # Ray Train's own checkpoints of the trial
+    assert len([p for p in (trial / "checkpoints").glob("checkpoint_*") if p.is_dir()]) == 2  # Ray Train's
+    assert (trial / "checkpoints" / "best" / "model.pt").is_file()
+    events = EventAccumulator(str(trial), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [s.step for s in events.Scalars("eval/knn_top1")] == [1, 2]
 
 
 def test_a_sweep_ranked_by_a_final_linear_probe(ray_local, tiny_fmnist, tmp_path):
