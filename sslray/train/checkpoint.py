@@ -1,17 +1,24 @@
 """Checkpoint folders: what a training checkpoint holds, and reading it back safely.
 
 A checkpoint is a folder with ``model.pt`` (the SSLMethod's state dict), ``optimizer.pt`` and
-``state.json`` (epoch, optimizer step, metrics, the resolved recipe). Tensors are plain state dicts,
-so everything loads with ``torch.load(..., weights_only=True)``: no pickled code runs on load.
+``state.json`` (epoch, optimizer step, metrics, the resolved recipe, and the byte size of each tensor
+file). Tensors are plain state dicts, so everything loads with ``torch.load(..., weights_only=True)``:
+no pickled code runs on load, and a file that would need it is refused.
 Ray Train copies the folder into ``RUN_DIR/checkpoints/checkpoint_*`` and keeps the latest K; the
 best one by ``knn_top1`` is also copied to ``RUN_DIR/checkpoints/best`` (atomically: temp + rename).
+
+A copy cut off half-way (a killed driver or node, a full disk) leaves a folder with missing or short
+files; ``checkpoint_folders`` checks every file against the sizes in ``state.json`` and leaves such a
+folder out with a warning, so a resume never starts from it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +27,25 @@ import torch
 from sslray.errors import UserError
 
 MODEL, OPTIMIZER, STATE = "model.pt", "optimizer.pt", "state.json"
+TENSOR_FILES = (MODEL, OPTIMIZER)
 
 
 def write_checkpoint(folder: Path, model_state: dict, optimizer_state: dict, state: dict[str, Any]) -> Path:
+    """Write the three files; ``state.json`` last, with the tensor files' sizes (what makes a cut-off
+    copy recognisable whatever order a copier writes the files in)."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(model_state, folder / MODEL)
     torch.save(optimizer_state, folder / OPTIMIZER)
-    (folder / STATE).write_text(json.dumps(state, indent=2, default=float) + "\n")
+    sizes = {name: (folder / name).stat().st_size for name in TENSOR_FILES}
+    write_text_atomically(folder / STATE, json.dumps({**state, "files": sizes}, indent=2, default=float) + "\n")
     return folder
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """``path`` holds either its old text or the new one, never a part: temp file + rename."""
+    partial = path.parent / f".{path.name}.partial-{os.getpid()}"
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def read_state(folder: Path) -> dict[str, Any]:
@@ -35,8 +53,16 @@ def read_state(folder: Path) -> dict[str, Any]:
 
 
 def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """``torch.load`` with ``weights_only=True``: tensors and plain containers only."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers only. A file that needs
+    more (pickled classes or functions: code that would run on load) is refused with a UserError."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message is a paragraph; the line naming the blocked global is the one that matters.
+        lines = [line for line in str(err).splitlines() if "GLOBAL" in line or "global" in line]
+        detail = lines[0].strip() if lines else "not a plain state dict"
+        raise UserError(f"{path}: refused to load with weights_only=True ({detail}); sslray checkpoints hold "
+                        "tensors only, so this file is not one or was tampered with") from None
 
 
 def replace_atomically(source: Path, target: Path) -> None:
@@ -51,19 +77,46 @@ def replace_atomically(source: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def incomplete_because(folder: Path) -> str | None:
+    """Why ``folder`` is not a complete checkpoint (a copy cut off half-way), or None when it is."""
+    try:
+        state = read_state(folder)
+    except FileNotFoundError:
+        return f"no {STATE}"
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return f"{STATE} is cut off"
+    for name in TENSOR_FILES:
+        if not (folder / name).is_file():
+            return f"no {name}"
+        expected, found = state.get("files", {}).get(name), (folder / name).stat().st_size
+        if expected is not None and found != expected:
+            return f"{name} has {found:,} of {expected:,} bytes"
+    return None
+
+
 def checkpoint_folders(run_dir: Path) -> list[Path]:
     """Complete checkpoints Ray kept for a run, oldest first: ``RUN_DIR/checkpoints/checkpoint_*`` (Ray
-    Train) or ``TRIAL_DIR/checkpoint_*`` (a sweep's in-process trial, stored by Tune). A folder without
-    state.json is a checkpoint cut off while being written, and is left out."""
-    candidates = [*(run_dir / "checkpoints").glob("checkpoint_*"), *run_dir.glob("checkpoint_*")]
-    found = [p for p in candidates if (p / STATE).is_file() and (p / MODEL).is_file()]
-    return sorted(found, key=lambda p: read_state(p)["epoch"])
+    Train) or ``TRIAL_DIR/checkpoint_*`` (a sweep's in-process trial, stored by Tune). A folder cut off
+    while being written is left out, with a warning that names it."""
+    complete = []
+    for folder in sorted([*(run_dir / "checkpoints").glob("checkpoint_*"), *run_dir.glob("checkpoint_*")]):
+        if not folder.is_dir():
+            continue
+        reason = incomplete_because(folder)
+        if reason is None:
+            complete.append(folder)
+        else:
+            print(f"warning: ignoring checkpoint {folder}: {reason} (a write that was cut off)", file=sys.stderr)
+    return sorted(complete, key=lambda p: read_state(p)["epoch"])
 
 
 def find_checkpoint(path: Path, which: str = "best") -> Path:
     """A checkpoint folder from a run folder (``best`` if present, else the latest) or the folder itself."""
     path = Path(path)
     if (path / MODEL).is_file():
+        reason = incomplete_because(path)
+        if reason is not None:
+            raise UserError(f"{path}: incomplete checkpoint ({reason}); use another one of the run")
         return path
     if not path.is_dir():
         raise UserError(f"{path}: no such run folder or checkpoint")
