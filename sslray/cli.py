@@ -79,6 +79,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--out", help="run folder (default: runs/<method>-<date>-<time>); must not exist yet")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint")
     train.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace --out if it is an existing run folder (its contents are deleted)")
     train.set_defaults(run=_run_train)
 
 
@@ -90,8 +92,9 @@ def _run_train(args: argparse.Namespace) -> int:
     from sslray.recipe import load_recipe
     from sslray.train.trainer import check_data, fit
 
-    if args.resume and args.out:
-        raise UserError("--resume and --out: a resumed run continues in its own folder; give one of them")
+    if args.resume and (args.out or args.overwrite):
+        raise UserError(f"--resume and {'--out' if args.out else '--overwrite'}: a resumed run continues in its "
+                        "own folder; give one of them")
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
@@ -102,19 +105,32 @@ def _run_train(args: argparse.Namespace) -> int:
     else:
         recipe = load_recipe(args.recipe, args.overrides)
         run_dir = Path(args.out or f"runs/{recipe.method_name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if run_dir.exists() and any(run_dir.iterdir()):
+        if run_dir.is_file():
+            raise UserError(f"--out: {run_dir} is a file; give a folder")
+        if run_dir.exists() and any(run_dir.iterdir()) and not args.overwrite:
             raise UserError(f"--out: {run_dir} already exists and is not empty; choose a new folder, "
-                            "or continue it with --resume")
+                            "continue it with --resume, or replace it with --overwrite")
     check_data(recipe)  # a missing dataset or too few images fail here, before Ray starts
+    if args.overwrite:  # only now that everything is validated: a mistake must not cost the old run
+        from sslray.storage import remove_folder
+
+        remove_folder(str(run_dir), "config.yaml")
     init_ray(args.address)
     summary = fit(recipe, run_dir)
     metrics = summary["metrics"]
     knn = f", knn_top1 {metrics['knn_top1']:.4f}" if "knn_top1" in metrics else ""
     print(f"done in {summary['minutes']:.1f} min: loss {metrics.get('loss', float('nan')):.4f}{knn}")
+    for restart in summary["restarts"]:
+        print(f"restarted once from the checkpoint of epoch {restart['restored_epoch']} "
+              f"(epochs trained again: {restart['epochs_redone']}, plus part of epoch {restart['partial_epoch']})"
+              if restart["partial_epoch"] else
+              f"restarted once from the checkpoint of epoch {restart['restored_epoch']} "
+              f"(epochs trained again: {restart['epochs_redone']})")
     if "stop_reason" in metrics:
         print(f"stopped early, {metrics['stop_reason']}")
     print(f"run folder: {run_dir}\ncurves:     tensorboard --logdir {run_dir}")
-    return 0
+    # A diverged run has no usable final model: a script chaining train -> eval should stop here.
+    return 1 if str(metrics.get("stop_reason", "")).startswith("diverged") else 0
 
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
@@ -129,6 +145,8 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                                      "(default: sweeps/<space>-<date>-<time>); must not exist yet")
     sweep.add_argument("--resume", metavar="SWEEP_DIR", help="continue a sweep whose driver stopped")
     sweep.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    sweep.add_argument("--overwrite", action="store_true",
+                       help="replace --out if it is an existing sweep folder (its contents are deleted)")
     sweep.set_defaults(run=_run_sweep)
 
 
@@ -140,8 +158,9 @@ def _run_sweep(args: argparse.Namespace) -> int:
     from sslray.tune.space import load_space
 
     if args.resume:
-        if args.space or args.overrides or args.out:
-            raise UserError("--resume: a resumed sweep reruns its own space.yaml; give no SPACE, overrides or --out")
+        if args.space or args.overrides or args.out or args.overwrite:
+            raise UserError("--resume: a resumed sweep reruns its own space.yaml; give no SPACE, overrides, "
+                            "--out or --overwrite")
         from sslray import storage
         from sslray.tune.sweep import SPACE_FILE, resume_sweep
 
@@ -157,14 +176,16 @@ def _run_sweep(args: argparse.Namespace) -> int:
     out = args.out or f"sweeps/{Path(args.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     from sslray import storage
 
-    if storage.has_files(out):  # a path or a URI (s3://, gs://, ...: sslray.storage)
+    if storage.has_files(out) and not args.overwrite:  # a path or a URI (s3://, gs://, ...: sslray.storage)
         raise UserError(f"--out: {out} already exists and is not empty; choose a new folder, "
-                        "or continue it with --resume")
+                        "continue it with --resume, or replace it with --overwrite")
     from sslray.recipe import recipe_from_dict
     from sslray.train.trainer import check_data
-    from sslray.tune.sweep import run_sweep
+    from sslray.tune.sweep import SPACE_FILE, run_sweep
 
     check_data(recipe_from_dict(space.trial_recipe(space.first_config())))  # a missing dataset fails before Ray
+    if args.overwrite:  # only now that everything is validated: a mistake must not cost the old sweep
+        storage.remove_folder(out, SPACE_FILE)
     init_ray(args.address)
     run_sweep(space, out)
     return 0
