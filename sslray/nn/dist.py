@@ -1,4 +1,4 @@
-"""The one place sslray calls ``torch.distributed``: rank / world size and all-gathers.
+"""The one place sslray calls ``torch.distributed``: rank / world size, all-gathers and all-reduces.
 
 Without an initialised process group (one CPU, unit tests) the world size is 1, the rank 0, and the
 gathers return their input, so losses written with these helpers run unchanged on one process.
@@ -46,6 +46,16 @@ def gather_with_grad(x: Tensor) -> Tensor:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+@torch.no_grad()
+def mean_over_ranks(x: Tensor) -> Tensor:
+    """The mean of ``x`` over every rank, on every rank (a new tensor); ``x`` itself when alone."""
+    if world_size() == 1:
+        return x
+    total = x.detach().clone()
+    torch_dist.all_reduce(total)
+    return total / world_size()
 
 
 def broadcast_object(value, source: int = 0):

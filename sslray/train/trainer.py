@@ -1,7 +1,8 @@
 """A Ray Train ``TorchTrainer`` from a recipe, and the run folder it writes.
 
 A run folder holds ``config.yaml`` (the resolved recipe), TensorBoard event files (rank 0),
-``checkpoints/`` (Ray Train's latest K plus ``best``) and, at the end, ``result.json``. Running again
+``checkpoints/`` (Ray Train's latest K plus ``best``), ``progress.json`` / ``restarts.jsonl``
+(``sslray.train.restarts``) and, at the end, ``result.json``. Running again
 with the same folder resumes from its latest checkpoint (Ray Train restores a run with the same
 storage path and name); ``FailureConfig(max_failures)`` restarts a failed worker group the same way.
 """
@@ -20,6 +21,7 @@ from sslray.data.pipeline import open_prepared, steps_per_epoch
 from sslray.errors import UserError
 from sslray.recipe import Recipe
 from sslray.train.checkpoint import checkpoint_folders
+from sslray.train.restarts import read_restarts
 
 MAX_CPUS_PER_WORKER = 2.0  # a training worker mostly feeds its device; the rest of the CPUs decode/augment
 
@@ -128,7 +130,8 @@ def fit(recipe: Recipe, run_dir: Path, callbacks: list | None = None,
     summary = {"metrics": metrics, "minutes": round((time.time() - start) / 60, 2),
                "checkpoint": result.checkpoint.path if result.checkpoint else None,
                "best_checkpoint": str(run_dir / "checkpoints" / "best")
-               if (run_dir / "checkpoints" / "best").is_dir() else None}
+               if (run_dir / "checkpoints" / "best").is_dir() else None,
+               "restarts": read_restarts(run_dir)}
     if summary_file:
         (run_dir / summary_file).write_text(json.dumps(summary, indent=2) + "\n")
     return summary

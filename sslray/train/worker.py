@@ -5,7 +5,13 @@ normalisation on the device, forward/backward with optional bf16 autocast and gr
 per-step lr (warm-up + cosine) and the method's own schedules (``on_step``: momentum, teacher
 temperature, EMA). Then online evaluation on rank 0 (weighted kNN, embed_std) and a report (``session.report``: Ray Train or Tune)
 with the metrics and, every ``checkpoint_every`` epochs, a checkpoint (model, optimizer, epoch, step,
-resolved recipe). A non-finite loss stops the run with the epoch and step in the message.
+resolved recipe).
+
+A non-finite loss (averaged over the ranks, so that all of them see it at the same step) ends the run
+cleanly: a last report with ``stop_reason`` "diverged: ..." and no checkpoint, like a collapse. It is
+not an error, because Ray's restart-on-failure would only meet the same NaN again. Rank 0 keeps
+``progress.json`` and, after a restart, records in ``restarts.jsonl`` how many epochs are trained
+again (``sslray.train.restarts``).
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ from sslray.data.augment import PixelNormalizer
 from sslray.data.pipeline import open_prepared, rank_views_dataset, steps_per_epoch
 from sslray.logging import RunLogger
 from sslray.methods.registry import build_method
-from sslray.nn.dist import broadcast_object
+from sslray.nn.dist import broadcast_object, mean_over_ranks
 from sslray.nn.schedules import warmup_cosine
 from sslray.recipe import Recipe, recipe_from_dict
 from sslray.storage import RunMirror
 from sslray.train.checkpoint import MODEL, load_tensors, read_state, replace_atomically, write_checkpoint
 from sslray.train.online_eval import online_knn
+from sslray.train.restarts import EpochProgress
 from sslray.train.optim import build_optimizer, scaled_lr, set_lr
 from sslray.train.session import WorkerSession
 
@@ -39,7 +46,7 @@ SHUFFLE_BUFFER_BATCHES = 4  # local shuffle buffer, in batches: mixes rows acros
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite: training stops instead of going on silently."""
+    """The loss became NaN or infinite (on some rank): the run stops instead of going on silently."""
 
 
 @dataclass
@@ -69,7 +76,9 @@ def run_worker(config: dict, session: WorkerSession) -> None:
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     model = session.prepare_model(method)
     optimizer = build_optimizer(method, recipe.optim, recipe.train.batch_size)
-    progress = _restore(method, optimizer, device, session.get_checkpoint(), config.get("resume_from"))
+    progress, restored = _restore(method, optimizer, device, session.get_checkpoint(), config.get("resume_from"))
+    epochs_file = EpochProgress(Path(config["run_dir"]) if rank == 0 else None)
+    epochs_file.record_start(progress.epoch, restored)
 
     prepared = open_prepared(recipe.data.path)
     batch_per_worker = recipe.train.batch_size // world
@@ -98,8 +107,13 @@ def run_worker(config: dict, session: WorkerSession) -> None:
     for epoch in range(progress.epoch, last_epoch):
         # Reseeded per (epoch, rank): random masking etc. repeat exactly whether or not the run was resumed.
         torch.manual_seed(recipe.train.seed * 1_000_003 + epoch * 1009 + rank)
-        metrics, sample = _train_epoch(model, method, optimizer, recipe, prepared, epoch, steps[epoch],
-                                       settings, progress, rank, world, device)
+        epochs_file.started(epoch + 1)
+        try:
+            metrics, sample = _train_epoch(model, method, optimizer, recipe, prepared, epoch, steps[epoch],
+                                           settings, progress, rank, world, device)
+        except NonFiniteLoss as diverged:
+            _stop_diverged(session, str(diverged), epoch, resumed_from, rank, logger, mirror)
+            break
         _log_images(logger, method, sample, settings.normalizer, epoch)
         probe_now = epoch + 1 == recipe.train.epochs and recipe.train.linear_probe_epochs > 0
         if rank == 0 and (probe_now or recipe.train.knn_every and (epoch + 1) % recipe.train.knn_every == 0):
@@ -109,6 +123,7 @@ def run_worker(config: dict, session: WorkerSession) -> None:
         metrics["resumed_from_epoch"] = resumed_from
         progress.epoch = epoch + 1
         progress.history.append(metrics)
+        epochs_file.finished(epoch + 1)
         _log_epoch(logger, metrics, recipe.train.epochs, rank)
         # HParams every epoch and before the report: a trial that a scheduler stops (its process ends
         # inside or after the report) still gets its row, with its last metrics, in the HParams tab.
@@ -116,25 +131,46 @@ def run_worker(config: dict, session: WorkerSession) -> None:
                        {k: v for k, v in metrics.items() if isinstance(v, float)}, step=progress.epoch)
         logger.flush()  # a stopped trial's process ends without closing the file
         # Only rank 0 evaluates: its verdict goes to every rank so that all of them stop together.
-        collapsed = broadcast_object(_collapse_reason(metrics, recipe.train.collapse_std))
-        if collapsed:
+        stop = broadcast_object(_stop_reason(metrics, recipe.train.collapse_std))
+        if stop:
             # Recorded in the last report (Tune's result, result.json) and stops here on every rank.
-            metrics["stop_reason"] = collapsed
+            metrics["stop_reason"] = stop
             if rank == 0:
-                sys.stdout.write(f"stopping: {collapsed}\n")
+                sys.stdout.write(f"stopping: {stop}\n")
+        if stop and stop.startswith("diverged"):  # NaN weights: not worth a checkpoint
+            session.report(metrics)
+            break
         _report(session, method, optimizer, recipe, progress, metrics, rank, Path(config["run_dir"]),
-                final=bool(collapsed), mirror=mirror)
-        if collapsed:
+                final=bool(stop), mirror=mirror)
+        if stop:
             break
     logger.close()
     if mirror:
         mirror.sync()
 
 
-def _collapse_reason(metrics: dict, threshold: float) -> str | None:
-    """Why the run stops for collapse, or None: ``embed_std`` (rank 0's online eval) below the
-    threshold means every image maps to nearly the same point, and more epochs will not undo it."""
+def _stop_diverged(session: WorkerSession, why: str, epoch: int, resumed_from: int, rank: int,
+                   logger: RunLogger, mirror: RunMirror | None) -> None:
+    """The last report of a run whose loss became non-finite: the reason, no metrics to rank it by and
+    no checkpoint (its weights are no use); earlier checkpoints stay. Every rank gets here together."""
+    reason = f"diverged: {why}"
+    if rank == 0:
+        sys.stdout.write(f"stopping: {reason}\n")
+        sys.stdout.flush()
+    logger.flush()
+    if mirror:
+        mirror.sync()
+    session.report({"epoch": epoch + 1, "stop_reason": reason, "resumed_from_epoch": resumed_from})
+
+
+def _stop_reason(metrics: dict, threshold: float) -> str | None:
+    """Why the run stops after an epoch, or None. Non-finite embeddings (rank 0's online eval): the
+    weights became NaN in the epoch's last steps. ``embed_std`` below the threshold: a collapse, every
+    image maps to nearly the same point, and more epochs will not undo it."""
     std = metrics.get("embed_std")
+    if std is not None and not math.isfinite(std):
+        return (f"diverged: non-finite embeddings (embed_std {std}) after epoch {metrics['epoch']}: "
+                "lower optim.base_lr or check the data")
     if threshold <= 0 or std is None or not std < threshold:
         return None
     return f"collapsed: embed_std {std:.2g} < train.collapse_std {threshold:g} at epoch {metrics['epoch']}"
@@ -162,20 +198,20 @@ def _log_epoch(logger: RunLogger, metrics: dict, epochs: int, rank: int) -> None
         sys.stdout.flush()
 
 
-def _restore(method, optimizer, device, checkpoint, resume_from: str | None) -> Progress:
+def _restore(method, optimizer, device, checkpoint, resume_from: str | None) -> tuple[Progress, bool]:
     """From the session's checkpoint (Ray Train after a worker-group restart, Tune after PBT's exploit
-    or a restored sweep), else from ``--resume``'s, else fresh."""
+    or a restored sweep), else from ``--resume``'s, else fresh; and whether a checkpoint was restored."""
     if checkpoint is None and resume_from is not None:
         checkpoint = ray.train.Checkpoint.from_directory(resume_from)
     if checkpoint is None:
-        return Progress()
+        return Progress(), False
     with checkpoint.as_directory() as folder:
         folder = Path(folder)
         method.load_state_dict(load_tensors(folder / MODEL, device))
         optimizer.load_state_dict(load_tensors(folder / "optimizer.pt", device))
         state = read_state(folder)
     return Progress(epoch=state["epoch"] + 1, step=state["step"], best_knn=state.get("best_knn", -1.0),
-                    history=state.get("history", []))
+                    history=state.get("history", [])), True
 
 
 @dataclass
@@ -248,7 +284,9 @@ def _step(model, method, optimizer, uint8_views: list[torch.Tensor], index: int,
     with sync:
         with torch.autocast(device_type=views[0].device.type, dtype=torch.bfloat16, enabled=settings.use_bf16):
             out = model(views)
-        loss = out["loss"].item()
+        # The mean over ranks: a NaN on any rank reaches all of them at this step, so they stop together
+        # (one rank stopping alone would leave the others waiting in DDP's all-reduce).
+        loss = mean_over_ranks(out["loss"].detach().reshape(1)).item()
         if not math.isfinite(loss):
             raise NonFiniteLoss(f"non-finite loss ({loss}) at epoch {epoch + 1}, optimizer step "
                                 f"{progress.step}: lower optim.base_lr or check the data")

@@ -35,7 +35,7 @@ from sslray.cluster import warn_if_no_node_matches
 from sslray.errors import UserError
 from sslray.recipe import recipe_from_dict
 from sslray.train.trainer import MAX_CPUS_PER_WORKER, plain
-from sslray.tune.space import (FINAL_METRICS, AshaOptions, MedianOptions, PbtOptions, SearchSpace, load_space,
+from sslray.tune.space import (AshaOptions, MedianOptions, PbtOptions, SearchSpace, load_space,
                                space_from_dict)
 
 SPACE_FILE = "space.yaml"
@@ -193,8 +193,9 @@ def _run_config(sweep_dir: str, space: SearchSpace):
     # Tune's own TensorBoard logger is left out: the trials write their own event files and HParams
     # (train/, eval/, perf/ per epoch); a second set per trial would split each HParams row in two.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    if space.tune.metric in FINAL_METRICS:  # absent from every report but the last, by design
-        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # The metric is absent from some reports by design: a final metric (linear_top1) from all but the
+    # last, and the last report of a diverged trial (stop_reason only). tune.metric is validated anyway.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # Every epoch checkpoints, and with num_to_keep Tune then snapshots the experiment each time (what
     # makes --resume lose nothing); its warning that this may be a bottleneck is noise at this scale.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -202,7 +203,13 @@ def _run_config(sweep_dir: str, space: SearchSpace):
     return tune.RunConfig(name=name, storage_path=storage_path,
                           callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
                           checkpoint_config=tune.CheckpointConfig(num_to_keep=_checkpoints_kept(space)),
-                          failure_config=tune.FailureConfig(max_failures=0))
+                          failure_config=tune.FailureConfig(max_failures=_max_failures(space)))
+
+
+def _max_failures(space: SearchSpace) -> int:
+    """Restarts of a trial whose process or node died, from its last checkpoint (train.max_failures;
+    a TorchTrainer trial's dead worker is first retried by Ray Train with the same number)."""
+    return recipe_from_dict(space.trial_recipe(space.first_config())).train.max_failures
 
 
 def _checkpoints_kept(space: SearchSpace) -> int:
@@ -325,7 +332,9 @@ def _row(space: SearchSpace, result) -> dict[str, Any]:
     frame = result.metrics_dataframe
     curve = []
     if frame is not None and metric in frame and "epoch" in frame:
-        curve = [(int(e), float(v)) for e, v in zip(frame["epoch"], frame[metric]) if v == v]
+        # A trial restarted from a checkpoint older than its last report repeats epochs: the rerun counts.
+        by_epoch = {int(e): float(v) for e, v in zip(frame["epoch"], frame[metric]) if v == v}
+        curve = sorted(by_epoch.items())
     values = [v for _, v in curve]
     best = (max(values) if mode == "max" else min(values)) if values else None
     epochs = metrics.get("epoch", 0)
