@@ -1,0 +1,54 @@
+"""A checkpoint cut off while it was being written (a killed driver or node in the middle of the copy) is
+never resumed from: it is named in a warning and the run continues from the last complete one.
+
+The fault is the folder such a kill leaves: a copy of the run's last checkpoint as the next epoch's, with
+``model.pt`` truncated to half its bytes (a copier may write state.json first, so only the sizes that
+state.json records tell it apart), and a second one without ``state.json`` at all.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from sslray.cli import main
+from sslray.train.checkpoint import MODEL, STATE, checkpoint_folders, find_checkpoint, incomplete_because, read_state
+
+from ..train.test_train_e2e import FAMILIES, tiny_fmnist, write_recipe  # noqa: F401  (fixture)
+
+
+def test_a_half_written_checkpoint_is_ignored_with_a_warning(ray_local, tiny_fmnist, tmp_path, capsys):
+    method, backbone = FAMILIES["masked"]
+    recipe = write_recipe(tmp_path, tiny_fmnist, method, backbone, epochs=3, stop_at_epoch=2)
+    recipe_data = recipe.read_text().replace("num_workers: 2", "num_workers: 1")
+    recipe.write_text(recipe_data)
+    run_dir = tmp_path / "run"
+    assert main(["train", str(recipe), "--out", str(run_dir)]) == 0
+    [*_, last] = checkpoint_folders(run_dir)
+    assert read_state(last)["epoch"] == 1  # 0-based: after epoch 2
+
+    cut = last.parent / "checkpoint_9999-12-31_23-59-59.000000"
+    shutil.copytree(last, cut)
+    state = read_state(cut)
+    (cut / STATE).write_text(json.dumps({**state, "epoch": 2}))
+    full = (cut / MODEL).stat().st_size
+    with open(cut / MODEL, "r+b") as handle:
+        handle.truncate(full // 2)
+    no_state = last.parent / "checkpoint_9999-12-31_23-59-59.500000"
+    shutil.copytree(last, no_state)
+    (no_state / STATE).unlink()
+    assert incomplete_because(cut) == f"{MODEL} has {full // 2:,} of {full:,} bytes"
+    capsys.readouterr()
+
+    assert find_checkpoint(run_dir, which="latest") == last
+    warned = capsys.readouterr().err
+    assert f"ignoring checkpoint {cut}: {MODEL} has" in warned and f"ignoring checkpoint {no_state}: no {STATE}" in warned
+
+    assert main(["train", str(recipe), "--resume", str(run_dir), "train.stop_at_epoch=null"]) == 0
+    out, err = capsys.readouterr()
+    assert f"ignoring checkpoint {cut}" in err
+    summary = json.loads((run_dir / "result.json").read_text())
+    assert summary["metrics"]["epoch"] == 3 and summary["metrics"]["resumed_from_epoch"] == 2
+    assert summary["restarts"][-1]["restored_epoch"] == 2
+    history = read_state(checkpoint_folders(run_dir)[-1])["history"]
+    assert [m["epoch"] for m in history] == [1, 2, 3]
