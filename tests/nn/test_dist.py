@@ -1,4 +1,4 @@
-"""Gathers across 2 CPU processes (gloo): values, and gradients flowing back to each rank's inputs."""
+"""Gathers and means across 2 CPU processes (gloo): values, and gradients flowing back to each rank's inputs."""
 
 import socket
 
@@ -41,7 +41,11 @@ def worker(rank: int, port: int, out_dir: str) -> None:
         z1.requires_grad_(True)
         loss, pos_top1 = NTXentLoss(temperature=0.5)(z0, z1)
         loss.backward()
+        # Rank 1's loss is NaN: the mean over ranks must show it on rank 0 too (both stop at that step).
+        losses = dist.mean_over_ranks(torch.tensor([float(rank + 1)])), dist.mean_over_ranks(
+            torch.tensor([float("nan") if rank == 1 else 1.0]))
         torch.save({"world": dist.world_size(), "rank": dist.rank(), "gathered": gathered.detach(),
+                    "mean": losses[0], "nan_mean": losses[1],
                     "no_grad_requires_grad": no_grad.requires_grad, "x_grad": x.grad,
                     "loss": loss.detach(), "z0_grad": z0.grad, "z1_grad": z1.grad},
                    f"{out_dir}/rank{rank}.pt")
@@ -52,7 +56,7 @@ def worker(rank: int, port: int, out_dir: str) -> None:
 def test_single_process_fallback():
     x = torch.randn(4, 2, requires_grad=True)
     assert dist.world_size() == 1 and dist.rank() == 0
-    assert dist.gather(x) is x and dist.gather_with_grad(x) is x
+    assert dist.gather(x) is x and dist.gather_with_grad(x) is x and dist.mean_over_ranks(x) is x
 
 
 def test_gathers_across_two_processes(tmp_path):
@@ -65,6 +69,7 @@ def test_gathers_across_two_processes(tmp_path):
         assert torch.equal(result["gathered"], x_all)
         assert not result["no_grad_requires_grad"]
         assert torch.allclose(result["x_grad"], torch.full((N, D), 3.0))
+        assert result["mean"].item() == 1.5 and torch.isnan(result["nan_mean"]).all()
 
     # NT-Xent over 2 ranks = NT-Xent over the concatenated batch on one process: the mean of the rank
     # losses equals the global loss, and each rank's input gradient (summed over both ranks' losses by
