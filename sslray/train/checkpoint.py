@@ -59,8 +59,11 @@ def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> dict:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         # torch's message is a paragraph; the line naming the blocked global is the one that matters.
-        lines = [line for line in str(err).splitlines() if "GLOBAL" in line or "global" in line]
-        detail = lines[0].strip() if lines else "not a plain state dict"
+        # Without one the file is not a pickle at all (corrupt): callers name it "not readable".
+        lines = [line for line in str(err).splitlines() if "GLOBAL" in line or "global" in line.lower()]
+        if not lines:
+            raise
+        detail = lines[0].strip()
         raise UserError(f"{path}: refused to load with weights_only=True ({detail}); sslray checkpoints hold "
                         "tensors only, so this file is not one or was tampered with") from None
 
