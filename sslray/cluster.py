@@ -5,6 +5,12 @@ By default a local Ray binds its node, GCS and object manager to the machine's i
 then uses 127.0.0.1 (nothing else can join, which is what the embedded default and the tests want).
 Ray reads it when ``ray`` is first imported, so ``use_loopback()`` must run before that import;
 ``sslray`` does it in its test configuration and before starting a local cluster.
+
+Ray Train's gloo process group listens on the address the host name resolves to, which on many machines
+is the network interface; ``GLOO_SOCKET_IFNAME`` pins it to the loopback interface. The workers inherit
+it from the driver's environment when ``ray.init`` starts the local Ray. A value the user set is kept.
+(torch's TCPStore, the process group's rendezvous, still listens on every interface while a Ray Train run
+trains: torch has no setting for its address; see tests/test_safety.py.)
 """
 
 from __future__ import annotations
@@ -13,12 +19,16 @@ import os
 import sys
 
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK_INTERFACE = "lo0" if sys.platform == "darwin" else "lo"
 
 
 def use_loopback() -> None:
-    """Keep a local Ray on 127.0.0.1; a no-op once ``ray`` is imported or if the user set it."""
+    """Keep a local Ray on 127.0.0.1 (a no-op once ``ray`` is imported) and, on such a node, its gloo process
+    groups on the loopback interface; each only where the user has not set it."""
     if "ray" not in sys.modules:
         os.environ.setdefault(LOCAL_ONLY_ENV, "0")
+    if os.environ.get(LOCAL_ONLY_ENV) == "0" and sys.platform != "win32":  # not where the user opened the node
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", LOOPBACK_INTERFACE)
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 

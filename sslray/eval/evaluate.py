@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +69,22 @@ def prepare_out(out: Path, overwrite: bool) -> Path:
     return out
 
 
+@contextmanager
+def output_folder(out: Path, overwrite: bool) -> Iterator[Path]:
+    """``prepare_out``, and if a user's mistake shows up only while writing (a checkpoint refused on
+    load, a missing epoch), the half-made folder is removed again: otherwise the corrected command
+    would stop at "already exists" and need --overwrite."""
+    existed = out.exists()
+    prepare_out(out, overwrite)
+    try:
+        yield out
+    except UserError:
+        shutil.rmtree(out, ignore_errors=True)
+        if existed:  # it was empty (or replaced with --overwrite): leave the folder itself as it was
+            out.mkdir(parents=True, exist_ok=True)
+        raise
+
+
 def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
@@ -102,22 +120,23 @@ def evaluate(target: Path, options: EvalOptions, out: Path | None = None, overwr
     encoders = series_encoders(target, options.every) if options.every else [find_encoder(target)]
     run_dir = run_dir_of(target)
     splits = EvalSplits.of(encoders[0], options.data, options.train_limit, options.val_limit)
-    out = prepare_out(Path(out) if out else run_dir / "eval" / options.protocol, overwrite)
     cache_dir = run_dir / "eval" / "cache"
 
     rows, curves, last_trained = [], {}, None
-    with RunLogger(out / "tb") as logger:
-        for encoder in encoders:
-            outcome = evaluate_one(encoder, splits, options, cache_dir, logger, device)
-            if isinstance(outcome, Trained):
-                curves[encoder.name] = [(h["epoch"], h["val_top1"]) for h in outcome.history]
-                last_trained, outcome = outcome, outcome.result
-            rows.append(outcome)
-            print(f"{encoder.name}: {options.protocol} val top1 {outcome['val_top1']:.4f}  top5 {outcome['val_top5']:.4f}")
-            if encoder.epoch is not None:
-                logger.scalars({"val_top1": outcome["val_top1"], "val_top5": outcome["val_top5"]},
-                               step=encoder.epoch, prefix=f"series_{options.protocol}")
-    write_results(out, rows, curves, options, last_trained, open_prepared(splits.train).classes)
+    with output_folder(Path(out) if out else run_dir / "eval" / options.protocol, overwrite) as out:
+        with RunLogger(out / "tb") as logger:
+            for encoder in encoders:
+                outcome = evaluate_one(encoder, splits, options, cache_dir, logger, device)
+                if isinstance(outcome, Trained):
+                    curves[encoder.name] = [(h["epoch"], h["val_top1"]) for h in outcome.history]
+                    last_trained, outcome = outcome, outcome.result
+                rows.append(outcome)
+                print(f"{encoder.name}: {options.protocol} val top1 {outcome['val_top1']:.4f}  "
+                      f"top5 {outcome['val_top5']:.4f}")
+                if encoder.epoch is not None:
+                    logger.scalars({"val_top1": outcome["val_top1"], "val_top5": outcome["val_top5"]},
+                                   step=encoder.epoch, prefix=f"series_{options.protocol}")
+        write_results(out, rows, curves, options, last_trained, open_prepared(splits.train).classes)
     print(f"results: {out}/results.md")
     return rows
 

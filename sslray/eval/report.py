@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sslray.errors import UserError
 from sslray.eval.classes import html_table, markdown_table
-from sslray.eval.evaluate import EvalOptions, prepare_out, slug, write_class_report
+from sslray.eval.evaluate import EvalOptions, output_folder, slug, write_class_report
 from sslray.eval.features import Encoder, baseline_encoders, checkpoint_encoder, extract_features, find_encoder
 from sslray.eval.plots import plot_curves, plot_tsne
 from sslray.eval.protocols import EvalSplits, run_knn, run_linear
@@ -76,7 +76,12 @@ def build_report(target: Path, out: Path, options: EvalOptions, tsne_epochs: lis
     encoders = {run: find_encoder(run) for run in runs}
     first = next(iter(encoders.values()))
     splits = EvalSplits.of(first, options.data, options.train_limit, options.val_limit)
-    out = prepare_out(Path(out), overwrite)
+    with output_folder(Path(out), overwrite) as out:
+        return _write_report(runs, encoders, first, splits, out, options, tsne_epochs, device)
+
+
+def _write_report(runs: list[Path], encoders: dict[Path, Encoder], first: Encoder, splits: EvalSplits, out: Path,
+                  options: EvalOptions, tsne_epochs: list[int] | None, device) -> Path:
     classes = _class_names(splits.train)
 
     curves = {run.name: event_scalars(run, ("train/loss", "eval/knn_top1", "perf/seconds")) for run in runs}
