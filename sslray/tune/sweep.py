@@ -330,11 +330,14 @@ def _row(space: SearchSpace, result) -> dict[str, Any]:
     config = {k: v for k, v in (result.config or {}).items() if k in space.knobs}
     metrics = result.metrics or {}
     frame = result.metrics_dataframe
-    curve = []
+    # Tune's rows first, each epoch once (a trial restarted from a checkpoint older than its last report
+    # repeats epochs: the rerun counts). Epochs Tune lost are taken from the trial's own history: on a
+    # restart Tune restores result.json from the storage copy, which may lag a report behind.
+    by_epoch = {epoch: float(m[metric]) for epoch, m in _checkpointed_history(result.path).items()
+                if isinstance(m.get(metric), (int, float)) and m[metric] == m[metric]}
     if frame is not None and metric in frame and "epoch" in frame:
-        # A trial restarted from a checkpoint older than its last report repeats epochs: the rerun counts.
-        by_epoch = {int(e): float(v) for e, v in zip(frame["epoch"], frame[metric]) if v == v}
-        curve = sorted(by_epoch.items())
+        by_epoch.update({int(e): float(v) for e, v in zip(frame["epoch"], frame[metric]) if v == v})
+    curve = sorted(by_epoch.items())
     values = [v for _, v in curve]
     best = (max(values) if mode == "max" else min(values)) if values else None
     epochs = metrics.get("epoch", 0)
@@ -351,6 +354,17 @@ def _row(space: SearchSpace, result) -> dict[str, Any]:
     return {"trial": Path(result.path).name, "config": config, "applicable": space.applicable(config),
             "best": best, "epochs": epochs, "minutes": metrics.get("time_total_s", 0.0) / 60,
             "overhead_s": _overhead_seconds(frame), "status": status, "curve": curve, "path": result.path}
+
+
+def _checkpointed_history(trial_path: str) -> dict[int, dict]:
+    """Every epoch's metrics as the trial's latest checkpoint recorded them (history survives restarts);
+    empty when the trial has no checkpoint or lives in object storage."""
+    from sslray.train.checkpoint import checkpoint_folders, read_state
+
+    folders = checkpoint_folders(Path(trial_path)) if not storage.is_uri(trial_path) else []
+    if not folders:
+        return {}
+    return {int(m["epoch"]): m for m in read_state(folders[-1]).get("history", []) if "epoch" in m}
 
 
 def _overhead_seconds(frame) -> float | None:

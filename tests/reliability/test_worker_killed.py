@@ -132,7 +132,8 @@ def test_a_killed_sweep_trial_restarts_from_its_checkpoint(ray_local, tiny_fmnis
     assert restart["restored_epoch"] == 2 and restart["epochs_redone"] == 0 and restart["partial_epoch"] == 3
     with capsys.disabled():
         print(f"\ntrial back at work {restart['time'] - killed_at:.1f} s after the kill")
-    reported = [json.loads(line)["epoch"] for line in (trial_dir / "result.json").read_text().splitlines()]
-    assert reported == [1, 2, 3, 4]
+    # Not Tune's result.json: on a restart Tune restores it from the storage copy, which can lag a report
+    # behind (here it lost epoch 2 once); the leaderboard fills such a gap from the checkpoint's history.
     assert [epoch for epoch, _ in row["curve"]] == [1, 2, 3, 4]
+    assert [m["epoch"] for m in read_state(checkpoint_folders(trial_dir)[-1])["history"]] == [1, 2, 3, 4]
     assert scalar_steps(trial_dir, "eval/knn_top1") == [1, 2, 3, 4]
