@@ -114,6 +114,11 @@ class EvalViewSpec:
     size: int | None = None        # None: the training crop size (data.augment.size)
     crop_fraction: float = 1.0
 
+    def validate(self, where: str) -> None:
+        if self.size is not None:
+            check_range(f"{where}.size", self.size, 4, 4096)
+        check_range(f"{where}.crop_fraction", self.crop_fraction, 0.0, 1.0, low_open=True)
+
 
 def decode_images(encoded: np.ndarray, channels: int, max_side: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode a batch of PNG/JPEG bytes to one uint8 tensor ``[B, C, H, W]`` (zero-padded to the

@@ -40,7 +40,7 @@ def method_config(method_section: dict[str, Any] | None) -> tuple[str, Any]:
         raise UserError(f"method: expected a mapping with at least 'name', got {method_section!r}")
     knobs = dict(method_section)
     name = knobs.pop("name", None)
-    if name not in METHODS:
+    if not isinstance(name, str) or name not in METHODS:  # a list or mapping is unhashable: no `in`
         what = "missing" if name is None else f"unknown method {name!r}"
         raise UserError(f"method.name: {what}; choose one of {', '.join(METHODS)}")
     _, config_cls = METHODS[name]

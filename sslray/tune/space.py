@@ -138,6 +138,12 @@ class TuneSection:
 def _number(key: str, form: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise UserError(f"{key}: {{{form}: ...}} needs numbers, got {value!r}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite:
+        raise UserError(f"{key}: {{{form}: ...}} needs finite numbers, got {value!r}")
     return value
 
 
@@ -160,6 +166,8 @@ def tune_domain(key: str, spec: dict[str, Any]):
             raise UserError(f"{key}: {{randint: [low, high]}} needs integers, got {args!r}")
         if low > high:
             raise UserError(f"{key}: {{randint: {args}}} has low > high")
+        if not -2 ** 63 <= low <= high < 2 ** 63 - 1:  # Tune samples with numpy's int64
+            raise UserError(f"{key}: {{randint: {args}}} is outside the 64-bit integer range")
         return tune.randint(low, high + 1)  # Tune's upper bound is exclusive; ours is inclusive
     if not low < high:
         raise UserError(f"{key}: {{{form}: {args}}} needs low < high")
@@ -172,6 +180,11 @@ def tune_domain(key: str, spec: dict[str, Any]):
     q = _number(key, form, args[2])
     if q <= 0:
         raise UserError(f"{key}: {{quniform: {args}}} needs q > 0")
+    if not all(math.isfinite(bound / q) for bound in (low, high)):  # spec_values rounds low / q
+        raise UserError(f"{key}: {{quniform: {args}}} has a q far too small for its range")
+    for name, bound in (("low", low), ("high", high)):  # Ray Tune's own condition (a ValueError there)
+        if not math.isclose(bound / q, round(bound / q)):
+            raise UserError(f"{key}: {{quniform: {args}}} needs {name} to be a multiple of q ({q})")
     return tune.quniform(low, high, q)
 
 
@@ -198,6 +211,30 @@ def _check_unknown_distributions(data: Any, where: str = "") -> None:
                             f"(choose from {', '.join(DISTRIBUTIONS)})")
     for key, value in data.items():
         _check_unknown_distributions(value, f"{where}.{key}".strip("."))
+
+
+def _distribution_keys(data: dict[str, Any]) -> list[str]:
+    """The dotted keys of the distributions in ``data`` (as ``find_distributions``), after checking that
+    every key on the way to one is a name a dotted key can hold: a string, not empty and without dots
+    (``{"a.b": {choice: ...}}`` or ``{1: ...}`` could not be set per trial). The top level is always a
+    mapping of sections, never a distribution itself."""
+    keys: list[str] = []
+
+    def walk(node: dict, path: list[str]) -> None:
+        for key, value in node.items():
+            if not find_distributions(value):
+                continue
+            where = ".".join(path + [str(key)])
+            if not isinstance(key, str) or not key or "." in key:
+                raise UserError(f"{where}: the key {key!r} holds a search distribution, so it must be a name "
+                                "(a string without dots)")
+            if len(value) == 1 and next(iter(value)) in DISTRIBUTIONS:
+                keys.append(where)
+            else:
+                walk(value, path + [key])
+
+    walk(data, [])
+    return keys
 
 
 def get_dotted(data: dict, key: str) -> Any:
@@ -277,15 +314,17 @@ def space_from_dict(data: dict[str, Any], source: str = "<space>") -> SearchSpac
     tune_section = section_from_dict(TuneSection, data.pop("tune", None), "tune")
     tune_section.validate()
     _check_unknown_distributions(data)
-    keys = find_distributions(data)
+    keys = _distribution_keys(data)
     knobs = {key: get_dotted(data, key) for key in keys}
     for key, spec in knobs.items():
         tune_domain(key, spec)  # the form itself: lists, numbers, low < high
     if not isinstance(data.get("method"), dict):
         raise UserError(f"method: expected a mapping with at least 'name', got {data.get('method')!r}")
+    if "name" not in data["method"]:
+        raise UserError(f"method.name: missing; choose from {', '.join(METHODS)} (or {{choice: [...]}} of them)")
     space = SearchSpace(base=data, knobs=knobs, tune=tune_section, source=source)
     for name in space.methods:
-        if name not in METHODS:
+        if not isinstance(name, str) or name not in METHODS:  # a list is unhashable: no `in` test
             raise UserError(f"method.name: unknown method {name!r}; choose from {', '.join(METHODS)}")
     _check_method_knobs(space)
     _check_scheduler(space)

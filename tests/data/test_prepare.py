@@ -116,7 +116,7 @@ def test_folder_keeps_good_images_and_lists_bad_ones(folder_tree, tmp_path):
     table = read_split(tmp_path / "out" / "train")
     rows = dict(zip(table["id"].to_pylist(), zip(table["image"].to_pylist(), table["label"].to_pylist())))
     assert rows["cats/a.png"][1] == 0 and rows["dogs/c.jpeg"][1] == 1
-    assert rows["cats/a.png"][0] == (folder_tree / "cats" / "a.png").read_bytes()  # kept as is
+    assert rows["dogs/c.jpeg"][0] == (folder_tree / "dogs" / "c.jpeg").read_bytes()  # JPEG kept as is
     np.testing.assert_array_equal(pixels(rows["cats/a.png"][0]), pattern(40, 60, 3, 1))
     cmyk = Image.open(io.BytesIO(rows["dogs/cmyk.jpg"][0]))
     deep = Image.open(io.BytesIO(rows["dogs/deep.png"][0]))

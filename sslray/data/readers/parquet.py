@@ -45,6 +45,12 @@ class ParquetReader:
                             "(binary, or a struct with a 'bytes' field)")
         columns = [self.image_column]
         if self.label_column and self.label_column in schema.names:
+            label_type = schema.field(self.label_column).type
+            # Class indices only: int("cat") would crash mid-way, int(0.5) would silently make it 0.
+            if not (pa.types.is_integer(label_type) or pa.types.is_null(label_type)):
+                raise UserError(f"{file}: column {self.label_column!r} has type {label_type}; expected integer "
+                                "class indices (pass --label-column NAME for another column, or "
+                                "--label-column '' for none)")
             columns.append(self.label_column)
         return columns
 
