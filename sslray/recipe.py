@@ -23,7 +23,7 @@ from sslray.config import check_range, section_from_dict
 from sslray.data.augment import AugmentConfig, EvalViewSpec
 from sslray.errors import UserError
 from sslray.methods.registry import method_config
-from sslray.nn.backbones import BackboneConfig
+from sslray.nn.backbones import BackboneConfig, check_backbone_config
 from sslray.train.optim import OptimizerConfig
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
@@ -85,7 +85,9 @@ class TrainConfig:
     # After the last epoch, a linear probe of this many epochs on the kNN splits' features, reported as
     # linear_top1 (a sweep's tune.metric may be linear_top1); 0: none.
     linear_probe_epochs: int = 0
-    max_failures: int = 0              # Ray Train restarts of the worker group from the last checkpoint
+    # Restarts after a failure (a killed worker, a lost node), each from the last checkpoint: Ray Train's
+    # worker group, or a sweep's trial. A diverged or collapsed run stops without one (it would recur).
+    max_failures: int = 2
     sync_batchnorm: bool = False       # SyncBN across workers (MoCo v2 alternative to shuffled BN)
     # Stop when the online embed_std falls below this (0: never). Well-spread L2-normalised embeddings
     # give about 1/sqrt(D) (0.04-0.09 for D = 128-512); a collapsed one ~0 (SimSiam, sec. 4.1).
@@ -135,20 +137,73 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
+MAX_DEPTH = 32          # a recipe nests 4 levels; deeper is a mistake, and validation walks it recursively
+MAX_VALUES = 100_000    # values once YAML aliases are expanded: "billion laughs" is refused, not walked
+
+
+def check_tree(data: Any, where: str, depth: int = 0) -> None:
+    """Refuse YAML that validation could not walk: an alias inside itself (``&a [*a]``), nesting
+    deeper than ``MAX_DEPTH``, or aliases that expand to more than ``MAX_VALUES`` values."""
+    count = 0
+    active: set[int] = set()  # containers on the current path: meeting one again is a cycle
+
+    def walk(node: Any, level: int) -> None:
+        nonlocal count
+        count += 1
+        if count > MAX_VALUES:
+            raise UserError(f"{where}: more than {MAX_VALUES:,} values once YAML aliases (*name) are expanded; "
+                            "a recipe is far smaller")
+        if not isinstance(node, (dict, list)):
+            return
+        if id(node) in active:
+            raise UserError(f"{where}: a YAML alias (*name) points to a value that contains it; "
+                            "a recipe cannot be recursive")
+        if level >= MAX_DEPTH:
+            raise UserError(f"{where}: nested more than {MAX_DEPTH} levels deep; a recipe has sections of keys")
+        active.add(id(node))
+        for child in node.values() if isinstance(node, dict) else node:
+            walk(child, level + 1)
+        active.discard(id(node))
+
+    walk(data, depth)
+
+
+def parse_yaml(text: str | bytes, where: str) -> Any:
+    """``yaml.safe_load`` whose every failure is a one-line UserError starting with ``where`` (and the
+    line:column when the parser knows it)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.reader.ReaderError as err:  # bytes that are not UTF-8, or characters YAML forbids
+        if err.encoding == "unicode":  # decoded fine, but a control character YAML does not allow
+            problem = (f"character U+{err.character:04X} at offset {err.position} is not allowed in YAML "
+                       "(control characters other than tab and newline)")
+        else:
+            problem = (f"not {err.encoding.upper()} text (byte {err.character:#04x} at offset {err.position}); "
+                       "save it as UTF-8")
+        raise UserError(f"{where}: {problem}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
+        problem = getattr(err, "problem", None) or str(err)
+        if "constructor for the tag" in problem:
+            problem += " (sslray reads YAML with safe_load: no Python tags)"
+        raise UserError(f"{at}: {problem}") from None
+    except RecursionError:  # the parser recurses per nesting level
+        raise UserError(f"{where}: nested far too deeply (more than {MAX_DEPTH} levels)") from None
+    check_tree(data, where)
+    return data
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Parse a YAML file with ``safe_load``; syntax errors and unsafe tags name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(err, "problem", None) or str(err)
-        if "constructor for the tag" in problem:
-            problem += " (sslray reads YAML with safe_load: no Python tags)"
-        raise UserError(f"{where}: {problem}") from None
+        raw = path.read_bytes()  # bytes: the YAML reader detects UTF-8/16 and reports bad bytes
+    except OSError as err:
+        raise UserError(f"{path}: cannot read it ({err.strerror or err})") from None
+    data = parse_yaml(raw, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -163,12 +218,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key, sep, text = override.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
             raise UserError(f"override {override!r}: expected key.path=value, e.g. train.epochs=1")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise UserError(f"override {override!r}: the value is not valid YAML") from None
-        node = data
         parts = key.split(".")
+        if len(parts) > MAX_DEPTH:
+            raise UserError(f"override {override!r}: more than {MAX_DEPTH} parts in the key")
+        value = parse_yaml(text, f"override {override!r}: the value")
+        check_tree(value, f"override {override!r}: the value", depth=len(parts))
+        node = data
         for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
@@ -190,7 +245,7 @@ def find_distributions(data: Any, where: str = "") -> list[str]:
 def recipe_from_dict(data: dict[str, Any]) -> Recipe:
     """Validate a recipe dict (no distributions left) into a ``Recipe``."""
     sections = {f.name for f in dataclasses.fields(Recipe)}
-    unknown = sorted(set(data) - sections)
+    unknown = sorted(set(data) - sections, key=str)  # YAML keys may be numbers, null, dates
     if unknown:
         raise UserError(f"{unknown[0]}: unknown section; allowed: {', '.join(sorted(sections))}")
     left = find_distributions(data)
@@ -210,9 +265,11 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
         recipe.data.augment.recipe = DEFAULT_VIEWS[name]
     if recipe.data.eval_view.size is None:
         recipe.data.eval_view.size = recipe.data.augment.size
+    check_backbone_config(recipe.backbone)  # here, not only when a Ray worker builds the model
     for section in (recipe.data, recipe.train, recipe.scaling):
         section.validate()
     recipe.data.augment.view_specs()  # validates every view
+    recipe.data.eval_view.validate("data.eval_view")
     _check_across_sections(recipe)
     return recipe
 
