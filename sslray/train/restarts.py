@@ -33,6 +33,7 @@ class EpochProgress:
 
     def _write(self, done: int, running: int | None) -> None:
         if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomically(self.run_dir / PROGRESS,
                                   json.dumps({"epochs_done": done, "epoch_running": running}) + "\n")
 
@@ -58,6 +59,7 @@ class EpochProgress:
         record = {"restored_epoch": restored_epoch, "epochs_done": done,
                   "epochs_redone": max(0, done - restored_epoch) if done is not None else None,
                   "partial_epoch": before.get("epoch_running") if before else None, "time": time.time()}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / RESTARTS, "a") as handle:  # one short line: appended whole or not at all
             handle.write(json.dumps(record) + "\n")
         redone = [f"{record['epochs_redone']} finished epoch(s) after it"] if record["epochs_redone"] else []
