@@ -93,7 +93,7 @@ def _first_line(err: BaseException) -> str:
 # ---- the job ---------------------------------------------------------------------------------------
 
 def sweep_job(space_file: str, overrides: list[str], out: str | None, working_dir: str,
-              env: dict[str, str]) -> tuple[str, dict, str]:
+              env: dict[str, str], overwrite: bool = False) -> tuple[str, dict, str]:
     """``(entrypoint, runtime_env, out)`` of the job that runs this sweep; the space is validated first."""
     from sslray.recipe import recipe_from_dict
     from sslray.tune.space import load_space
@@ -121,9 +121,12 @@ def sweep_job(space_file: str, overrides: list[str], out: str | None, working_di
         out = str(Path(f"sweeps/{space_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}").resolve())
     elif not storage.is_uri(out):
         out = str(Path(out).resolve())
-    if not storage.is_uri(out) and storage.has_files(out):
-        raise UserError(f"--out: {out} already exists and is not empty; choose a new folder")
-    command = ["python", "-m", "sslray.cli", "sweep", relative.as_posix(), *overrides, *pinned, "--out", out]
+    if not storage.is_uri(out) and storage.has_files(out) and not overwrite:
+        raise UserError(f"--out: {out} already exists and is not empty; choose a new folder, or replace it "
+                        "with --overwrite")
+    # The job's own `sslray sweep` checks --out again where it runs (a URI, or a path on the cluster).
+    command = ["python", "-m", "sslray.cli", "sweep", relative.as_posix(), *overrides, *pinned, "--out", out,
+               *(["--overwrite"] if overwrite else [])]
     runtime_env: dict = {"working_dir": str(root), "excludes": EXCLUDES,
                          "env_vars": {"PYTHONUNBUFFERED": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1", **env}}
     if not (root / "sslray" / "__init__.py").is_file():  # a project of its own: ship sslray beside it
@@ -134,9 +137,10 @@ def sweep_job(space_file: str, overrides: list[str], out: str | None, working_di
 
 
 def submit(address: str | None, space_file: str, overrides: list[str], *, out: str | None = None,
-           working_dir: str = ".", env: dict[str, str] | None = None) -> tuple[object, str, str]:
+           working_dir: str = ".", env: dict[str, str] | None = None, overwrite: bool = False
+           ) -> tuple[object, str, str]:
     """Submit the sweep; returns ``(client, job id, out)``."""
-    entrypoint, runtime_env, out = sweep_job(space_file, overrides, out, working_dir, env or {})
+    entrypoint, runtime_env, out = sweep_job(space_file, overrides, out, working_dir, env or {}, overwrite)
     client = connect(address)
     job_id = f"sslray-{Path(space_file).stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     try:
@@ -224,6 +228,8 @@ def add_submit(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="sweep folder as the cluster sees it: a path on its nodes (NFS) or a "
                                       "URI such as s3://BUCKET/sweeps/NAME (default: ./sweeps/<space>-<time>, "
                                       "made absolute)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let the job replace --out if it is an existing sweep folder")
     parser.add_argument("--working-dir", default=".", help="folder shipped with the job (default: here)")
     parser.add_argument("--env", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                         help="environment variable for the job (repeatable)")
@@ -253,7 +259,7 @@ def run_submit(args: argparse.Namespace) -> int:
         raise UserError("SPACE: give a search-space YAML (e.g. search_spaces/quickstart.yaml), or --list / "
                         "--logs JOB_ID / --stop JOB_ID")
     client, job_id, _ = submit(args.address, args.space, args.overrides, out=args.out,
-                               working_dir=args.working_dir, env=dict(args.env))
+                               working_dir=args.working_dir, env=dict(args.env), overwrite=args.overwrite)
     if args.follow:
         return follow(client, job_id)
     address = client.get_address()

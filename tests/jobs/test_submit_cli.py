@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from sslray.cli import main
+from sslray.errors import UserError
 from sslray.submit import EXCLUDES, sweep_job
 
 
@@ -54,6 +55,14 @@ def test_the_job_runs_the_sweep_with_paths_the_cluster_can_resolve(project):
     (project / "sslray" / "__init__.py").write_text("")
     _, runtime_env, uri = sweep_job("search_spaces/s.yaml", [], "s3://bucket/sweeps/x", ".", {})
     assert "py_modules" not in runtime_env and uri == "s3://bucket/sweeps/x"
+    # An existing local --out: refused here, or handed to the job's own `sslray sweep --overwrite`.
+    (project / "old").mkdir()
+    (project / "old" / "space.yaml").write_text("kept")
+    with pytest.raises(UserError, match="--overwrite"):
+        sweep_job("search_spaces/s.yaml", [], str(project / "old"), ".", {})
+    entrypoint, _, _ = sweep_job("search_spaces/s.yaml", [], str(project / "old"), ".", {}, overwrite=True)
+    assert shlex.split(entrypoint)[-3:] == ["--out", str(project / "old"), "--overwrite"]
+    assert (project / "old" / "space.yaml").read_text() == "kept"  # the job replaces it, not the submitter
 
 
 @pytest.mark.parametrize("args, message", [
