@@ -16,7 +16,7 @@ What is measured
     of each of its descendants, i.e. the local Ray it started (raylet, gcs_server, dashboard and its
     agents, and the worker processes the raylet forks). Each process is given a role from its command
     line / process title at that moment (a Ray worker's title changes: ``ray::IDLE``, then a Data task
-    such as ``ray::MapBatches(read_row_groups)->MapBatches(make_views)``, then ``ray::IDLE`` again; a
+    such as ``ray::MapBatches(row_group_views)``, then ``ray::IDLE`` again; a
     Tune trial is ``ray::ImplicitFunc.train``). Every ``--pss-every`` samples the PSS of each process is
     read too (``/proc/PID/smaps_rollup``, ~3 ms a process): the sum of PSS is what the whole run costs
     the machine, since RSS counts the shared torch/ray libraries once per process.

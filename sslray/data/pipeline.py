@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -204,13 +205,26 @@ def steps_per_epoch(prepared: PreparedDataset, *, seed: int, epoch: int, world: 
 
 
 def read_row_groups(units: pa.Table) -> pa.Table:
-    """``map_batches`` function: (file, row_group, rows) units -> the rows they name."""
+    """(file, row_group, rows) units -> the rows they name."""
     tables = []
     for file, group, rows in zip(*(units.column(c).to_pylist() for c in ("file", "row_group", "rows"))):
         fs, local = _filesystem(file)
         with fs.open_input_file(local) as handle:
             tables.append(pq.ParquetFile(handle).read_row_group(group, columns=list(COLUMNS)).slice(0, rows))
     return pa.concat_tables(tables)
+
+
+def row_group_views(units: pa.Table, *, batch_size: int, **view_options) -> Iterator[dict[str, np.ndarray]]:
+    """``map_batches`` generator: one row group unit in, its views out in blocks of ``batch_size`` rows.
+
+    Reading and augmenting in one function, one task per row group, is what spreads an epoch over
+    every CPU: as two chained ``map_batches``, Ray Data fuses them and bundles as many *units* per task
+    as the second one's batch size (256 row groups: a whole epoch in one task on one core, and no batch
+    before all of it is done). Yielding block by block bounds a task's memory and lets training start
+    after the first block."""
+    rows = read_row_groups(units)
+    for start in range(0, rows.num_rows, batch_size):
+        yield make_views(rows.slice(start, batch_size), **view_options)
 
 
 def rank_views_dataset(prepared: PreparedDataset, specs: list[ViewSpec], *, channels: int, seed: int, epoch: int,
@@ -223,9 +237,9 @@ def rank_views_dataset(prepared: PreparedDataset, specs: list[ViewSpec], *, chan
 
     units = epoch_row_groups(prepared, seed=seed, epoch=epoch, rank=rank, world=world, limit=limit)
     items = [{"file": f, "row_group": g, "rows": n} for f, g, n in units]
-    fn = functools.partial(make_views, specs=specs, channels=channels, seed=seed, epoch=epoch)
+    fn = functools.partial(row_group_views, batch_size=batch_size, specs=specs, channels=channels, seed=seed,
+                           epoch=epoch)
     ds = (ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-          .map_batches(read_row_groups, batch_size=1, batch_format="pyarrow", num_cpus=num_cpus)
-          .map_batches(fn, batch_format="pyarrow", batch_size=batch_size, num_cpus=num_cpus))
+          .map_batches(fn, batch_size=1, batch_format="pyarrow", num_cpus=num_cpus))
     ds.context.execution_options.preserve_order = True  # order = row-group order: reproducible batches
     return on_nodes(ds, label_selector)

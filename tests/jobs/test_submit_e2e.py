@@ -185,7 +185,7 @@ def test_a_sweep_job_succeeds_and_leaves_its_results_in_storage(ray_head, projec
                            env={**ray_head.env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=120)
     assert tasks.returncode == 0, tasks.stderr[-2000:]
     data_tasks = [t for t in json.loads(tasks.stdout) if t["name"].startswith(("MapBatches", "ReadFiles"))]
-    assert {t["name"] for t in data_tasks} >= {"MapBatches(read_row_groups)->MapBatches(make_views)",
+    assert {t["name"] for t in data_tasks} >= {"MapBatches(row_group_views)",
                                                "MapBatches(make_eval_images)"}
     assert all(t["label_selector"] == LABEL for t in data_tasks), [t["label_selector"] for t in data_tasks]
 
