@@ -24,7 +24,7 @@ class DINOLoss(nn.Module):
     first 30 epochs in the paper).
 
     Shapes: ``student_out``: list of [N, K] logits, global crops first; ``teacher_out``: list of
-    [N, K] logits of the global crops -> scalar loss.
+    [N, K] logits of the global crops (any float dtype) -> float32 scalar loss.
     """
 
     def __init__(self, out_dim: int, teacher_temp: float = 0.04, student_temp: float = 0.1,
@@ -39,9 +39,11 @@ class DINOLoss(nn.Module):
         if len(student_out) < len(teacher_out):
             raise ValueError(f"the student sees all {len(student_out)} crops, so it must see at least "
                              f"the teacher's {len(teacher_out)} global crops")
-        teacher_probs = [F.softmax((t.detach() - self.center) / self.teacher_temp, dim=-1) for t in teacher_out]
-        student_log_probs = [F.log_softmax(s / self.student_temp, dim=-1) for s in student_out]
-        total = student_out[0].new_zeros(())
+        # float32: the teacher's sharpening (x 25 at T = 0.04) would magnify bf16's rounding of the logits.
+        teacher_probs = [F.softmax((t.detach().float() - self.center) / self.teacher_temp, dim=-1)
+                         for t in teacher_out]
+        student_log_probs = [F.log_softmax(s.float() / self.student_temp, dim=-1) for s in student_out]
+        total = student_out[0].new_zeros((), dtype=torch.float32)
         terms = 0
         for t_index, p_teacher in enumerate(teacher_probs):
             for s_index, log_p_student in enumerate(student_log_probs):
@@ -54,6 +56,6 @@ class DINOLoss(nn.Module):
 
     @torch.no_grad()
     def update_center(self, teacher_out: list[Tensor]) -> None:
-        batch = torch.cat([t.detach() for t in teacher_out])
+        batch = torch.cat([t.detach().float() for t in teacher_out])
         batch_mean = dist.gather(batch.mean(dim=0, keepdim=True)).mean(dim=0, keepdim=True)
         self.center.mul_(self.center_momentum).add_(batch_mean, alpha=1.0 - self.center_momentum)

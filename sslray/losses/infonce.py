@@ -28,7 +28,7 @@ class NTXentLoss(nn.Module):
     with ``sim`` the cosine similarity and the sum over the 2 * N * world_size - 1 other views.
     Views from other ranks are gathered with gradient, so every rank's loss trains every rank's rows.
 
-    Shapes: ``z0``, ``z1``: [N, D] -> scalar loss, scalar pos_top1.
+    Shapes: ``z0``, ``z1``: [N, D] (any float dtype) -> float32 scalar loss, scalar pos_top1.
     Collapsed embeddings (all equal) give loss = log(2 * N * world_size - 1).
     """
 
@@ -44,7 +44,9 @@ class NTXentLoss(nn.Module):
         z0_all = dist.gather_with_grad(local[:n])  # [W*N, D]
         z1_all = dist.gather_with_grad(local[n:])
         candidates = torch.cat([z0_all, z1_all])  # [2*W*N, D]
-        logits = local @ candidates.T / self.temperature  # [2N, 2*W*N]
+        # The similarities in the inputs' dtype (bf16 on tensor cores under autocast), the softmax in
+        # float32: a bf16 log-sum-exp over thousands of columns loses the loss's last digits.
+        logits = (local @ candidates.T).float() / self.temperature  # [2N, 2*W*N]
 
         # Row j = (view v, image i) sits at column v*W*N + offset + i; its positive is the other view.
         total = z0_all.shape[0]
@@ -52,7 +54,8 @@ class NTXentLoss(nn.Module):
         self_cols = torch.cat([image, image + total])
         positive_cols = torch.cat([image + total, image])
         rows = torch.arange(2 * n, device=z0.device)
-        logits = logits.index_put((rows, self_cols), torch.tensor(float("-inf"), device=z0.device))
+        is_self = torch.zeros_like(logits, dtype=torch.bool).index_put_((rows, self_cols), torch.tensor(True))
+        logits = logits.masked_fill(is_self, float("-inf"))  # a view is not its own candidate
         loss = F.cross_entropy(logits, positive_cols)
         pos_top1 = (logits.argmax(dim=1) == positive_cols).float().mean()
         return loss, pos_top1.detach()
@@ -71,7 +74,8 @@ class InfoNCELoss(nn.Module):
     * ``negatives`` [K, D] (MoCo v2, Chen et al. 2020b): a queue of past keys; logits are
       [N, 1 + K] with the positive in column 0.
 
-    Shapes: ``query``, ``key``: [N, D], ``negatives``: [K, D] or None -> scalar loss, scalar pos_top1.
+    Shapes: ``query``, ``key``: [N, D], ``negatives``: [K, D] or None (any float dtype) -> float32 scalar
+    loss, scalar pos_top1.
     """
 
     def __init__(self, temperature: float = 0.2):
@@ -91,7 +95,7 @@ class InfoNCELoss(nn.Module):
             positive = (query * key).sum(dim=1, keepdim=True)  # [N, 1]
             logits = torch.cat([positive, query @ F.normalize(negatives, dim=1).T], dim=1)
             labels = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
-        logits = logits / self.temperature
+        logits = logits.float() / self.temperature  # softmax in float32, as in NTXentLoss
         loss = F.cross_entropy(logits, labels)
         pos_top1 = (logits.argmax(dim=1) == labels).float().mean()
         return loss, pos_top1.detach()

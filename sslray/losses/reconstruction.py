@@ -5,7 +5,8 @@ visible patches carry no reconstruction signal (He et al. 2021, §3 "Reconstruct
 the loss only on masked patches, as in BERT).
 
 Shapes everywhere: ``pred``/``target`` [N, L, P] with P = p*p*C pixels per patch (``patchify`` order),
-``mask`` [N, L] with 1 = masked (reconstruct), 0 = visible (ignored).
+``mask`` [N, L] with 1 = masked (reconstruct), 0 = visible (ignored). Inputs of any float dtype; the
+per-patch statistics and the loss are float32 (a bf16 variance of 16-pixel patches is too coarse).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class MaskedMSELoss(nn.Module):
         self.norm_pix_loss = norm_pix_loss
 
     def forward(self, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+        pred, target, mask = pred.float(), target.float(), mask.float()
         if self.norm_pix_loss:
             target = normalize_patch_pixels(target)
         per_patch = (pred - target).pow(2).mean(dim=-1)
@@ -64,6 +66,7 @@ class MaskedL1Loss(nn.Module):
         self.norm_pix_loss = norm_pix_loss
 
     def forward(self, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+        pred, target, mask = pred.float(), target.float(), mask.float()
         if self.norm_pix_loss:
             target = normalize_patch_pixels(target)
         per_patch = (pred - target).abs().mean(dim=-1)

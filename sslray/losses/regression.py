@@ -2,7 +2,8 @@
 
 Both losses detach the target: the stop-gradient is part of their definition (BYOL's target comes
 from the momentum network, SimSiam's from the same network with stop-grad), and detaching here means
-a method cannot forget it.
+a method cannot forget it. Cosines are computed in float32 whatever the inputs' dtype: BYOL's loss is
+2 - 2 cos, and near convergence cos ~ 1 sits where bf16 has 3 significant digits.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class NormalizedMSELoss(nn.Module):
     """
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        cosine = F.cosine_similarity(prediction, target.detach(), dim=-1)
+        cosine = F.cosine_similarity(prediction.float(), target.detach().float(), dim=-1)
         return (2.0 - 2.0 * cosine).mean()
 
 
@@ -31,4 +32,4 @@ class NegativeCosineLoss(nn.Module):
     """
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        return -F.cosine_similarity(prediction, target.detach(), dim=-1).mean()
+        return -F.cosine_similarity(prediction.float(), target.detach().float(), dim=-1).mean()
