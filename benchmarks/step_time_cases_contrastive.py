@@ -1,5 +1,6 @@
-"""Step-time cases for the joint-embedding methods: sslray's SimCLR, MoCo v2/v3, BYOL, SimSiam and
-DINO against the same math written plainly, the way the papers' reference code writes it.
+"""Step-time cases for the joint-embedding methods: sslray's SimCLR, MoCo v2/v3, BYOL, SimSiam, DINO,
+VICReg and Barlow Twins against the same math written plainly, the way the papers' reference code
+(for VICReg and Barlow Twins: the papers' Algorithm 1) writes it.
 
 ``CASES`` is a list of (name, make_sslray_step, make_reference_step). Each maker builds a model, an
 SGD optimizer and fixed inputs and returns a zero-argument function doing one training step:
@@ -249,6 +250,53 @@ def reference_dino_step() -> Step:
     return _train_step(student, loss, lambda: ema_loop(student, teacher, 0.996))
 
 
+# ------------------------------------------------------------------------- VICReg, Barlow Twins
+
+
+def off_diagonal(x: Tensor) -> Tensor:
+    """Algorithm 1's ``off_diagonal`` of both papers: the flat off-diagonal entries of a square matrix."""
+    n = x.shape[0]
+    return x.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+
+
+def reference_vicreg_step() -> Step:
+    """VICReg's Algorithm 1 line by line: expander 8192-8192-8192 (Linear-BN-ReLU twice, then a Linear
+    without bias), one pass per view, lambda = mu = 25, nu = 1."""
+    net = nn.Sequential(plain_resnet18(), plain_mlp(3, 512, 8192, 8192, last_bn=False))
+    x0, x1 = _views(2)
+
+    def loss() -> Tensor:
+        z_a, z_b = net(x0), net(x1)
+        n, d = z_a.shape
+        sim_loss = F.mse_loss(z_a, z_b)
+        std_z_a = torch.sqrt(z_a.var(dim=0) + 1e-4)
+        std_z_b = torch.sqrt(z_b.var(dim=0) + 1e-4)
+        std_loss = torch.mean(F.relu(1 - std_z_a)) + torch.mean(F.relu(1 - std_z_b))
+        z_a = z_a - z_a.mean(dim=0)
+        z_b = z_b - z_b.mean(dim=0)
+        cov_z_a = (z_a.T @ z_a) / (n - 1)
+        cov_z_b = (z_b.T @ z_b) / (n - 1)
+        cov_loss = off_diagonal(cov_z_a).pow(2).sum() / d + off_diagonal(cov_z_b).pow(2).sum() / d
+        return 25.0 * sim_loss + 25.0 * std_loss + 1.0 * cov_loss
+    return _train_step(net, loss, lambda: None)
+
+
+def reference_barlow_twins_step() -> Step:
+    """Barlow Twins' Algorithm 1, with the batch standardisation done by an affine-free BatchNorm1d as
+    the paper's implementation does: projector 8192-8192-8192, lambda = 5e-3, one pass per view."""
+    net = nn.Sequential(plain_resnet18(), plain_mlp(3, 512, 8192, 8192, last_bn=False))
+    bn = nn.BatchNorm1d(8192, affine=False)
+    x0, x1 = _views(2)
+
+    def loss() -> Tensor:
+        z_a, z_b = net(x0), net(x1)
+        c = bn(z_a).T @ bn(z_b) / z_a.shape[0]
+        on_diag = (torch.diagonal(c) - 1).pow(2).sum()
+        off_diag = off_diagonal(c).pow(2).sum()
+        return on_diag + 5e-3 * off_diag
+    return _train_step(net, loss, lambda: None)
+
+
 CASES: list[tuple[str, Callable[[], Step], Callable[[], Step]]] = [
     ("simclr / resnet18", lambda: _sslray_step("simclr"), reference_simclr_step),
     ("moco_v2 / resnet18", lambda: _sslray_step("moco_v2", queue_size=QUEUE_SIZE), reference_moco_v2_step),
@@ -257,4 +305,6 @@ CASES: list[tuple[str, Callable[[], Step], Callable[[], Step]]] = [
     ("simsiam / resnet18", lambda: _sslray_step("simsiam"), reference_simsiam_step),
     ("dino / resnet18, 2+2 crops", lambda: _sslray_step("dino", num_local=2, out_dim=DINO_OUT_DIM),
      reference_dino_step),
+    ("vicreg / resnet18", lambda: _sslray_step("vicreg"), reference_vicreg_step),
+    ("barlow_twins / resnet18", lambda: _sslray_step("barlow_twins"), reference_barlow_twins_step),
 ]

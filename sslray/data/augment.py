@@ -71,18 +71,20 @@ def _recipe_views(recipe: str, size: int, local_size: int, local_crops: int) -> 
         return globals_ + [dataclasses.replace(local) for _ in range(local_crops)]
     if recipe == "mae":  # crop 0.2-1 + flip only (He et al., 2021, App. A.1)
         return [ViewSpec(size=size, scale=(0.2, 1.0), jitter_p=0.0, gray_p=0.0, blur_p=0.0)]
+    if recipe == "ijepa":  # one random resized crop 0.3-1, nothing else (Assran et al., 2023, App. A.1)
+        return [ViewSpec(size=size, scale=(0.3, 1.0), flip_p=0.0, jitter_p=0.0, gray_p=0.0, blur_p=0.0)]
     if recipe == "macrl":  # masked branch strong, momentum branch weak (Yao et al., 2022, Sec. 3)
         return [ViewSpec(size=size, scale=(0.2, 1.0)),
                 ViewSpec(size=size, scale=(0.2, 1.0), jitter_p=0.0, gray_p=0.0, blur_p=0.0)]
     raise UserError(f"data.augment.recipe: unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
 
 
-RECIPES = ("simclr", "byol", "dino", "mae", "macrl")
+RECIPES = ("simclr", "byol", "dino", "mae", "macrl", "ijepa")
 
 
 @dataclass
 class AugmentConfig:
-    recipe: Literal["simclr", "byol", "dino", "mae", "macrl"] | None = None  # None: the method's own (simclr alone)
+    recipe: Literal["simclr", "byol", "dino", "mae", "macrl", "ijepa"] | None = None  # None: the method's own (simclr alone)
     size: int = 32                       # global crop side (224 for ImageNet-scale recipes)
     local_size: int = 16                 # DINO local crop side (96 at 224: Caron et al., 2021)
     local_crops: int = 6                 # DINO local crops (Caron et al. use 6-10 at 96 px)

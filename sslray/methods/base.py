@@ -13,6 +13,8 @@ The train loop only ever calls:
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -23,6 +25,10 @@ from sslray.nn.schedules import cosine_schedule
 
 class SSLMethod(nn.Module):
     """Base class: a backbone (with ``num_features``) plus whatever the method trains on top of it."""
+
+    # True for methods that encode a subset of patch tokens (MAE, MACRL): only a ViT backbone can.
+    # Recipes are checked against it before any Ray worker starts.
+    needs_vit: ClassVar[bool] = False
 
     def __init__(self, backbone: nn.Module):
         super().__init__()

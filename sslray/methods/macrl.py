@@ -80,6 +80,8 @@ class MACRL(MomentumSSLMethod):
     """Masked contrastive learning on a ``ViTBackbone``: forward(views) -> loss, recon_loss,
     contrastive_loss, pos_top1, embed_std; on_step updates the momentum branch."""
 
+    needs_vit = True
+
     def __init__(self, backbone: nn.Module, cfg: MACRLConfig | None = None):
         cfg = cfg or MACRLConfig()
         super().__init__(require_vit(backbone, "macrl"), cfg.momentum, cfg.final_momentum)

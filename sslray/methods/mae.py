@@ -90,6 +90,8 @@ def reconstruct_images(backbone: ViTBackbone, decoder: MaskedPatchDecoder, image
 class MAE(SSLMethod):
     """Masked autoencoder on a ``ViTBackbone``; the backbone's CLS token is the evaluation feature."""
 
+    needs_vit = True
+
     def __init__(self, backbone: nn.Module, cfg: MAEConfig | None = None):
         super().__init__(require_vit(backbone, "mae"))
         self.cfg = cfg = cfg or MAEConfig()

@@ -12,13 +12,16 @@ from typing import Any
 from sslray.config import section_from_dict
 from sslray.errors import UserError
 from sslray.methods.base import SSLMethod
+from sslray.methods.barlow_twins import BarlowTwins, BarlowTwinsConfig
 from sslray.methods.byol import BYOL, BYOLConfig
 from sslray.methods.dino import DINO, DINOConfig
+from sslray.methods.ijepa import IJEPA, IJEPAConfig
 from sslray.methods.macrl import MACRL, MACRLConfig
 from sslray.methods.mae import MAE, MAEConfig
 from sslray.methods.moco import MoCoV2, MoCoV2Config, MoCoV3, MoCoV3Config
 from sslray.methods.simclr import SimCLR, SimCLRConfig
 from sslray.methods.simsiam import SimSiam, SimSiamConfig
+from sslray.methods.vicreg import VICReg, VICRegConfig
 from sslray.nn.backbones import BackboneConfig, build_backbone
 
 # name -> (method class, config dataclass); the class is built as cls(backbone, config)
@@ -31,6 +34,9 @@ METHODS: dict[str, tuple[type[SSLMethod], type]] = {
     "dino": (DINO, DINOConfig),
     "mae": (MAE, MAEConfig),
     "macrl": (MACRL, MACRLConfig),
+    "ijepa": (IJEPA, IJEPAConfig),
+    "vicreg": (VICReg, VICRegConfig),
+    "barlow_twins": (BarlowTwins, BarlowTwinsConfig),
 }
 
 
@@ -45,6 +51,15 @@ def method_config(method_section: dict[str, Any] | None) -> tuple[str, Any]:
         raise UserError(f"method.name: {what}; choose one of {', '.join(METHODS)}")
     _, config_cls = METHODS[name]
     return name, section_from_dict(config_cls, knobs, "method")
+
+
+def check_method_backbone(name: str, backbone: BackboneConfig) -> None:
+    """Refuse a backbone the method cannot use (a masked method on a ResNet), naming both keys: a
+    recipe mistake must stop before Ray starts, not inside a worker that Ray would restart."""
+    method_cls, _ = METHODS[name]
+    if method_cls.needs_vit and not backbone.name.startswith("vit"):
+        raise UserError(f"backbone.name: method {name} needs a ViT backbone (vit_tiny, vit_small or vit_base), "
+                        f"got {backbone.name}")
 
 
 def build_method(recipe: dict[str, Any]) -> SSLMethod:

@@ -14,9 +14,14 @@ all tokens with ``encode(patchify_embed(x))[:, 0]`` gives the same numbers (test
 The position embedding is the fixed 2-D sin-cos table of MAE (He et al. 2021, ``pos_embed.py``;
 Vaswani et al. 2017 frequencies), with a zero row for the CLS token; it is not trained, so it stays
 meaningful at any mask ratio and is identical in online and momentum copies.
+
+Also here: MAE's ``MaskedPatchDecoder`` and I-JEPA's ``JEPAPredictor``, which both place mask tokens
+at patch positions given by that table.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -101,6 +106,11 @@ class ViTBackbone(nn.Module):
         """[N, C, H, W] -> [N, num_features]: the CLS token after the final norm (timm's own path)."""
         return self.vit(x)
 
+    def compile_trunk(self) -> None:
+        """``torch.compile`` the transformer blocks, in place: they are where the FLOPs are, and both
+        ``forward`` and ``encode`` (masked methods' visible tokens) run through them."""
+        self.vit.blocks.compile()
+
     def patchify_embed(self, x: Tensor) -> Tensor:
         """[N, C, H, W] -> [N, L, D] patch tokens with their position embedding added (no CLS yet)."""
         tokens = self.vit.patch_embed(x).flatten(1, 2)  # dynamic_img_size: [N, H', W', D] -> [N, L, D]
@@ -153,3 +163,56 @@ class MaskedPatchDecoder(nn.Module):
         x = torch.cat([x[:, :1, :], patches], dim=1) + self.decoder_pos_embed
         x = self.decoder_norm(self.decoder_blocks(x))
         return self.decoder_pred(x[:, 1:, :])
+
+
+class JEPAPredictor(nn.Module):
+    """I-JEPA's narrow predictor ViT (Assran et al. 2023, sec. 3 "Prediction"; official
+    ``VisionTransformerPredictor``): context tokens plus one mask token per target patch, run once per
+    target block.
+
+    For each image n and target block m (the context sequence is shared by the M blocks)::
+
+        x   = Linear(D -> d)(context) + pos[context_ids]           [N, Kc, d]
+        q_m = mask_token + pos[target_ids[:, m]]                   [N, Kt, d]
+        out = Linear(d -> D)(LayerNorm(blocks([x ; q_m]))[Kc:])    [N, Kt, D]
+
+    ``pos`` is the fixed 2-D sin-cos table of width d (no CLS row). forward(context [N, Kc, D],
+    context_ids [N, Kc], target_ids [N, M, Kt]) -> predictions [N, M, Kt, D]. The M sequences of an
+    image are folded into the batch (N * M sequences of Kc + Kt tokens), as the official predictor does.
+    """
+
+    def __init__(self, embed_dim: int, predictor_dim: int, depth: int, num_heads: int, grid_size: tuple[int, int],
+                 mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.predictor_embed = nn.Linear(embed_dim, predictor_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, predictor_dim))
+        self.register_buffer("predictor_pos_embed", sincos_pos_embed_2d(predictor_dim, grid_size), persistent=False)
+        # LayerNorm eps 1e-6 as the official vit_predictor (and timm's ViT)
+        norm = partial(nn.LayerNorm, eps=1e-6)
+        self.predictor_blocks = nn.Sequential(*[
+            Block(predictor_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=norm) for _ in range(depth)])
+        self.predictor_norm = norm(predictor_dim)
+        self.predictor_proj = nn.Linear(predictor_dim, embed_dim)
+        # Official init: truncated normal std 0.02 for linears and the mask token, zero biases, and each
+        # block's residual output projections scaled by 1 / sqrt(2 * layer) (``fix_init_weight``).
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        with torch.no_grad():
+            for layer, block in enumerate(self.predictor_blocks, start=1):
+                block.attn.proj.weight.div_((2.0 * layer) ** 0.5)
+                block.mlp.fc2.weight.div_((2.0 * layer) ** 0.5)
+
+    def forward(self, context: Tensor, context_ids: Tensor, target_ids: Tensor) -> Tensor:
+        n, m, kt = target_ids.shape
+        kc = context_ids.shape[1]
+        pos = self.predictor_pos_embed
+        x = self.predictor_embed(context) + pos[context_ids]  # [N, Kc, d]
+        queries = self.mask_token + pos[target_ids]  # [N, M, Kt, d]
+        x = x.unsqueeze(1).expand(-1, m, -1, -1)
+        x = torch.cat([x, queries.to(x.dtype)], dim=2).flatten(0, 1)  # [N * M, Kc + Kt, d]
+        x = self.predictor_norm(self.predictor_blocks(x))
+        return self.predictor_proj(x[:, kc:]).unflatten(0, (n, m))  # [N, M, Kt, D]
