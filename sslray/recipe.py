@@ -22,7 +22,7 @@ import yaml
 from sslray.config import check_range, section_from_dict
 from sslray.data.augment import AugmentConfig, EvalViewSpec
 from sslray.errors import UserError
-from sslray.methods.registry import method_config
+from sslray.methods.registry import check_method_backbone, method_config
 from sslray.nn.backbones import BackboneConfig, check_backbone_config
 from sslray.train.optim import OptimizerConfig
 
@@ -30,7 +30,8 @@ DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform
 
 # The view recipe each method's paper uses when data.augment.recipe is not given.
 DEFAULT_VIEWS = {"simclr": "simclr", "moco_v2": "simclr", "moco_v3": "byol", "byol": "byol",
-                 "simsiam": "simclr", "dino": "dino", "mae": "mae", "macrl": "macrl"}
+                 "simsiam": "simclr", "dino": "dino", "mae": "mae", "macrl": "macrl", "ijepa": "ijepa",
+                 "vicreg": "byol", "barlow_twins": "byol"}
 
 
 @dataclass
@@ -75,7 +76,11 @@ class TrainConfig:
     warmup_epochs: int = 10            # linear lr warm-up, then cosine decay (SimCLR, MAE, DINO)
     final_lr_fraction: float = 0.0     # lr at the end of the cosine, as a fraction of the peak
     grad_accum_steps: int = 1          # optimizer step every N batches
-    precision: str = "auto"            # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    # auto: bf16 on a GPU that has it, else fp16 (with loss scaling); fp32 on CPU. Or fp32 | bf16 | fp16.
+    precision: str = "auto"
+    # torch.compile the backbones (ResNet: whole net; ViT: its blocks) before training. The first steps
+    # take longer (compiling); afterwards GPU steps are faster. Checkpoints are the same either way.
+    compile: bool = False
     seed: int = 0
     checkpoint_every: int = 1          # epochs between checkpoints
     keep_checkpoints: int = 2          # latest K kept, plus the best by knn_top1
@@ -104,8 +109,8 @@ class TrainConfig:
             check_range("train.stop_at_epoch", self.stop_at_epoch, 1, self.epochs)
         check_range("train.knn_temperature", self.knn_temperature, 0.0, None, low_open=True)
         check_range("train.collapse_std", self.collapse_std, 0.0, 1.0)
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise UserError(f"train.precision: {self.precision!r} is not allowed; choose auto, fp32 or bf16")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise UserError(f"train.precision: {self.precision!r} is not allowed; choose auto, fp32, bf16 or fp16")
 
 
 @dataclass
@@ -278,7 +283,14 @@ def _check_across_sections(recipe: Recipe) -> None:
     if recipe.backbone.in_chans != recipe.data.channels:
         raise UserError(f"backbone.in_chans: {recipe.backbone.in_chans} but data.channels is "
                         f"{recipe.data.channels}; they must match")
+    check_method_backbone(recipe.method_name, recipe.backbone)
     workers = recipe.scaling.num_workers
+    sync_bn = ("train.sync_batchnorm" if recipe.train.sync_batchnorm
+               else "method.bn_mode" if recipe.method.get("bn_mode") == "sync" else None)
+    if sync_bn and workers > 1 and not recipe.scaling.use_gpu:
+        # torch's SyncBatchNorm refuses CPU tensors once there is more than one rank to sync with.
+        raise UserError(f"{sync_bn}: SyncBatchNorm runs on GPUs only, and scaling.use_gpu is false with "
+                        f"{workers} workers; on CPUs use method.bn_mode: shuffle (MoCo) or plain BatchNorm")
     if recipe.train.batch_size % workers:
         raise UserError(f"train.batch_size: {recipe.train.batch_size} does not split evenly across "
                         f"scaling.num_workers={workers}; use a multiple of {workers}")

@@ -30,8 +30,8 @@ def test_there_is_a_recipe_per_method_with_resnet_and_vit_variants():
     for path in RECIPES:
         recipe = load_recipe(path)
         backbones.setdefault(recipe.method_name, set()).add(recipe.backbone.name)
-    for method in METHODS:  # masked methods need a ViT; every other method has both variants
-        assert backbones[method] == ({"vit_tiny"} if method in ("mae", "macrl") else {"resnet18", "vit_tiny"})
+    for method, (cls, _) in METHODS.items():  # masked methods need a ViT; every other method has both variants
+        assert backbones[method] == ({"vit_tiny"} if cls.needs_vit else {"resnet18", "vit_tiny"}), method
 
 
 @pytest.mark.parametrize("path", PAPER_RECIPES, ids=lambda p: p.stem)
@@ -80,6 +80,11 @@ def test_overrides_are_typed_yaml_values_on_dotted_paths(tmp_path):
     ("method: {name: simclr\n", [], r"recipe\.yaml:2:1: "),
     ("method: !!python/object/apply:os.system ['touch pwned']\n", [], r"recipe\.yaml:1:9: .*safe_load"),
     ("- just\n- a list\n", [], r"expected a mapping of sections"),
+    ("method: {name: mae}\nbackbone: {in_chans: 1}\n", [], r"backbone\.name: method mae needs a ViT backbone"),
+    ("method: {name: simclr}\nbackbone: {in_chans: 1}\n", ["train.sync_batchnorm=true", "scaling.num_workers=2"],
+     r"train\.sync_batchnorm: SyncBatchNorm runs on GPUs only"),
+    ("method: {name: moco_v2, bn_mode: sync}\nbackbone: {in_chans: 1}\n", ["scaling.num_workers=4"],
+     r"method\.bn_mode: SyncBatchNorm runs on GPUs only"),
 ])
 def test_bad_recipes_name_the_key_and_value(tmp_path, monkeypatch, text, overrides, message):
     monkeypatch.chdir(tmp_path)
@@ -104,3 +109,9 @@ def test_distributions_are_found_anywhere():
 def test_recipe_round_trips_through_its_dict():
     recipe = recipe_from_dict({"method": {"name": "byol"}, "backbone": {"in_chans": 1}})
     assert recipe_from_dict(recipe.to_dict()) == recipe
+
+
+def test_sync_batchnorm_is_fine_on_gpus_or_a_single_worker(tmp_path):
+    text = "method: {name: moco_v2, bn_mode: sync}\nbackbone: {in_chans: 1}\n"
+    assert load_recipe(write(tmp_path, text), ["scaling.num_workers=2", "scaling.use_gpu=true"]).scaling.use_gpu
+    assert load_recipe(write(tmp_path, text), ["train.sync_batchnorm=true"]).train.sync_batchnorm

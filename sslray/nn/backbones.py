@@ -53,6 +53,10 @@ class ResNetBackbone(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def compile_trunk(self) -> None:
+        """``torch.compile`` the whole network, in place (``nn.Module.compile``: state-dict keys stay)."""
+        self.net.compile()
+
 
 def _resnet(depth: int) -> Callable[[BackboneConfig], nn.Module]:
     def build(cfg: BackboneConfig) -> nn.Module:
@@ -99,6 +103,16 @@ def check_backbone_config(cfg: BackboneConfig) -> None:
     check_range("backbone.drop_path_rate", cfg.drop_path_rate, 0.0, 1.0, high_open=True)
     if cfg.depth is not None:
         check_range("backbone.depth", cfg.depth, 1, None)
+
+
+def compile_backbones(model: nn.Module) -> int:
+    """``torch.compile`` (in place) the trunk of every backbone inside ``model``: the online one and
+    the EMA targets / teachers alike; returns how many. Compiling in place keeps the state-dict keys,
+    so compiled and eager runs read each other's checkpoints and ``sslray export`` is unchanged."""
+    backbones = [m for m in model.modules() if callable(getattr(m, "compile_trunk", None))]
+    for backbone in backbones:
+        backbone.compile_trunk()
+    return len(backbones)
 
 
 def build_backbone(cfg: BackboneConfig) -> nn.Module:

@@ -1,7 +1,8 @@
 """``train_loop_per_worker``: what every Ray Train worker runs for one pretraining run.
 
 Per epoch: this rank's views (``rank_views_dataset``: reproducible, fresh per epoch), uint8 -> float
-normalisation on the device, forward/backward with optional bf16 autocast and gradient accumulation,
+normalisation on the device, forward/backward with mixed precision (``sslray.train.precision``: bf16,
+or fp16 with a gradient scaler) and gradient accumulation,
 per-step lr (warm-up + cosine) and the method's own schedules (``on_step``: momentum, teacher
 temperature, EMA). Then online evaluation on rank 0 (weighted kNN, embed_std) and a report (``session.report``: Ray Train or Tune)
 with the metrics and, every ``checkpoint_every`` epochs, a checkpoint (model, optimizer, epoch, step,
@@ -31,12 +32,14 @@ from sslray.data.augment import PixelNormalizer
 from sslray.data.pipeline import open_prepared, rank_views_dataset, steps_per_epoch
 from sslray.logging import RunLogger
 from sslray.methods.registry import build_method
+from sslray.nn.backbones import compile_backbones
 from sslray.nn.dist import broadcast_object, mean_over_ranks
 from sslray.nn.schedules import warmup_cosine
 from sslray.recipe import Recipe, recipe_from_dict
 from sslray.storage import RunMirror
 from sslray.train.checkpoint import MODEL, load_tensors, read_state, replace_atomically, write_checkpoint
 from sslray.train.online_eval import online_knn
+from sslray.train.precision import MixedPrecision
 from sslray.train.restarts import EpochProgress
 from sslray.train.optim import build_optimizer, scaled_lr, set_lr
 from sslray.train.session import WorkerSession
@@ -55,6 +58,8 @@ class Progress:
     step: int = 0           # optimizer steps taken
     best_knn: float = -1.0
     history: list[dict] = field(default_factory=list)
+    grad_scaler: dict = field(default_factory=dict)  # fp16's loss scale, carried through checkpoints
+    precision: str = "fp32"  # what the steps ran in (train.precision resolved for the device)
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -74,6 +79,9 @@ def run_worker(config: dict, session: WorkerSession) -> None:
     method = build_method(recipe.to_dict())
     if recipe.train.sync_batchnorm and world > 1:
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    if recipe.train.compile:
+        # Before DDP wraps the model; compiled lazily at the first step (that step takes longer).
+        compile_backbones(method)
     model = session.prepare_model(method)
     optimizer = build_optimizer(method, recipe.optim, recipe.train.batch_size)
     progress, restored = _restore(method, optimizer, device, session.get_checkpoint(), config.get("resume_from"))
@@ -89,6 +97,11 @@ def run_worker(config: dict, session: WorkerSession) -> None:
         raise ValueError(f"data.path: {prepared.num_rows} images give each of {world} workers less than one "
                          f"batch of {batch_per_worker}; lower train.batch_size or add data")
     settings = StepSettings.of(recipe, sum(steps) // recipe.train.grad_accum_steps, device)
+    settings.precision.load_state_dict(progress.grad_scaler)
+    progress.precision = settings.precision.name
+    if rank == 0:
+        sys.stdout.write(f"training on {world} x {device.type}, precision {settings.precision.name}"
+                         f"{', compiled backbones' if recipe.train.compile else ''}\n")
     # Scalars are logged at step = epoch number; on resume, drop anything past the checkpoint's epoch.
     logger = RunLogger(config["run_dir"] if rank == 0 else None,
                        resume_from_step=progress.epoch + 1 if progress.epoch else None)
@@ -122,6 +135,7 @@ def run_worker(config: dict, session: WorkerSession) -> None:
             metrics["eval_seconds"] = time.perf_counter() - eval_start
         metrics["resumed_from_epoch"] = resumed_from
         progress.epoch = epoch + 1
+        progress.grad_scaler = settings.precision.state_dict()
         progress.history.append(metrics)
         epochs_file.finished(epoch + 1)
         _log_epoch(logger, metrics, recipe.train.epochs, rank)
@@ -177,7 +191,7 @@ def _stop_reason(metrics: dict, threshold: float) -> str | None:
 
 
 EVAL_METRICS = ("knn_top1", "knn_top5", "embed_std", "linear_top1")
-PERF_METRICS = ("images_per_s", "data_wait_frac", "seconds", "eval_seconds")
+PERF_METRICS = ("images_per_s", "data_wait_frac", "seconds", "eval_seconds", "peak_gpu_memory_gb")
 
 
 def _log_epoch(logger: RunLogger, metrics: dict, epochs: int, rank: int) -> None:
@@ -211,7 +225,7 @@ def _restore(method, optimizer, device, checkpoint, resume_from: str | None) -> 
         optimizer.load_state_dict(load_tensors(folder / "optimizer.pt", device))
         state = read_state(folder)
     return Progress(epoch=state["epoch"] + 1, step=state["step"], best_knn=state.get("best_knn", -1.0),
-                    history=state.get("history", [])), True
+                    history=state.get("history", []), grad_scaler=state.get("grad_scaler", {})), True
 
 
 @dataclass
@@ -223,18 +237,16 @@ class StepSettings:
     peak_lr: float
     final_lr: float
     accum: int
-    use_bf16: bool
-    channels_last: bool  # CNNs run faster on NHWC tensors
+    precision: MixedPrecision
+    channels_last: bool  # CNNs run faster on NHWC tensors (cuDNN's tensor-core kernels are NHWC)
 
     @classmethod
     def of(cls, recipe: Recipe, total_steps: int, device) -> StepSettings:
         peak = scaled_lr(recipe.optim.base_lr, recipe.train.batch_size)
-        precision = recipe.train.precision
         return cls(PixelNormalizer(recipe.data.mean, recipe.data.std, device), total_steps,
                    recipe.train.warmup_epochs * total_steps // recipe.train.epochs, peak,
                    peak * recipe.train.final_lr_fraction, recipe.train.grad_accum_steps,
-                   precision == "bf16" or (precision == "auto" and device.type == "cuda"),
-                   recipe.backbone.name.startswith("resnet"))
+                   MixedPrecision(recipe.train.precision, device), recipe.backbone.name.startswith("resnet"))
 
 
 def _train_epoch(model, method, optimizer, recipe: Recipe, prepared, epoch: int, num_steps: int,
@@ -244,9 +256,13 @@ def _train_epoch(model, method, optimizer, recipe: Recipe, prepared, epoch: int,
     dataset = rank_views_dataset(prepared, recipe.data.augment.view_specs(), channels=recipe.data.channels,
                                  seed=seed, epoch=epoch, rank=rank, world=world, limit=recipe.data.limit,
                                  num_cpus=recipe.data.cpus_per_task, label_selector=recipe.data.label_selector)
-    batches = dataset.iter_torch_batches(batch_size=batch, drop_last=True, device=device,
+    on_gpu = device.type == "cuda"
+    # Pinned host memory: the uint8 batch's copy to the GPU runs asynchronously with compute.
+    batches = dataset.iter_torch_batches(batch_size=batch, drop_last=True, device=device, pin_memory=on_gpu,
                                          local_shuffle_buffer_size=SHUFFLE_BUFFER_BATCHES * batch,
                                          local_shuffle_seed=seed * 1_000_003 + epoch * 1009 + rank)
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(device)
     sums: dict[str, float] = {}
     scheduled: dict[str, float] = {}
     sample: list[torch.Tensor] = []
@@ -269,6 +285,8 @@ def _train_epoch(model, method, optimizer, recipe: Recipe, prepared, epoch: int,
     metrics.update(scheduled)  # their values at the end of the epoch
     metrics.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=seconds,
                    images_per_s=num_steps * batch * world / seconds, data_wait_frac=waited / seconds)
+    if on_gpu:
+        metrics["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
     return metrics, sample
 
 
@@ -282,7 +300,7 @@ def _step(model, method, optimizer, uint8_views: list[torch.Tensor], index: int,
     # Between optimizer steps DDP need not all-reduce: gradients just accumulate locally.
     sync = contextlib.nullcontext() if stepping or not hasattr(model, "no_sync") else model.no_sync()
     with sync:
-        with torch.autocast(device_type=views[0].device.type, dtype=torch.bfloat16, enabled=settings.use_bf16):
+        with settings.precision.autocast():
             out = model(views)
         # The mean over ranks: a NaN on any rank reaches all of them at this step, so they stop together
         # (one rank stopping alone would leave the others waiting in DDP's all-reduce).
@@ -290,10 +308,10 @@ def _step(model, method, optimizer, uint8_views: list[torch.Tensor], index: int,
         if not math.isfinite(loss):
             raise NonFiniteLoss(f"non-finite loss ({loss}) at epoch {epoch + 1}, optimizer step "
                                 f"{progress.step}: lower optim.base_lr or check the data")
-        (out["loss"] / settings.accum).backward()
+        settings.precision.backward(out["loss"] / settings.accum)
     scheduled = {}
     if stepping:
-        optimizer.step()
+        settings.precision.step(optimizer)
         optimizer.zero_grad(set_to_none=True)
         scheduled = method.on_step(progress.step, settings.total_steps)  # momentum, teacher temperature, EMA
         progress.step += 1
@@ -333,7 +351,8 @@ def _report(session: WorkerSession, method, optimizer, recipe: Recipe, progress:
     improved = knn > progress.best_knn
     progress.best_knn = max(progress.best_knn, knn)
     state = {"epoch": epoch, "step": progress.step, "best_knn": progress.best_knn, "metrics": metrics,
-             "history": progress.history, "recipe": recipe.to_dict()}
+             "history": progress.history, "recipe": recipe.to_dict(), "grad_scaler": progress.grad_scaler,
+             "precision": progress.precision}
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_checkpoint(Path(tmp) / "ckpt", method.state_dict(), optimizer.state_dict(), state)
         if improved:

@@ -36,6 +36,10 @@ def worker(rank: int, port: int, out_dir: str) -> None:
         # sum of both ranks' weights, 1 + 2 = 3.
         (gathered.sum() * (rank + 1)).backward()
         no_grad = dist.gather(x)
+        # The same in bf16, as activations arrive under autocast on GPUs (NCCL) and CPUs (gloo).
+        x_bf16 = x.detach().bfloat16().requires_grad_(True)
+        gathered_bf16 = dist.gather_with_grad(x_bf16)
+        (gathered_bf16.float().sum() * (rank + 1)).backward()
 
         z0.requires_grad_(True)
         z1.requires_grad_(True)
@@ -47,7 +51,8 @@ def worker(rank: int, port: int, out_dir: str) -> None:
         torch.save({"world": dist.world_size(), "rank": dist.rank(), "gathered": gathered.detach(),
                     "mean": losses[0], "nan_mean": losses[1],
                     "no_grad_requires_grad": no_grad.requires_grad, "x_grad": x.grad,
-                    "loss": loss.detach(), "z0_grad": z0.grad, "z1_grad": z1.grad},
+                    "loss": loss.detach(), "z0_grad": z0.grad, "z1_grad": z1.grad,
+                    "gathered_bf16": gathered_bf16.detach(), "x_bf16_grad": x_bf16.grad},
                    f"{out_dir}/rank{rank}.pt")
     finally:
         torch_dist.destroy_process_group()
@@ -69,6 +74,8 @@ def test_gathers_across_two_processes(tmp_path):
         assert torch.equal(result["gathered"], x_all)
         assert not result["no_grad_requires_grad"]
         assert torch.allclose(result["x_grad"], torch.full((N, D), 3.0))
+        assert result["gathered_bf16"].dtype == torch.bfloat16 and torch.equal(result["gathered_bf16"], x_all.bfloat16())
+        assert torch.equal(result["x_bf16_grad"], torch.full((N, D), 3.0, dtype=torch.bfloat16))
         assert result["mean"].item() == 1.5 and torch.isnan(result["nan_mean"]).all()
 
     # NT-Xent over 2 ranks = NT-Xent over the concatenated batch on one process: the mean of the rank
