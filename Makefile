@@ -56,6 +56,12 @@ test: install fmnist-source
 bench: install fmnist-source
 	$(PY) benchmarks/augment_throughput.py
 
+# GPU throughput of `sslray train` next to a plain PyTorch loop (docs/benchmarks.md, "GPU"); ~8 min on one GPU.
+.PHONY: bench-gpu
+OUT ?= benchmarks/results/gpu-$(shell date +%Y%m%d-%H%M%S)
+bench-gpu: install
+	$(PY) benchmarks/gpu.py --out $(OUT)
+
 clean:
 	rm -rf $(FMNIST_OUT) .pytest_cache build *.egg-info  # runs/ and sweeps/ are results: never removed
 	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
