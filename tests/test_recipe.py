@@ -8,13 +8,12 @@ import pytest
 import torch
 
 from sslray.errors import UserError
-from sslray.methods.registry import build_method
+from sslray.methods.registry import METHODS, build_method
 from sslray.recipe import apply_overrides, find_distributions, load_recipe, recipe_from_dict
 
 SEARCH_SPACES = Path(__file__).parents[1] / "search_spaces"
 RECIPES = sorted(SEARCH_SPACES.glob("*_fmnist*.yaml"))
 PAPER_RECIPES = sorted(SEARCH_SPACES.glob("paper/*.yaml"))
-METHODS = ["simclr", "moco_v2", "moco_v3", "byol", "simsiam", "dino", "mae", "macrl"]
 
 
 def write(tmp_path, text: str) -> Path:
