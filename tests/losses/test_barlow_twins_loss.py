@@ -1,16 +1,15 @@
 """Barlow Twins' loss: the formula against a plain reference, the values it takes on embeddings whose
 cross-correlation is known, dtypes, and the global batch across 2 gloo processes."""
 
-import socket
 
 import pytest
 import torch
-import torch.distributed as torch_dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from sslray.losses.barlow_twins import BarlowTwinsLoss, off_diagonal, off_diagonal_square_sum
 from sslray.nn import dist
+
+from tests.gloo import WORLD, on_two_ranks
 
 
 def reference_loss(z0, z1, offdiag_weight):
@@ -146,13 +145,8 @@ def test_needs_two_samples_and_matching_shapes():
 
 # ------------------------------------------------------------------ the global batch over 2 ranks
 
-WORLD, N, D = 2, 4, 6  # 2 x 4 gathered rows for 6 dimensions: the D x D cross-correlation
+N, D = 4, 6  # 2 x 4 gathered rows for 6 dimensions: the D x D cross-correlation
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rank_inputs(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,25 +155,15 @@ def rank_inputs(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     return z0, z0 + 0.3 * torch.randn(N, D, generator=generator, dtype=torch.float64)
 
 
-def worker(rank: int, port: int, out_dir: str) -> None:
-    torch_dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    try:
-        z0, z1 = (z.requires_grad_(True) for z in rank_inputs(rank))
-        loss, _ = BarlowTwinsLoss(offdiag_weight=0.1)(z0, z1)
-        loss.backward()
-        torch.save({"world": dist.world_size(), "loss": loss.detach(), "z0_grad": z0.grad, "z1_grad": z1.grad},
-                   f"{out_dir}/rank{rank}.pt")
-    finally:
-        # Both ranks done with every collective before either tears gloo down: without this barrier a
-        # rank that exits first intermittently aborted the other at exit ("terminate called without an
-        # active exception", SIGABRT).
-        torch_dist.barrier()
-        torch_dist.destroy_process_group()
+def worker(rank: int) -> dict:
+    z0, z1 = (z.requires_grad_(True) for z in rank_inputs(rank))
+    loss, _ = BarlowTwinsLoss(offdiag_weight=0.1)(z0, z1)
+    loss.backward()
+    return {"world": dist.world_size(), "loss": loss.detach(), "z0_grad": z0.grad, "z1_grad": z1.grad}
 
 
 def test_two_ranks_compute_the_loss_of_the_concatenated_batch(tmp_path):
-    mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
-    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    results = on_two_ranks(worker, tmp_path)
     inputs = [rank_inputs(r) for r in range(WORLD)]
     z0 = torch.cat([z for z, _ in inputs]).requires_grad_(True)
     z1 = torch.cat([z for _, z in inputs]).requires_grad_(True)

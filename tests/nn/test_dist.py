@@ -1,22 +1,15 @@
 """Gathers and means across 2 CPU processes (gloo): values, and gradients flowing back to each rank's inputs."""
 
-import socket
 
 import torch
-import torch.distributed as torch_dist
-import torch.multiprocessing as mp
 
 from sslray.losses.infonce import NTXentLoss
 from sslray.nn import dist
 
-WORLD = 2
+from tests.gloo import WORLD, on_two_ranks
+
 N, D = 3, 5
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rank_inputs(rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -26,36 +19,31 @@ def rank_inputs(rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return x, z0, z1
 
 
-def worker(rank: int, port: int, out_dir: str) -> None:
-    torch_dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    try:
-        x, z0, z1 = rank_inputs(rank)
-        x.requires_grad_(True)
-        gathered = dist.gather_with_grad(x)
-        # Rank r weighs the gathered rows by (r + 1): the gradient reaching rank r's own rows must be the
-        # sum of both ranks' weights, 1 + 2 = 3.
-        (gathered.sum() * (rank + 1)).backward()
-        no_grad = dist.gather(x)
-        # The same in bf16, as activations arrive under autocast on GPUs (NCCL) and CPUs (gloo).
-        x_bf16 = x.detach().bfloat16().requires_grad_(True)
-        gathered_bf16 = dist.gather_with_grad(x_bf16)
-        (gathered_bf16.float().sum() * (rank + 1)).backward()
+def worker(rank: int) -> dict:
+    x, z0, z1 = rank_inputs(rank)
+    x.requires_grad_(True)
+    gathered = dist.gather_with_grad(x)
+    # Rank r weighs the gathered rows by (r + 1): the gradient reaching rank r's own rows must be the
+    # sum of both ranks' weights, 1 + 2 = 3.
+    (gathered.sum() * (rank + 1)).backward()
+    no_grad = dist.gather(x)
+    # The same in bf16, as activations arrive under autocast on GPUs (NCCL) and CPUs (gloo).
+    x_bf16 = x.detach().bfloat16().requires_grad_(True)
+    gathered_bf16 = dist.gather_with_grad(x_bf16)
+    (gathered_bf16.float().sum() * (rank + 1)).backward()
 
-        z0.requires_grad_(True)
-        z1.requires_grad_(True)
-        loss, pos_top1 = NTXentLoss(temperature=0.5)(z0, z1)
-        loss.backward()
-        # Rank 1's loss is NaN: the mean over ranks must show it on rank 0 too (both stop at that step).
-        losses = dist.mean_over_ranks(torch.tensor([float(rank + 1)])), dist.mean_over_ranks(
-            torch.tensor([float("nan") if rank == 1 else 1.0]))
-        torch.save({"world": dist.world_size(), "rank": dist.rank(), "gathered": gathered.detach(),
-                    "mean": losses[0], "nan_mean": losses[1],
-                    "no_grad_requires_grad": no_grad.requires_grad, "x_grad": x.grad,
-                    "loss": loss.detach(), "z0_grad": z0.grad, "z1_grad": z1.grad,
-                    "gathered_bf16": gathered_bf16.detach(), "x_bf16_grad": x_bf16.grad},
-                   f"{out_dir}/rank{rank}.pt")
-    finally:
-        torch_dist.destroy_process_group()
+    z0.requires_grad_(True)
+    z1.requires_grad_(True)
+    loss, pos_top1 = NTXentLoss(temperature=0.5)(z0, z1)
+    loss.backward()
+    # Rank 1's loss is NaN: the mean over ranks must show it on rank 0 too (both stop at that step).
+    losses = dist.mean_over_ranks(torch.tensor([float(rank + 1)])), dist.mean_over_ranks(
+        torch.tensor([float("nan") if rank == 1 else 1.0]))
+    return {"world": dist.world_size(), "rank": dist.rank(), "gathered": gathered.detach(),
+            "mean": losses[0], "nan_mean": losses[1],
+            "no_grad_requires_grad": no_grad.requires_grad, "x_grad": x.grad,
+            "loss": loss.detach(), "z0_grad": z0.grad, "z1_grad": z1.grad,
+            "gathered_bf16": gathered_bf16.detach(), "x_bf16_grad": x_bf16.grad}
 
 
 def test_single_process_fallback():
@@ -65,8 +53,7 @@ def test_single_process_fallback():
 
 
 def test_gathers_across_two_processes(tmp_path):
-    mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
-    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    results = on_two_ranks(worker, tmp_path)
     inputs = [rank_inputs(r) for r in range(WORLD)]
     x_all = torch.cat([x for x, _, _ in inputs])
     for r, result in enumerate(results):
