@@ -14,7 +14,6 @@ shared disk; a remote cluster gets paths it can see or URIs (``--out s3://...``,
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import secrets
@@ -23,7 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from sslray import storage
+from sslray.runs import storage
+from sslray.runs.folders import SWEEP, check_out
 from sslray.errors import UserError
 
 # Never shipped with the job: results, datasets, the local virtualenv, caches. (Ray also skips what
@@ -121,9 +121,8 @@ def sweep_job(space_file: str, overrides: list[str], out: str | None, working_di
         out = str(Path(f"sweeps/{space_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}").resolve())
     elif not storage.is_uri(out):
         out = str(Path(out).resolve())
-    if not storage.is_uri(out) and storage.has_files(out) and not overwrite:
-        raise UserError(f"--out: {out} already exists and is not empty; choose a new folder, or replace it "
-                        "with --overwrite")
+    if not storage.is_uri(out):  # a URI is checked by the job's own `sslray sweep`, where it runs
+        check_out(out, SWEEP, overwrite)
     # The job's own `sslray sweep` checks --out again where it runs (a URI, or a path on the cluster).
     command = ["python", "-m", "sslray.cli", "sweep", relative.as_posix(), *overrides, *pinned, "--out", out,
                *(["--overwrite"] if overwrite else [])]
@@ -200,69 +199,8 @@ def stop(client, job_id: str) -> None:
     print(f"job {job_id}: " + ("stop requested" if stopped else "already finished"))
 
 
-def _job_exists(client, job_id: str, option: str) -> None:
+def check_job_exists(client, job_id: str, option: str) -> None:
     try:
         client.get_job_info(job_id)
     except RuntimeError as err:
         raise UserError(f"{option}: no job {job_id} on {client.get_address()} ({_first_line(err)})") from None
-
-
-# ---- command line ----------------------------------------------------------------------------------
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
-    return key, value
-
-
-def add_submit(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "submit", help="run a sweep on a Ray cluster (Ray Jobs); follow, list or stop jobs",
-        description="Submit `sslray sweep SPACE` to a Ray cluster as a Ray job, with this folder as its "
-                    "working_dir. See jobs/README.md for clusters (ray up, KubeRay).")
-    parser.add_argument("space", nargs="?", metavar="SPACE", help="search-space YAML inside --working-dir")
-    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="override values of SPACE")
-    parser.add_argument("--address", help="the cluster's job server, http://HEAD:8265 (default: "
-                                          "RAY_API_SERVER_ADDRESS, or RAY_ADDRESS if it is an http URL)")
-    parser.add_argument("--out", help="sweep folder as the cluster sees it: a path on its nodes (NFS) or a "
-                                      "URI such as s3://BUCKET/sweeps/NAME (default: ./sweeps/<space>-<time>, "
-                                      "made absolute)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="let the job replace --out if it is an existing sweep folder")
-    parser.add_argument("--working-dir", default=".", help="folder shipped with the job (default: here)")
-    parser.add_argument("--env", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
-                        help="environment variable for the job (repeatable)")
-    parser.add_argument("--follow", action="store_true", help="stream the job's logs until it ends")
-    action = parser.add_mutually_exclusive_group()
-    action.add_argument("--list", action="store_true", help="list the cluster's jobs")
-    action.add_argument("--logs", metavar="JOB_ID", help="follow a submitted job's logs until it ends")
-    action.add_argument("--stop", metavar="JOB_ID", help="stop a running job")
-    parser.set_defaults(run=run_submit)
-
-
-def run_submit(args: argparse.Namespace) -> int:
-    if args.list or args.logs or args.stop:
-        if args.space or args.overrides:
-            raise UserError("SPACE: --list, --logs and --stop take no search space")
-        client = connect(args.address)
-        if args.list:
-            list_jobs(client)
-            return 0
-        if args.stop:
-            _job_exists(client, args.stop, "--stop")
-            stop(client, args.stop)
-            return 0
-        _job_exists(client, args.logs, "--logs")
-        return follow(client, args.logs)
-    if not args.space:
-        raise UserError("SPACE: give a search-space YAML (e.g. search_spaces/quickstart.yaml), or --list / "
-                        "--logs JOB_ID / --stop JOB_ID")
-    client, job_id, _ = submit(args.address, args.space, args.overrides, out=args.out,
-                               working_dir=args.working_dir, env=dict(args.env), overwrite=args.overwrite)
-    if args.follow:
-        return follow(client, job_id)
-    address = client.get_address()
-    print(f"follow it: sslray submit --address {address} --logs {job_id}\n"
-          f"stop it:   sslray submit --address {address} --stop {job_id}")
-    return 0

@@ -30,7 +30,7 @@ from sslray.errors import UserError
 from sslray.methods.registry import METHODS
 from sslray.nn.backbones import BackboneConfig
 from sslray.recipe import DISTRIBUTIONS, DataConfig, ScalingConfig, TrainConfig, load_recipe
-from sslray.train.optim import OptimizerConfig
+from sslray.nn.optim import OptimizerConfig
 from sslray.tune.space import SCHEDULERS, TuneSection, load_space
 
 from .data.samples import (dds_with_unknown_pixel_format, png_with_bad_idat_crc, png_with_ihdr_byte, raw_png,

@@ -42,7 +42,7 @@ from sslray.data.shards import prepare
 from sslray.errors import UserError
 from sslray.methods.registry import build_method
 from sslray.recipe import recipe_from_dict
-from sslray.train.checkpoint import MODEL, STATE, load_tensors, read_state, write_checkpoint
+from sslray.runs.checkpoint import MODEL, STATE, load_tensors, read_state, write_checkpoint
 
 SUBPROCESS_TIMEOUT_S = 300
 # A user's shell: without what conftest's use_loopback() and the session's Ray put into this process.

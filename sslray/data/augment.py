@@ -21,7 +21,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.io import ImageReadMode, decode_image
 
-from sslray.config import check_range, section_from_dict
+from sslray.sections import check_range, section_from_dict
 from sslray.data import batched_transforms as BT
 from sslray.errors import UserError
 
@@ -154,7 +154,7 @@ def render_view(images: torch.Tensor, sizes: torch.Tensor, spec: ViewSpec,
     boxes = BT.random_resized_crop_boxes(rand, sizes[:, 0], sizes[:, 1], spec.scale, spec.ratio)
     out = BT.crop_and_resize(images.float().div_(255), boxes, spec.size)
     out = BT.flip_horizontal(out, rand.bernoulli(spec.flip_p))
-    out = BT.color_jitter(out, rand, rand.bernoulli(spec.jitter_p), *spec.jitter)
+    out = BT.color_jitter(out, rand, rand.bernoulli(spec.jitter_p), BT.JitterStrengths(*spec.jitter))
     out = BT.random_grayscale(out, rand.bernoulli(spec.gray_p))
     # Kernel ~10% of the side, odd (SimCLR: 23 px at 224 px); sigma in pixels, as torchvision's.
     kernel = max(3, int(0.1 * spec.size) // 2 * 2 + 1)

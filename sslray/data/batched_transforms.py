@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -178,10 +179,22 @@ def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.stack(channels, dim=1).clamp_(0, 1)
 
 
+@dataclass(frozen=True)
+class JitterStrengths:
+    """How strongly ``color_jitter`` may change each property; 0 leaves it alone (torchvision's arguments)."""
+
+    brightness: float = 0.0  # factor ~ U(max(0, 1-s), 1+s)
+    contrast: float = 0.0  # factor ~ U(max(0, 1-s), 1+s)
+    saturation: float = 0.0  # factor ~ U(max(0, 1-s), 1+s)
+    hue: float = 0.0  # shift ~ U(-h, h), h <= 0.5
+
+
 def color_jitter(images: torch.Tensor, rand: PerSampleRandom, apply: torch.Tensor,
-                 brightness: float, contrast: float, saturation: float, hue: float) -> torch.Tensor:
+                 strengths: JitterStrengths) -> torch.Tensor:
     """``ColorJitter`` with factors and op order drawn per sample; only rows where ``apply`` is set
     change. Factors ~ U(1-s, 1+s) (hue: U(-h, h)), as torchvision."""
+    brightness, contrast, saturation, hue = (strengths.brightness, strengths.contrast, strengths.saturation,
+                                             strengths.hue)
     factors = [rand.uniform(max(0.0, 1 - s), 1 + s) for s in (brightness, contrast, saturation)]
     factors.append(rand.uniform(-hue, hue))
     ops = [(adjust_brightness, brightness > 0), (adjust_contrast, contrast > 0),

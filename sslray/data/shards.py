@@ -1,146 +1,45 @@
 """The prepared-dataset format, and ``prepare``: any source -> checked images -> sharded Parquet.
 
 A prepared split is a folder ``OUT/<split>/`` of ``part-NNNNN.parquet`` shards with the columns of
-``SCHEMA`` and a ``dataset.json`` that records the source, row count, class names and what was skipped.
-Each split is written into a hidden ``.partial`` folder and renamed into place at the end, so a crash
-never leaves a half-written split under the real name, and an existing split is never overwritten
-without ``overwrite=True``.
+``SCHEMA`` and a ``dataset.json`` that records the source, row count, class names and every image that
+was skipped, with the reason. Each split is written into a hidden ``.partial`` folder and renamed into
+place at the end, so a crash never leaves a half-written split under the real name, and an existing
+split is never overwritten without ``overwrite=True``.
 
-Every image is decoded once here (in a process pool): unreadable, truncated, empty or absurdly large
-images are skipped, counted and listed, never fatal. JPEGs in L or RGB keep their original bytes;
-everything else (PNG included, CMYK, 16-bit, palette, alpha, other formats) is stored as an 8-bit L or
-RGB PNG written by PIL. PNGs are rewritten because PIL reads PNGs that libpng, behind torchvision's
-decoder in training, rejects: a bad IDAT CRC, missing image data or invalid IHDR fields, on which
-torchvision raises or even crashes the process (SIGSEGV) instead of raising.
+Every image is decoded once, in a process pool, by ``sslray.data.encode`` (which decides what is stored
+and why an image is refused): unreadable, truncated, empty or absurdly large images are skipped,
+counted and listed, never fatal.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import multiprocessing
 import os
-import re
 import shutil
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
+# BadImage, stored_bytes and the size limits are re-exported: callers import them from here too.
+from sslray.data.encode import MAX_PIXELS, MAX_SIDE, BadImage, encode_record, stored_bytes
 from sslray.data.readers import RawImage, Reader, open_source
 from sslray.errors import UserError
 
 SCHEMA = pa.schema([("image", pa.binary()), ("label", pa.int64()), ("id", pa.string())])
 FORMAT = "sslray-prepared/1"
-MAX_PIXELS = 64_000_000  # larger than any photo a vision model trains on; beyond it is a decompression bomb
-MAX_SIDE = 1_000_000  # libpng's default limit on width and height: torchvision cannot decode a PNG beyond it
 CHUNK = 1024  # images per pool round trip: bounds memory and the work done past --limit
 # Row groups are the units training shuffles and deals out to workers each epoch
 # (sslray.data.pipeline.rank_views_dataset): small enough to mix well, big enough to read efficiently.
 ROW_GROUP_ROWS = 1024
-SKIPS_LISTED = 20
 
-
-class BadImage(Exception):
-    """An image that cannot be stored; the message says why."""
-
-
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _to_8bit(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        if img.mode == "F":
-            lo, hi = float(arr.min()), float(arr.max())
-            arr, top = arr - lo, max(hi - lo, 1e-12)
-        return Image.fromarray(np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
-    if img.mode in ("1", "L", "LA"):
-        return img.convert("L")
-    return img.convert("RGB")
-
-
-def _too_large(pixels: str) -> BadImage:
-    return BadImage(f"{pixels} pixels is over the limit of {MAX_PIXELS:,} (a decompression bomb or a corrupt "
-                    "header); not decoded")
-
-
-def stored_bytes(payload: np.ndarray | bytes | Path) -> bytes:
-    """The bytes to store for one image payload, or BadImage with the reason.
-
-    The size in the header is checked before any pixel is decoded, so an image that claims billions
-    of pixels costs nothing. Decoders meet arbitrary bytes here, and PIL's plugins raise many kinds of
-    exceptions on malformed input (struct.error, IndexError, ...): any exception while decoding
-    means this one image is bad, never that the whole prepare fails."""
-    if isinstance(payload, np.ndarray):
-        if payload.dtype != np.uint8 or payload.ndim not in (2, 3):
-            raise BadImage(f"pixel array of {payload.dtype} {payload.shape}, expected uint8 HxW or HxWxC")
-        return _png(Image.fromarray(np.ascontiguousarray(payload)))
-    if isinstance(payload, Path):
-        try:
-            payload = payload.read_bytes()
-        except OSError as err:
-            raise BadImage(f"unreadable file ({err.strerror or err})") from None
-    if not payload:
-        raise BadImage("empty (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            # PIL warns above its own limit (89M pixels); ours is lower and checked below, before decoding.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            # Its plugins also warn about damaged metadata ("Corrupt EXIF data"): once per file, on stderr,
-            # from every worker. What matters is whether the image decodes, which the skip list says.
-            warnings.simplefilter("ignore", UserWarning)
-            with Image.open(io.BytesIO(payload)) as img:
-                width, height = img.size
-                if width < 1 or height < 1:
-                    raise BadImage(f"{width}x{height} pixels: an image needs at least 1x1")
-                if width * height > MAX_PIXELS:
-                    raise _too_large(f"{width}x{height} = {width * height:,}")
-                if max(width, height) > MAX_SIDE:
-                    raise BadImage(f"{width}x{height} pixels: a side over {MAX_SIDE:,} pixels, which the "
-                                   "training decoder (libpng) refuses")
-                img.load()
-                if img.format == "JPEG" and payload.rfind(b"\xff\xd9") < payload.rfind(b"\xff\xda"):
-                    # PIL stops once it has every pixel; torchvision reads on to the end-of-image
-                    # marker, and refuses the file without one.
-                    raise BadImage("truncated JPEG: no end-of-image marker after the image data")
-                if img.format == "JPEG" and img.mode in ("L", "RGB"):
-                    return payload
-                try:
-                    return _png(_to_8bit(img))
-                except Exception as err:  # noqa: BLE001 - decoded, but in a mode PIL cannot convert (LAB, ...)
-                    raise BadImage(f"cannot convert its {img.mode} pixels to 8-bit L or RGB "
-                                   f"({type(err).__name__}: {err})") from None
-    except BadImage:
-        raise
-    except Image.DecompressionBombError as err:  # over PIL's hard limit: refused inside Image.open
-        claimed = re.search(r"\((\d+) pixels\)", str(err))
-        raise _too_large(f"{int(claimed.group(1)):,}" if claimed else "more than 2x PIL's MAX_IMAGE_PIXELS") from None
-    except Image.UnidentifiedImageError:
-        raise BadImage("not an image: no known image format recognised (corrupt header, or another kind of "
-                       "file with an image suffix)") from None
-    except MemoryError:
-        raise BadImage("not decodable: out of memory while decoding") from None
-    except Exception as err:  # noqa: BLE001 - see the docstring
-        raise BadImage(f"corrupt or truncated image data ({type(err).__name__}: {err})") from None
-
-
-def _convert(record: RawImage) -> tuple[RawImage, bytes | None, str]:
-    try:
-        return record, stored_bytes(record.payload), ""
-    except BadImage as err:
-        return record, None, " ".join(str(err).split())  # one line: reasons are listed one per line
+__all__ = ["BadImage", "CHUNK", "FORMAT", "MAX_PIXELS", "MAX_SIDE", "ROW_GROUP_ROWS", "SCHEMA", "ShardWriter",
+           "SplitReport", "prepare", "resolve_classes", "stored_bytes", "write_split"]
 
 
 @dataclass
@@ -248,7 +147,7 @@ def write_split(records: Iterator[RawImage], writer: ShardWriter, report: SplitR
                 pool, log: Callable[[str], None]) -> None:
     last_log = time.monotonic()
     for chunk in _chunks(records, CHUNK):
-        results = pool.map(_convert, chunk, chunksize=64) if pool else map(_convert, chunk)
+        results = pool.map(encode_record, chunk, chunksize=64) if pool else map(encode_record, chunk)
         for record, data, why in results:
             if data is None:
                 report.skipped.append((record.source or record.id, why))
@@ -324,5 +223,6 @@ def _info(source, path, split, report: SplitReport, class_names) -> dict:
         "num_rows": report.rows, "num_shards": report.shards,
         "classes": class_names, "num_classes": None if class_names is None else len(class_names),
         "skipped": len(report.skipped),
-        "skipped_examples": [{"where": w, "why": y} for w, y in report.skipped[:SKIPS_LISTED]],
+        # Every skipped image, not a sample: the CLI prints the first few and points here for the rest.
+        "skipped_examples": [{"where": w, "why": y} for w, y in report.skipped],
     }

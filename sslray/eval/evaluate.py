@@ -20,7 +20,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
 import torch
@@ -33,7 +33,8 @@ from sslray.eval.finetune import FinetuneConfig
 from sslray.eval.linear_probe import ProbeConfig
 from sslray.eval.plots import plot_confusion, plot_curves
 from sslray.eval.protocols import PROTOCOLS, EvalSplits, KNNOptions, Trained, run_finetune, run_knn, run_linear
-from sslray.logging import RunLogger
+from sslray.runs.folders import EVAL, FolderKind, check_out, replace_folder
+from sslray.runs.tensorboard import RunLogger
 
 TABLE_COLUMNS = ["encoder", "method", "backbone", "protocol", "train_top1", "val_top1", "val_top5",
                  "train_images", "val_images"]
@@ -60,22 +61,18 @@ def run_dir_of(target: Path) -> Path:
     return target
 
 
-def prepare_out(out: Path, overwrite: bool) -> Path:
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise UserError(f"{out} already exists; pass --overwrite to replace it, or --out elsewhere")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 @contextmanager
-def output_folder(out: Path, overwrite: bool) -> Iterator[Path]:
-    """``prepare_out``, and if a user's mistake shows up only while writing (a checkpoint refused on
+def output_folder(out: Path, overwrite: bool, kind: FolderKind = EVAL, options: object = None) -> Iterator[Path]:
+    """Create the output folder (``--overwrite`` replaces only an sslray folder of ``kind``) with its
+    marker, options.json; if a user's mistake shows up only while writing (a checkpoint refused on
     load, a missing epoch), the half-made folder is removed again: otherwise the corrected command
     would stop at "already exists" and need --overwrite."""
+    check_out(str(out), kind, overwrite)
     existed = out.exists()
-    prepare_out(out, overwrite)
+    replace_folder(str(out), kind)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "options.json").write_text(json.dumps(asdict(options) if is_dataclass(options) else options,
+                                                 indent=2, default=str) + "\n")
     try:
         yield out
     except UserError:
@@ -123,7 +120,7 @@ def evaluate(target: Path, options: EvalOptions, out: Path | None = None, overwr
     cache_dir = run_dir / "eval" / "cache"
 
     rows, curves, last_trained = [], {}, None
-    with output_folder(Path(out) if out else run_dir / "eval" / options.protocol, overwrite) as out:
+    with output_folder(Path(out) if out else run_dir / "eval" / options.protocol, overwrite, EVAL, options) as out:
         with RunLogger(out / "tb") as logger:
             for encoder in encoders:
                 outcome = evaluate_one(encoder, splits, options, cache_dir, logger, device)

@@ -32,7 +32,7 @@ from sslray.data.pipeline import eval_dataset, open_prepared, views_dataset
 from sslray.errors import UserError
 from sslray.methods.registry import build_method
 from sslray.recipe import Recipe, recipe_from_dict
-from sslray.train.checkpoint import MODEL, checkpoint_folders, find_checkpoint, load_tensors, read_state
+from sslray.runs.checkpoint import MODEL, checkpoint_folders, find_checkpoint, load_tensors, read_state
 
 EXTRACT_BATCH = 512
 

@@ -26,10 +26,10 @@ import torch
 from timm.optim import param_groups_layer_decay
 from torch import Tensor, nn
 
-from sslray.config import check_range
+from sslray.sections import check_range
 from sslray.eval.linear_probe import Batches, evaluate_batches, train_epoch
 from sslray.nn.schedules import warmup_cosine
-from sslray.train.optim import param_groups, scaled_lr
+from sslray.nn.optim import param_groups, scaled_lr
 
 
 @dataclass
@@ -121,7 +121,7 @@ def finetune_param_groups(model: Classifier, cfg: FinetuneConfig) -> list[dict]:
     A ViT backbone (one with a timm ``.vit``) gets timm's layer-wise decay (``param_groups_layer_decay``
     over ``model.group_matcher()``; the head at scale 1.0) and no weight decay on 1-D tensors and the
     ViT's ``no_weight_decay()`` names (position embedding, CLS token). Any other backbone gets
-    ``sslray.train.optim.param_groups`` with ``lr_scale`` 1.0 throughout.
+    ``sslray.nn.optim.param_groups`` with ``lr_scale`` 1.0 throughout.
     """
     vit = getattr(model.backbone, "vit", None)
     if vit is not None:

@@ -29,7 +29,8 @@ from sslray.eval.evaluate import EvalOptions, output_folder, slug, write_class_r
 from sslray.eval.features import Encoder, baseline_encoders, checkpoint_encoder, extract_features, find_encoder
 from sslray.eval.plots import plot_curves, plot_tsne
 from sslray.eval.protocols import EvalSplits, run_knn, run_linear
-from sslray.train.checkpoint import checkpoint_folders
+from sslray.runs.checkpoint import checkpoint_folders
+from sslray.runs.folders import REPORT
 
 COLUMNS = ["name", "method", "backbone", "params (M)", "s/epoch", "knn top1", "linear train top1",
            "linear val top1"]
@@ -76,7 +77,7 @@ def build_report(target: Path, out: Path, options: EvalOptions, tsne_epochs: lis
     encoders = {run: find_encoder(run) for run in runs}
     first = next(iter(encoders.values()))
     splits = EvalSplits.of(first, options.data, options.train_limit, options.val_limit)
-    with output_folder(Path(out), overwrite) as out:
+    with output_folder(Path(out), overwrite, REPORT, options) as out:
         return _write_report(runs, encoders, first, splits, out, options, tsne_epochs, device)
 
 

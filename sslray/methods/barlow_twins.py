@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from sslray.config import check_range
+from sslray.sections import check_range
 from sslray.losses.barlow_twins import BarlowTwinsLoss
 from sslray.methods.base import SSLMethod, check_views, embedding_std
 from sslray.nn.heads import ProjectionHead

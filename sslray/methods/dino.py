@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sslray.config import check_range
+from sslray.sections import check_range
 from sslray.losses.dino import DINOLoss
 from sslray.methods.base import MomentumSSLMethod, check_views, embedding_std
 from sslray.nn.heads import DINOHead

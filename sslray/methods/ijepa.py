@@ -36,7 +36,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from sslray.config import check_range
+from sslray.sections import check_range
 from sslray.errors import UserError
 from sslray.losses.feature_prediction import FeaturePredictionLoss
 from sslray.methods.base import MomentumSSLMethod, embedding_std

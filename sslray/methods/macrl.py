@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sslray.config import check_range
+from sslray.sections import check_range
 from sslray.errors import UserError
 from sslray.losses.infonce import InfoNCELoss, MemoryQueue
 from sslray.losses.reconstruction import MaskedL1Loss

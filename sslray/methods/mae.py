@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sslray.config import check_range
+from sslray.sections import check_range
 from sslray.errors import UserError
 from sslray.losses.reconstruction import MaskedMSELoss
 from sslray.methods.base import SSLMethod, embedding_std

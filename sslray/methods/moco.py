@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from sslray.config import check_range
+from sslray.sections import check_range
 from sslray.losses.infonce import InfoNCELoss, MemoryQueue
 from sslray.methods.base import MomentumSSLMethod, check_views, embedding_std
 from sslray.nn import dist

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sslray.config import section_from_dict
+from sslray.sections import section_from_dict
 from sslray.errors import UserError
 from sslray.methods.base import SSLMethod
 from sslray.methods.barlow_twins import BarlowTwins, BarlowTwinsConfig

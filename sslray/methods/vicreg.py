@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from sslray.config import check_range
+from sslray.sections import check_range
 from sslray.losses.vicreg import VICRegLoss
 from sslray.methods.base import SSLMethod, check_views, embedding_std
 from sslray.nn.heads import ProjectionHead

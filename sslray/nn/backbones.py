@@ -14,7 +14,7 @@ from typing import Callable
 from torch import Tensor, nn
 from torchvision.models import resnet
 
-from sslray.config import check_range
+from sslray.sections import check_range
 from sslray.errors import UserError
 
 

@@ -22,7 +22,7 @@ import torch
 from sslray.errors import UserError
 from sslray.methods.registry import build_method
 from sslray.recipe import recipe_from_dict
-from sslray.train.checkpoint import MODEL, find_checkpoint, load_tensors, read_state
+from sslray.runs.checkpoint import MODEL, find_checkpoint, load_tensors, read_state
 
 
 def export_backbone(run_or_checkpoint: Path, out: Path, overwrite: bool = False) -> dict:

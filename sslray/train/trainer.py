@@ -2,7 +2,7 @@
 
 A run folder holds ``config.yaml`` (the resolved recipe), TensorBoard event files (rank 0),
 ``checkpoints/`` (Ray Train's latest K plus ``best``), ``progress.json`` / ``restarts.jsonl``
-(``sslray.train.restarts``) and, at the end, ``result.json``. Running again
+(``sslray.runs.restarts``) and, at the end, ``result.json``. Running again
 with the same folder resumes from its latest checkpoint (Ray Train restores a run with the same
 storage path and name); ``FailureConfig(max_failures)`` restarts a failed worker group the same way.
 """
@@ -20,8 +20,8 @@ from sslray.cluster import warn_if_no_node_matches
 from sslray.data.pipeline import open_prepared, steps_per_epoch
 from sslray.errors import UserError
 from sslray.recipe import Recipe
-from sslray.train.checkpoint import checkpoint_folders
-from sslray.train.restarts import read_restarts
+from sslray.runs.checkpoint import checkpoint_folders
+from sslray.runs.restarts import read_restarts
 
 MAX_CPUS_PER_WORKER = 2.0  # a training worker mostly feeds its device; the rest of the CPUs decode/augment
 

@@ -12,7 +12,7 @@ A non-finite loss (averaged over the ranks, so that all of them see it at the sa
 cleanly: a last report with ``stop_reason`` "diverged: ..." and no checkpoint, like a collapse. It is
 not an error, because Ray's restart-on-failure would only meet the same NaN again. Rank 0 keeps
 ``progress.json`` and, after a restart, records in ``restarts.jsonl`` how many epochs are trained
-again (``sslray.train.restarts``).
+again (``sslray.runs.restarts``).
 """
 
 from __future__ import annotations
@@ -30,18 +30,18 @@ import torch
 
 from sslray.data.augment import PixelNormalizer
 from sslray.data.pipeline import open_prepared, rank_views_dataset, steps_per_epoch
-from sslray.logging import RunLogger
+from sslray.runs.tensorboard import RunLogger
 from sslray.methods.registry import build_method
 from sslray.nn.backbones import compile_backbones
 from sslray.nn.dist import broadcast_object, mean_over_ranks
 from sslray.nn.schedules import warmup_cosine
 from sslray.recipe import Recipe, recipe_from_dict
-from sslray.storage import RunMirror
-from sslray.train.checkpoint import MODEL, load_tensors, read_state, replace_atomically, write_checkpoint
+from sslray.runs.storage import RunMirror
+from sslray.runs.checkpoint import MODEL, load_tensors, read_state, replace_atomically, write_checkpoint
 from sslray.train.online_eval import online_knn
 from sslray.train.precision import MixedPrecision
-from sslray.train.restarts import EpochProgress
-from sslray.train.optim import build_optimizer, scaled_lr, set_lr
+from sslray.runs.restarts import EpochProgress
+from sslray.nn.optim import build_optimizer, scaled_lr, set_lr
 from sslray.train.session import WorkerSession
 
 IMAGES_LOGGED = 8  # images per view in the TensorBoard grids

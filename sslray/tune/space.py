@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sslray.config import check_range, section_from_dict
+from sslray.sections import check_range, section_from_dict
 from sslray.errors import UserError
 from sslray.methods.registry import METHODS
 from sslray.recipe import DISTRIBUTIONS, apply_overrides, find_distributions, read_yaml, recipe_from_dict

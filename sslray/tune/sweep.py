@@ -16,7 +16,7 @@ root: ``<trial>/`` (config.yaml, events, checkpoints), ``space.yaml`` (what ``--
 ``leaderboard.csv`` / ``.md`` / ``.png`` and ``best.yaml`` (the best trial's recipe, for ``sslray train``).
 
 The folder is a local path (one node, or NFS shared by all nodes) or a URI (``s3://``, ``gs://``, ...:
-``sslray.storage``), so cluster nodes need no shared disk. With a URI each trial trains in a node-local
+``sslray.runs.storage``), so cluster nodes need no shared disk. With a URI each trial trains in a node-local
 folder that it mirrors to ``<sweep>/<trial>`` every epoch; checkpoints reach storage through Tune.
 """
 
@@ -30,7 +30,8 @@ from typing import Any
 
 import yaml
 
-from sslray import storage
+from sslray.runs import storage
+from sslray.runs.folders import SWEEP, check_out
 from sslray.cluster import warn_if_no_node_matches
 from sslray.errors import UserError
 from sslray.recipe import recipe_from_dict
@@ -233,9 +234,7 @@ def run_sweep(space: SearchSpace, out: str | Path) -> list[dict[str, Any]]:
     from ray import tune
 
     sweep_dir = sweep_location(out)
-    if storage.has_files(sweep_dir):
-        raise UserError(f"--out: {sweep_dir} already exists and is not empty; choose a new folder, "
-                        "or continue it with --resume")
+    check_out(sweep_dir, SWEEP, overwrite=False)
     space = _with_absolute_data_paths(space)  # trials run in their own folders
     plan = plan_resources(space, ray.cluster_resources())
     print(f"sweep {space.source}: {len(space.knobs)} searched knob(s), methods {', '.join(space.methods)}; "
@@ -359,7 +358,7 @@ def _row(space: SearchSpace, result) -> dict[str, Any]:
 def _checkpointed_history(trial_path: str) -> dict[int, dict]:
     """Every epoch's metrics as the trial's latest checkpoint recorded them (history survives restarts);
     empty when the trial has no checkpoint or lives in object storage."""
-    from sslray.train.checkpoint import checkpoint_folders, read_state
+    from sslray.runs.checkpoint import checkpoint_folders, read_state
 
     folders = checkpoint_folders(Path(trial_path)) if not storage.is_uri(trial_path) else []
     if not folders:

@@ -126,6 +126,6 @@ def test_uniforms_look_uniform():
 def test_jitter_order_is_random_per_sample_and_respects_apply(images):
     rand = BT.PerSampleRandom(BT.sample_keys(IDS, 0, 0, 0))
     apply = torch.arange(len(images)) < 32
-    out = BT.color_jitter(images, rand, apply, 0.4, 0.4, 0.2, 0.1)
+    out = BT.color_jitter(images, rand, apply, BT.JitterStrengths(0.4, 0.4, 0.2, 0.1))
     assert torch.equal(out[32:], images[32:])
     assert (out[:32] - images[:32]).abs().amax(dim=(1, 2, 3)).min() > 0

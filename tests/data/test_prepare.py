@@ -127,6 +127,28 @@ def test_folder_keeps_good_images_and_lists_bad_ones(folder_tree, tmp_path):
     assert info["classes"] == ["cats", "dogs"] and info["skipped"] == 3
 
 
+def test_every_skipped_image_is_listed_in_dataset_json(tmp_path, capsys):
+    """25 corrupt files: the CLI prints 10 and says the other 15 are in dataset.json, which lists all 25."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "good.png").write_bytes(encode(pattern(8, 8, 3, 0)))  # one good image, else nothing is written
+    corrupt = {f"corrupt_{i:02d}.jpg" for i in range(25)}
+    for i, name in enumerate(sorted(corrupt)):
+        (photos / name).write_bytes(b"\x00garbage, not an image " * (i + 1))
+    assert main(["data", "prepare", "folder", str(tmp_path / "out"), "--path", str(photos), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    printed = [line for line in out.splitlines() if line.startswith("  skipped ")]
+    assert "(skipped 25)" in out and len(printed) == 10
+    assert f"... and 15 more (listed in {tmp_path / 'out' / 'train'}/dataset.json)" in out
+    info = json.loads((tmp_path / "out" / "train" / "dataset.json").read_text())
+    assert info["num_rows"] == 1 and info["skipped"] == 25
+    listed = [Path(entry["where"]).name for entry in info["skipped_examples"]]
+    assert len(listed) == 25 and set(listed) == corrupt
+    assert all("not an image" in entry["why"] for entry in info["skipped_examples"])
+    # What the CLI printed is a prefix of what dataset.json lists, so "the rest" really is there.
+    assert [Path(line.removeprefix("  skipped ").split(": ", 1)[0]).name for line in printed] == listed[:10]
+
+
 def test_folder_without_subfolders_is_unlabeled(tmp_path):
     root = tmp_path / "loose"
     root.mkdir()

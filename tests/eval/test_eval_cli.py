@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from sslray.cli import main
 from sslray.data.shards import prepare
 from sslray.eval.features import find_encoder, extract_features
-from sslray.train.checkpoint import MODEL, checkpoint_folders
+from sslray.runs.checkpoint import MODEL, checkpoint_folders
 
 PNG = b"\x89PNG\r\n\x1a\n"
 EPOCHS = 4
@@ -178,6 +178,31 @@ def test_existing_output_is_kept_without_overwrite(run, tmp_path, capsys):
     out.mkdir()
     (out / "results.json").write_text("[]")
     assert main(["eval", str(run), "--protocol", "knn", "--out", str(out)]) == 2
-    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert "already exists and is not empty" in capsys.readouterr().err
     assert (out / "results.json").read_text() == "[]"
     assert main(["eval", "/nonexistent/run", "--protocol", "knn"]) == 2
+
+
+@pytest.mark.parametrize("command", ["eval", "report"])
+def test_overwrite_never_deletes_a_folder_sslray_did_not_make(run, tmp_path, capsys, command):
+    """--overwrite replaces an earlier eval/report folder only: a mistyped --out (here a folder of the
+    user's own files, then the run folder itself) is refused with exit 2 and keeps every file."""
+    mine = tmp_path / "my_notes"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("months of work")
+    for out in (mine, run):
+        before = sorted(p.relative_to(out) for p in out.rglob("*"))
+        assert main([command, str(run), "--out", str(out), "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert f"{out} has files but no options.json or results.json" in err and err.count("\n") == 1
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert (mine / "thesis.tex").read_text() == "months of work"
+
+
+def test_overwrite_replaces_an_earlier_eval_folder(run, tmp_path):
+    out = tmp_path / "again"
+    assert main(["eval", str(run), "--protocol", "knn", "--k", "5", "--out", str(out)]) == 0
+    assert json.loads((out / "options.json").read_text())["protocol"] == "knn"
+    (out / "stale.txt").write_text("from the first evaluation")
+    assert main(["eval", str(run), "--protocol", "knn", "--k", "5", "--out", str(out), "--overwrite"]) == 0
+    assert not (out / "stale.txt").exists() and results(out)[0]["val_top1"] > 0

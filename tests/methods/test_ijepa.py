@@ -7,7 +7,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.nn import functional as F
 
-from sslray.config import section_from_dict
+from sslray.sections import section_from_dict
 from sslray.errors import UserError
 from sslray.methods.ijepa import IJEPA, IJEPAConfig
 from sslray.nn.vit import ViTBackbone

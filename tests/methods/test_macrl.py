@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sslray.config import section_from_dict
+from sslray.sections import section_from_dict
 from sslray.errors import UserError
 from sslray.methods.macrl import MACRL, MACRLConfig
 from sslray.nn.vit import ViTBackbone

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from sslray.config import section_from_dict
+from sslray.sections import section_from_dict
 from sslray.errors import UserError
 from sslray.methods.mae import MAE, MAEConfig
 from sslray.nn.masking import patchify

@@ -12,7 +12,7 @@ import json
 import shutil
 
 from sslray.cli import main
-from sslray.train.checkpoint import MODEL, STATE, checkpoint_folders, find_checkpoint, incomplete_because, read_state
+from sslray.runs.checkpoint import MODEL, STATE, checkpoint_folders, find_checkpoint, incomplete_because, read_state
 
 from ..train.test_train_e2e import FAMILIES, tiny_fmnist, write_recipe  # noqa: F401  (fixture)
 

@@ -17,7 +17,7 @@ import csv
 import json
 from pathlib import Path
 
-from sslray.train.checkpoint import checkpoint_folders
+from sslray.runs.checkpoint import checkpoint_folders
 from sslray.tune.space import space_from_dict
 from sslray.tune.sweep import run_sweep
 

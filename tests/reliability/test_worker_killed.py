@@ -25,8 +25,8 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sslray.cli import main
-from sslray.train.checkpoint import checkpoint_folders, read_state
-from sslray.train.restarts import PROGRESS, read_restarts
+from sslray.runs.checkpoint import checkpoint_folders, read_state
+from sslray.runs.restarts import PROGRESS, read_restarts
 from sslray.tune.space import space_from_dict
 from sslray.tune.sweep import run_sweep
 

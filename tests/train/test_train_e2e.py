@@ -15,7 +15,7 @@ from sslray.cli import main
 from sslray.data.shards import prepare
 from sslray.methods.registry import build_method
 from sslray.recipe import load_recipe
-from sslray.train.checkpoint import MODEL, checkpoint_folders, load_tensors
+from sslray.runs.checkpoint import MODEL, checkpoint_folders, load_tensors
 
 RESNET = {"name": "resnet18", "small_stem": False, "in_chans": 1}  # 16 px -> 4 px after the stem: fast
 VIT = {"name": "vit_tiny", "img_size": 16, "patch_size": 4, "in_chans": 1, "depth": 1}

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from ray import tune
 
-from sslray.train.checkpoint import read_state
+from sslray.runs.checkpoint import read_state
 from sslray.train.worker import run_worker
 
 from ..tune.conftest import tiny_fmnist, tiny_space  # noqa: F401  (fixture)

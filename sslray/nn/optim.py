@@ -10,7 +10,7 @@ from typing import Iterable, Literal
 import torch
 from torch import Tensor, nn
 
-from sslray.config import check_range
+from sslray.sections import check_range
 
 
 @dataclass

@@ -65,19 +65,6 @@ def has_files(location: str, where: str = "--out") -> bool:
     return bool(fs.get_file_info(pafs.FileSelector(path, recursive=False)))
 
 
-def remove_folder(location: str, marker: str, where: str = "--out") -> None:
-    """Delete the results folder ``location`` (``--overwrite``): only one that sslray wrote, recognised by
-    its ``marker`` file (config.yaml of a run, space.yaml of a sweep), so a mistyped path such as the
-    home folder is refused instead of emptied. Nothing happens if it does not exist or is empty."""
-    if not has_files(location, where):
-        return
-    fs, path = filesystem(location, where)
-    if fs.get_file_info(f"{path}/{marker}").type != pafs.FileType.File:
-        raise UserError(f"{where}: {location} has files but no {marker}, so it is not an sslray results folder; "
-                        "--overwrite only replaces those: choose a new folder")
-    fs.delete_dir(path)
-
-
 def read_text(location: str, where: str) -> str:
     fs, path = filesystem(location, where)
     try:

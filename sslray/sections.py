@@ -1,4 +1,5 @@
-"""Typed configuration sections built from plain dicts (YAML), with errors that name the key.
+"""Typed sections built from plain dicts (YAML), with errors that name the key: the machinery every
+config dataclass (a recipe section, a method's knobs) is read with.
 
 Each section of a recipe is a dataclass with commented defaults (nanoGPT style), declared next to the
 code it configures (a method's knobs live in its method file, view recipes in ``data/augment.py``).

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from sslray.logging import RunLogger, flatten_hparams
+from sslray.runs.tensorboard import RunLogger, flatten_hparams
 
 
 def read_events(log_dir: Path) -> event_accumulator.EventAccumulator:

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from sslray.train.checkpoint import write_text_atomically
+from sslray.runs.checkpoint import write_text_atomically
 
 PROGRESS, RESTARTS = "progress.json", "restarts.jsonl"
 

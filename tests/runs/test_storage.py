@@ -1,4 +1,4 @@
-"""sslray.storage on real filesystems: local paths and file:// URIs through pyarrow."""
+"""sslray.runs.storage on real filesystems: local paths and file:// URIs through pyarrow."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from sslray import storage
+from sslray.runs import storage
 from sslray.errors import UserError
 
 

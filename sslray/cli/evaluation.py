@@ -1,4 +1,4 @@
-"""The ``sslray eval`` and ``sslray report`` subcommands (argument parsing only; the work is in
+"""``sslray eval`` and ``sslray report`` (argument parsing only; the work is in
 ``sslray.eval.evaluate`` and ``sslray.eval.report``)."""
 
 from __future__ import annotations
@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sslray.cli import positive_int
+from sslray.cli.arguments import positive_int
 from sslray.errors import UserError
+from sslray.runs.folders import EVAL, REPORT, check_out
 
 
 def _epochs(text: str) -> list[int]:
@@ -95,6 +96,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     options = _options(args, args.protocol)
     if not Path(args.target).exists():
         raise UserError(f"{args.target}: no such run folder or checkpoint")
+    if args.out:  # the default, RUN_DIR/eval/<protocol>, is checked where it is made
+        check_out(args.out, EVAL, args.overwrite)  # before Ray starts
     init_ray(args.address)
     evaluate(Path(args.target), options, Path(args.out) if args.out else None, args.overwrite, device_for())
     return 0
@@ -108,6 +111,7 @@ def _run_report(args: argparse.Namespace) -> int:
     options = _options(args, "linear")
     target = Path(args.target)
     find_runs(target)  # a wrong folder fails before Ray starts
+    check_out(str(args.out or target / "report"), REPORT, args.overwrite)
     init_ray(args.address)
     build_report(target, Path(args.out) if args.out else target / "report", options, args.tsne_epochs,
                  args.overwrite, device_for())
