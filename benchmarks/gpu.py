@@ -311,7 +311,7 @@ def plain_loop(recipe, device: torch.device, sizes: Sizes, budget: Budget) -> di
     from sslray.methods.registry import build_method
     from sslray.nn.backbones import compile_backbones
     from sslray.nn.schedules import warmup_cosine
-    from sslray.train.optim import build_optimizer, set_lr
+    from sslray.nn.optim import build_optimizer, set_lr
     from sslray.train.worker import StepSettings
 
     batch, size = recipe.train.batch_size, recipe.data.augment.size
