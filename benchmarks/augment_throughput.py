@@ -20,13 +20,12 @@ import warnings
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from sslray.cluster import init_ray  # noqa: E402
-
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 import torchvision.transforms.v2 as T  # noqa: E402
 from torchvision.io import ImageReadMode, decode_image  # noqa: E402
 
+from sslray.cluster import init_ray  # noqa: E402
 from sslray.data.augment import AugmentConfig, ViewSpec  # noqa: E402
 from sslray.data.pipeline import open_prepared, views_dataset  # noqa: E402
 from sslray.data.shards import prepare  # noqa: E402

@@ -310,8 +310,8 @@ def plain_loop(recipe, device: torch.device, sizes: Sizes, budget: Budget) -> di
     """The model's training step on random uint8 views already on ``device``: the compute ceiling."""
     from sslray.methods.registry import build_method
     from sslray.nn.backbones import compile_backbones
-    from sslray.nn.schedules import warmup_cosine
     from sslray.nn.optim import build_optimizer, set_lr
+    from sslray.nn.schedules import warmup_cosine
     from sslray.train.worker import StepSettings
 
     batch, size = recipe.train.batch_size, recipe.data.augment.size

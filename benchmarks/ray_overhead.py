@@ -66,10 +66,10 @@ from sslray.data.augment import PixelNormalizer  # noqa: E402
 from sslray.data.pipeline import open_prepared, rank_views_dataset, steps_per_epoch  # noqa: E402
 from sslray.data.shards import prepare  # noqa: E402
 from sslray.methods.registry import build_method  # noqa: E402
+from sslray.nn.optim import build_optimizer, scaled_lr, set_lr  # noqa: E402
 from sslray.nn.schedules import warmup_cosine  # noqa: E402
 from sslray.recipe import Recipe, load_recipe  # noqa: E402
 from sslray.runs.checkpoint import checkpoint_folders, read_state  # noqa: E402
-from sslray.nn.optim import build_optimizer, scaled_lr, set_lr  # noqa: E402
 from sslray.train.trainer import fit, worker_resources  # noqa: E402
 from sslray.train.worker import SHUFFLE_BUFFER_BATCHES  # noqa: E402
 

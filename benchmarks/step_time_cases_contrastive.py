@@ -17,7 +17,7 @@ steps stay short, with all other widths at paper defaults.
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

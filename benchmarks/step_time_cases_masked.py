@@ -21,13 +21,13 @@ batch 32.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import torch
+from timm.models.vision_transformer import Block, PatchEmbed
 from torch import Tensor, nn
 from torch.nn import functional as F
-from timm.models.vision_transformer import Block, PatchEmbed
 
 from sslray.methods.ijepa import IJEPA, IJEPAConfig
 from sslray.methods.macrl import MACRL, MACRLConfig

@@ -19,12 +19,12 @@ from typing import Any
 
 import yaml
 
-from sslray.sections import check_range, section_from_dict
 from sslray.data.augment import AugmentConfig, EvalViewSpec
 from sslray.errors import UserError
 from sslray.methods.registry import check_method_backbone, method_config
 from sslray.nn.backbones import BackboneConfig, check_backbone_config
 from sslray.nn.optim import OptimizerConfig
+from sslray.sections import check_range, section_from_dict
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
 

@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+from sslray.errors import UserError
 from sslray.runs import storage
 from sslray.runs.folders import SWEEP, check_out
-from sslray.errors import UserError
 
 # Never shipped with the job: results, datasets, the local virtualenv, caches. (Ray also skips what
 # .gitignore lists.) Paths are relative to the working dir, as in runtime_env "excludes".

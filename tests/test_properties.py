@@ -29,12 +29,17 @@ from sslray.data.shards import prepare
 from sslray.errors import UserError
 from sslray.methods.registry import METHODS
 from sslray.nn.backbones import BackboneConfig
-from sslray.recipe import DISTRIBUTIONS, DataConfig, ScalingConfig, TrainConfig, load_recipe
 from sslray.nn.optim import OptimizerConfig
+from sslray.recipe import DISTRIBUTIONS, DataConfig, ScalingConfig, TrainConfig, load_recipe
 from sslray.tune.space import SCHEDULERS, TuneSection, load_space
 
-from .data.samples import (dds_with_unknown_pixel_format, png_with_bad_idat_crc, png_with_ihdr_byte, raw_png,
-                           spider_with_bad_header)
+from .data.samples import (
+    dds_with_unknown_pixel_format,
+    png_with_bad_idat_crc,
+    png_with_ihdr_byte,
+    raw_png,
+    spider_with_bad_header,
+)
 
 SEARCH_SPACES = Path(__file__).parents[1] / "search_spaces"
 BASES = [SEARCH_SPACES / name for name in ("simclr_fmnist.yaml", "quickstart.yaml", "dino_fmnist.yaml",

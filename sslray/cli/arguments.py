@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

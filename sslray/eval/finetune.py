@@ -26,10 +26,10 @@ import torch
 from timm.optim import param_groups_layer_decay
 from torch import Tensor, nn
 
-from sslray.sections import check_range
 from sslray.eval.linear_probe import Batches, evaluate_batches, train_epoch
-from sslray.nn.schedules import warmup_cosine
 from sslray.nn.optim import param_groups, scaled_lr
+from sslray.nn.schedules import warmup_cosine
+from sslray.sections import check_range
 
 
 @dataclass

@@ -26,10 +26,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from sslray.sections import check_range
 from sslray.errors import UserError
-from sslray.nn.schedules import warmup_cosine
 from sslray.nn.optim import LARS, param_groups, scaled_lr
+from sslray.nn.schedules import warmup_cosine
+from sslray.sections import check_range
 
 Batches = Callable[[int], Iterable[tuple[Tensor, Tensor]]]  # epoch -> (inputs, labels) batches
 OPTIMIZERS = ("sgd", "lars", "adamw")

@@ -24,8 +24,7 @@ import torch
 
 from sslray.data.pipeline import open_prepared, split_index
 from sslray.errors import UserError
-from sslray.eval.features import (Encoder, augmented_batches, eval_batches, extract_features, labelled,
-                                  num_classes_of)
+from sslray.eval.features import Encoder, augmented_batches, eval_batches, extract_features, labelled, num_classes_of
 from sslray.eval.finetune import Classifier, FinetuneConfig, finetune, label_subset
 from sslray.eval.knn import knn_accuracy
 from sslray.eval.linear_probe import ProbeConfig, feature_batches, train_linear_probe

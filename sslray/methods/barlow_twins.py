@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from sslray.sections import check_range
 from sslray.losses.barlow_twins import BarlowTwinsLoss
 from sslray.methods.base import SSLMethod, check_views, embedding_std
 from sslray.nn.heads import ProjectionHead
+from sslray.sections import check_range
 
 
 @dataclass

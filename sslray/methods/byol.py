@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sslray.sections import check_range
 from sslray.losses.regression import NormalizedMSELoss
 from sslray.methods.base import MomentumSSLMethod, check_views, embedding_std
 from sslray.nn.heads import PredictionHead, ProjectionHead
 from sslray.nn.momentum import build_target
+from sslray.sections import check_range
 
 
 @dataclass

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sslray.sections import check_range
 from sslray.losses.dino import DINOLoss
 from sslray.methods.base import MomentumSSLMethod, check_views, embedding_std
 from sslray.nn.heads import DINOHead
 from sslray.nn.momentum import build_target
 from sslray.nn.schedules import linear_warmup
+from sslray.sections import check_range
 
 
 @dataclass

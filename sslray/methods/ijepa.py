@@ -36,7 +36,6 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from sslray.sections import check_range
 from sslray.errors import UserError
 from sslray.losses.feature_prediction import FeaturePredictionLoss
 from sslray.methods.base import MomentumSSLMethod, embedding_std
@@ -45,6 +44,7 @@ from sslray.nn.momentum import build_target, update_momentum
 from sslray.nn.multiblock import MultiBlockMasks, sample_multiblock_masks
 from sslray.nn.schedules import linear_warmup
 from sslray.nn.vit import JEPAPredictor, ViTBackbone
+from sslray.sections import check_range
 
 
 @dataclass

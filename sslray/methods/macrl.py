@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sslray.sections import check_range
 from sslray.errors import UserError
 from sslray.losses.infonce import InfoNCELoss, MemoryQueue
 from sslray.losses.reconstruction import MaskedL1Loss
@@ -39,6 +38,7 @@ from sslray.nn.heads import ProjectionHead
 from sslray.nn.masking import patchify
 from sslray.nn.momentum import build_target
 from sslray.nn.vit import MaskedPatchDecoder
+from sslray.sections import check_range
 
 
 @dataclass

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sslray.sections import check_range
 from sslray.errors import UserError
 from sslray.losses.reconstruction import MaskedMSELoss
 from sslray.methods.base import SSLMethod, embedding_std
 from sslray.nn.masking import patchify, random_masking, unpatchify
 from sslray.nn.vit import MaskedPatchDecoder, ViTBackbone
+from sslray.sections import check_range
 
 
 @dataclass

@@ -14,13 +14,13 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from sslray.sections import check_range
 from sslray.losses.infonce import InfoNCELoss, MemoryQueue
 from sslray.methods.base import MomentumSSLMethod, check_views, embedding_std
 from sslray.nn import dist
 from sslray.nn.backbones import ResNetBackbone
 from sslray.nn.heads import PredictionHead, ProjectionHead
 from sslray.nn.momentum import build_target
+from sslray.sections import check_range
 
 
 @dataclass

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sslray.sections import section_from_dict
 from sslray.errors import UserError
-from sslray.methods.base import SSLMethod
 from sslray.methods.barlow_twins import BarlowTwins, BarlowTwinsConfig
+from sslray.methods.base import SSLMethod
 from sslray.methods.byol import BYOL, BYOLConfig
 from sslray.methods.dino import DINO, DINOConfig
 from sslray.methods.ijepa import IJEPA, IJEPAConfig
@@ -23,6 +22,7 @@ from sslray.methods.simclr import SimCLR, SimCLRConfig
 from sslray.methods.simsiam import SimSiam, SimSiamConfig
 from sslray.methods.vicreg import VICReg, VICRegConfig
 from sslray.nn.backbones import BackboneConfig, build_backbone
+from sslray.sections import section_from_dict
 
 # name -> (method class, config dataclass); the class is built as cls(backbone, config)
 METHODS: dict[str, tuple[type[SSLMethod], type]] = {

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sslray.sections import check_range
 from sslray.losses.infonce import NTXentLoss
 from sslray.methods.base import SSLMethod, check_views, embedding_std
 from sslray.nn.heads import ProjectionHead
+from sslray.sections import check_range
 
 
 @dataclass

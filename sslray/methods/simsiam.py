@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from sslray.sections import check_range
 from sslray.losses.regression import NegativeCosineLoss
 from sslray.methods.base import SSLMethod, check_views, embedding_std
 from sslray.nn.heads import PredictionHead, ProjectionHead
+from sslray.sections import check_range
 
 
 @dataclass

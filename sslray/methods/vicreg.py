@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from sslray.sections import check_range
 from sslray.losses.vicreg import VICRegLoss
 from sslray.methods.base import SSLMethod, check_views, embedding_std
 from sslray.nn.heads import ProjectionHead
+from sslray.sections import check_range
 
 
 @dataclass

@@ -8,14 +8,14 @@ rest of sslray makes one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import Tensor, nn
 from torchvision.models import resnet
 
-from sslray.sections import check_range
 from sslray.errors import UserError
+from sslray.sections import check_range
 
 
 @dataclass

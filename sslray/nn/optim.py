@@ -4,8 +4,9 @@ AdamW and LARS, and the linear learning-rate scaling rule.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn

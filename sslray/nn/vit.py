@@ -24,8 +24,8 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from torch import Tensor, nn
 from timm.models.vision_transformer import Block, VisionTransformer
+from torch import Tensor, nn
 
 from sslray.errors import UserError
 

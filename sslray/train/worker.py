@@ -30,18 +30,18 @@ import torch
 
 from sslray.data.augment import PixelNormalizer
 from sslray.data.pipeline import open_prepared, rank_views_dataset, steps_per_epoch
-from sslray.runs.tensorboard import RunLogger
 from sslray.methods.registry import build_method
 from sslray.nn.backbones import compile_backbones
 from sslray.nn.dist import broadcast_object, mean_over_ranks
+from sslray.nn.optim import build_optimizer, scaled_lr, set_lr
 from sslray.nn.schedules import warmup_cosine
 from sslray.recipe import Recipe, recipe_from_dict
-from sslray.runs.storage import RunMirror
 from sslray.runs.checkpoint import MODEL, load_tensors, read_state, replace_atomically, write_checkpoint
+from sslray.runs.restarts import EpochProgress
+from sslray.runs.storage import RunMirror
+from sslray.runs.tensorboard import RunLogger
 from sslray.train.online_eval import online_knn
 from sslray.train.precision import MixedPrecision
-from sslray.runs.restarts import EpochProgress
-from sslray.nn.optim import build_optimizer, scaled_lr, set_lr
 from sslray.train.session import WorkerSession
 
 IMAGES_LOGGED = 8  # images per view in the TensorBoard grids

@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sslray.sections import check_range, section_from_dict
 from sslray.errors import UserError
 from sslray.methods.registry import METHODS
 from sslray.recipe import DISTRIBUTIONS, apply_overrides, find_distributions, read_yaml, recipe_from_dict
+from sslray.sections import check_range, section_from_dict
 
 # Metrics every epoch's report carries, and the direction that is better.
 METRIC_MODES = {"knn_top1": "max", "knn_top5": "max", "embed_std": "max", "loss": "min", "linear_top1": "max"}

@@ -30,14 +30,13 @@ from typing import Any
 
 import yaml
 
-from sslray.runs import storage
-from sslray.runs.folders import SWEEP, check_out
 from sslray.cluster import warn_if_no_node_matches
 from sslray.errors import UserError
 from sslray.recipe import recipe_from_dict
+from sslray.runs import storage
+from sslray.runs.folders import SWEEP, check_out
 from sslray.train.trainer import MAX_CPUS_PER_WORKER, plain
-from sslray.tune.space import (AshaOptions, MedianOptions, PbtOptions, SearchSpace, load_space,
-                               space_from_dict)
+from sslray.tune.space import AshaOptions, MedianOptions, PbtOptions, SearchSpace, load_space, space_from_dict
 
 SPACE_FILE = "space.yaml"
 TRAINER_CPUS = 0.1  # the Tune function of a TorchTrainer trial only waits on its workers
@@ -95,8 +94,8 @@ def run_trial(config: dict[str, Any], space: SearchSpace, plan: ResourcePlan, sw
     mirrors it to ``<sweep_dir>/<trial>`` after every epoch."""
     from ray import tune
 
-    from sslray.train.trainer import fit, write_config
     from sslray.train.session import TuneTrialSession
+    from sslray.train.trainer import fit, write_config
     from sslray.train.worker import run_worker
 
     recipe_dict = space.trial_recipe(config)

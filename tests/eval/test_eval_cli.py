@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from sslray.cli import main
 from sslray.data.shards import prepare
-from sslray.eval.features import find_encoder, extract_features
+from sslray.eval.features import extract_features, find_encoder
 from sslray.runs.checkpoint import MODEL, checkpoint_folders
 
 PNG = b"\x89PNG\r\n\x1a\n"

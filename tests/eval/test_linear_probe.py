@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import pytest
 import torch
@@ -11,8 +12,14 @@ from torch.nn import functional as F
 
 from sslray.data.readers import fashion_mnist_arrays
 from sslray.errors import UserError
-from sslray.eval.linear_probe import (LinearProbe, ProbeConfig, evaluate_head, feature_batches, topk_correct,
-                                      train_linear_probe)
+from sslray.eval.linear_probe import (
+    LinearProbe,
+    ProbeConfig,
+    evaluate_head,
+    feature_batches,
+    topk_correct,
+    train_linear_probe,
+)
 
 NUM_CLASSES = 10
 

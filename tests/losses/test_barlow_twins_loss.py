@@ -8,7 +8,6 @@ from torch import nn
 
 from sslray.losses.barlow_twins import BarlowTwinsLoss, off_diagonal, off_diagonal_square_sum
 from sslray.nn import dist
-
 from tests.gloo import WORLD, on_two_ranks
 
 

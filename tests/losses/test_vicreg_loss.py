@@ -9,7 +9,6 @@ from torch.nn import functional as F
 
 from sslray.losses.vicreg import VICRegLoss
 from sslray.nn import dist
-
 from tests.gloo import WORLD, on_two_ranks
 
 EPS = 1e-4

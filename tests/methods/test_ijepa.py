@@ -7,10 +7,10 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.nn import functional as F
 
-from sslray.sections import section_from_dict
 from sslray.errors import UserError
 from sslray.methods.ijepa import IJEPA, IJEPAConfig
 from sslray.nn.vit import ViTBackbone
+from sslray.sections import section_from_dict
 
 SMALL = dict(predictor_dim=32, predictor_depth=1, predictor_num_heads=2)
 

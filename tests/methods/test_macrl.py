@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from sslray.sections import section_from_dict
 from sslray.errors import UserError
 from sslray.methods.macrl import MACRL, MACRLConfig
 from sslray.nn.vit import ViTBackbone
+from sslray.sections import section_from_dict
 
 SMALL = dict(decoder_dim=32, decoder_num_heads=2, proj_hidden_dim=64, proj_dim=32)
 

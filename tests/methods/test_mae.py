@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from sslray.sections import section_from_dict
 from sslray.errors import UserError
 from sslray.methods.mae import MAE, MAEConfig
 from sslray.nn.masking import patchify
 from sslray.nn.vit import ViTBackbone
+from sslray.sections import section_from_dict
 
 SMALL = dict(decoder_dim=32, decoder_depth=1, decoder_num_heads=2)
 

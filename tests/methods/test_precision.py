@@ -12,10 +12,9 @@ import math
 import pytest
 import torch
 
-from sslray.data.augment import PixelNormalizer
 from sslray.methods.registry import METHODS, build_method
-from sslray.recipe import recipe_from_dict
 from sslray.nn.optim import build_optimizer
+from sslray.recipe import recipe_from_dict
 from sslray.train.precision import MixedPrecision, resolve_precision
 from sslray.train.worker import Progress, StepSettings, _step
 

@@ -123,7 +123,7 @@ def r_squared(features: torch.Tensor, target: torch.Tensor) -> float:
     return (1 - residual.pow(2).sum(0) / (y - y.mean(0)).pow(2).sum(0)).mean().item()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def train(name: str, **knobs) -> dict[str, float]:
     """Train ``name`` (64-wide projector) on the signal + nuisance problem; measure its backbone features
     on 2000 held-out pairs before and after: how much of their variance differs between the two views

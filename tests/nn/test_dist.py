@@ -5,7 +5,6 @@ import torch
 
 from sslray.losses.infonce import NTXentLoss
 from sslray.nn import dist
-
 from tests.gloo import WORLD, on_two_ranks
 
 N, D = 3, 5

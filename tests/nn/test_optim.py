@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from sslray.errors import UserError
-from sslray.sections import section_from_dict
 from sslray.nn.optim import LARS, OptimizerConfig, build_optimizer, param_groups, scaled_lr, set_lr
+from sslray.sections import section_from_dict
 
 
 class WithNoDecayList(nn.Module):

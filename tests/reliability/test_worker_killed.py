@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
-import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sslray.cli import main
