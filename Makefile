@@ -7,7 +7,7 @@ FMNIST_SRC := /usr/share/datasets/fashion-mnist
 FMNIST_OUT := data/fmnist
 PYTEST_ARGS ?=
 
-.PHONY: install data fmnist-source sweep test bench clean distclean
+.PHONY: install data fmnist-source sweep test lint format bench clean distclean
 
 install: $(STAMP)
 
@@ -50,8 +50,16 @@ ARGS  ?=
 sweep: data
 	$(VENV)/bin/sslray sweep $(SPACE) $(ARGS)
 
+# tests/test_architecture.py runs `ruff check` and `ruff format --check` too: `make test` fails on lint.
 test: install fmnist-source
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# Rewrites files: ruff's fixes that are safe, then the formatter (configured in pyproject.toml).
+format: install
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
 bench: install fmnist-source
 	$(PY) benchmarks/augment_throughput.py

@@ -10,7 +10,7 @@ Ray Train's gloo process group listens on the address the host name resolves to,
 is the network interface; ``GLOO_SOCKET_IFNAME`` pins it to the loopback interface. The workers inherit
 it from the driver's environment when ``ray.init`` starts the local Ray. A value the user set is kept.
 (torch's TCPStore, the process group's rendezvous, still listens on every interface while a Ray Train run
-trains: torch has no setting for its address; see tests/test_safety.py.)
+trains: torch has no setting for its address; a strict xfail test in tests/ tracks it.)
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ crop sides, ``global_view`` / ``local_view`` override fields of every global / l
 ``views`` overrides view by view (e.g. BYOL's asymmetric blur).
 
 Views leave here as uint8 (``[B, C, size, size]``); normalisation to float happens on the training
-device, so a quarter of the bytes cross the network (shared/DESIGN.md, "uint8 until the device").
+device, so a quarter of the bytes cross the network (docs/architecture.md, "uint8 until the device").
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Ray Train writes no event files, so rank 0 writes its own into the run folder (R
 per-trial files separately). Other ranks hold a ``RunLogger(None)``: every method is then a no-op, so
 the worker loop calls the same methods on every rank without ``if rank == 0`` around each one.
 
-Tags are ``<section>/<metric>``: the metric is one of the shared names of DESIGN.md (``loss``,
+Tags are ``<section>/<metric>``: the metric is one of the shared names of docs/architecture.md (``loss``,
 ``knn_top1``, ``lr``, ...), the section says when it was measured, so curves of different methods and
 trials line up in TensorBoard:
 

@@ -6,7 +6,7 @@ a way to report metrics and checkpoints. Two sessions provide them:
 
 - ``RayTrainSession``: inside a ``TorchTrainer`` worker (``ray.train.*``). Ray Train restores the
   worker group from the last reported checkpoint; Tune sees only rank 0's metrics via
-  ``TuneReportCallback`` and gets no checkpoint of its own (shared/RAY_NOTES.md §5).
+  ``TuneReportCallback`` and gets no checkpoint of its own (docs/ray.md §5).
 - ``TuneTrialSession``: a single-worker trial running the loop directly in the Tune function
   (about 1 s to start instead of ~30 s for a TorchTrainer). It reports checkpoints to Tune itself
   with ``tune.report``, which is what lets PBT copy a good trial's weights into a bad one and lets

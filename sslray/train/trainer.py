@@ -37,7 +37,7 @@ def plain(value: Any) -> Any:
 
 def worker_resources(recipe: Recipe, cluster_cpus: float) -> dict[str, float]:
     """CPUs (and GPU) per worker: half the cluster's CPUs, and at least one data task's worth, stay
-    free for Ray Data, so the workers can never starve the pipeline that feeds them (RAY_NOTES §3)."""
+    free for Ray Data, so the workers can never starve the pipeline that feeds them (docs/ray.md §3)."""
     scaling = recipe.scaling
     if scaling.cpus_per_worker is not None:
         cpus = scaling.cpus_per_worker

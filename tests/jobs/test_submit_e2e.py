@@ -1,6 +1,6 @@
 """``sslray submit`` against a real Ray cluster started with ``ray start --head`` on 127.0.0.1.
 
-The head runs with Ray's token auth the way a user meets it (RAY_NOTES.md §9): a token is generated
+The head runs with Ray's token auth the way a user meets it (docs/ray.md §9): a token is generated
 in the user's ~/.ray (a temporary HOME here), ``ray start`` turns auth on because it exists, and
 ``sslray submit`` finds it. The head's node carries the label ``sslray-role=data``; the sweep's
 ``data.label_selector`` must reach every Ray Data task. The sweep writes to a ``file://`` URI, the same
