@@ -11,35 +11,51 @@ every source gets the same skip-and-count treatment.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from sslray.data.readers.base import ArrayReader, RawImage, Reader
 from sslray.data.readers.cifar import CIFARReader
-from sslray.data.readers.fashion_mnist import (FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, FashionMNISTReader,
-                                               fashion_mnist_arrays, read_idx)
+from sslray.data.readers.fashion_mnist import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_DIR,
+    FashionMNISTReader,
+    fashion_mnist_arrays,
+    read_idx,
+)
 from sslray.data.readers.folder import FolderReader
 from sslray.data.readers.parquet import ParquetReader
 from sslray.data.readers.stl10 import STL10Reader
 from sslray.errors import UserError
 
 __all__ = ["ArrayReader", "CIFARReader", "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "FashionMNISTReader",
-           "FolderReader", "ParquetReader", "RawImage", "Reader", "SOURCES", "STL10Reader",
+           "FolderReader", "ParquetReader", "RawImage", "Reader", "SOURCES", "Source", "STL10Reader",
            "fashion_mnist_arrays", "open_source", "read_idx"]
 
-SOURCES = ("fashion-mnist", "cifar10", "cifar100", "stl10", "folder", "parquet")
+@dataclass(frozen=True)
+class Source:
+    """One entry of ``SOURCES``: how to open a dataset format for ``sslray data prepare``."""
+
+    open: Callable[[str | None, str, str | None], Reader]  # (path, image_column, label_column) -> reader
+    needs_path: bool = True  # False: the reader knows where the data lives (a system package)
+
+
+# `sslray data prepare SOURCE`: name -> Source. A new format = its reader module + one entry here.
+SOURCES: dict[str, Source] = {
+    "fashion-mnist": Source(lambda path, image, label: FashionMNISTReader(path), needs_path=False),
+    "cifar10": Source(lambda path, image, label: CIFARReader(path, 10)),
+    "cifar100": Source(lambda path, image, label: CIFARReader(path, 100)),
+    "stl10": Source(lambda path, image, label: STL10Reader(path)),
+    "folder": Source(lambda path, image, label: FolderReader(path)),
+    "parquet": Source(lambda path, image, label: ParquetReader(path, image, label)),
+}
 
 
 def open_source(source: str, path: str | None, image_column: str = "image",
                 label_column: str | None = "label") -> Reader:
-    """The reader for ``source`` (one of ``SOURCES``); ``path`` is required except for fashion-mnist."""
-    if source == "fashion-mnist":
-        return FashionMNISTReader(path)
+    """The reader for ``source`` (a name in ``SOURCES``); ``path`` is required except for fashion-mnist."""
     if source not in SOURCES:
         raise UserError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
-    if path is None:
+    if path is None and SOURCES[source].needs_path:
         raise UserError(f"{source}: --path is required (the folder or file holding the dataset)")
-    if source in ("cifar10", "cifar100"):
-        return CIFARReader(path, 10 if source == "cifar10" else 100)
-    if source == "stl10":
-        return STL10Reader(path)
-    if source == "folder":
-        return FolderReader(path)
-    return ParquetReader(path, image_column, label_column)
+    return SOURCES[source].open(path, image_column, label_column)

@@ -3,9 +3,10 @@ readers whose pixels arrive as arrays (idx, CIFAR, STL-10)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol, Union
+from typing import Protocol
 
 import numpy as np
 
@@ -18,7 +19,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 class RawImage:
     id: str
     label: int | None
-    payload: Union[np.ndarray, bytes, Path]  # HxW / HxWxC uint8 pixels, encoded bytes, or a file to read
+    payload: np.ndarray | bytes | Path  # HxW / HxWxC uint8 pixels, encoded bytes, or a file to read
     source: str = ""  # where it came from, for skip reports (a file path, a shard + row)
 
 

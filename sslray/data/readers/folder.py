@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from sslray.data.readers.base import IMAGE_SUFFIXES, RawImage, require_dir
 from sslray.errors import UserError
