@@ -1,0 +1,77 @@
+"""A finished sweep's results: one leaderboard row per trial from Tune's ``ResultGrid``, written to the
+sweep folder (``finish``; the files themselves are ``leaderboard.py``'s)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sslray.runs import storage
+from sslray.tune.space import SearchSpace
+
+
+def finish(space: SearchSpace, results, sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """Leaderboard (printed, .csv, .md, .png) and best.yaml from Tune's results, in the sweep folder
+    (written locally, then uploaded when the sweep lives at a URI)."""
+    import tempfile
+
+    from sslray.tune.leaderboard import write_leaderboard
+
+    rows = [_row(space, result) for result in results]
+    if not storage.is_uri(sweep_dir):
+        return write_leaderboard(space, rows, Path(sweep_dir))
+    with tempfile.TemporaryDirectory() as tmp:
+        board = write_leaderboard(space, rows, Path(tmp), shown_as=str(sweep_dir))
+        storage.upload_folder(Path(tmp), str(sweep_dir))
+    return board
+
+
+def _row(space: SearchSpace, result) -> dict[str, Any]:
+    metric, mode = space.tune.metric, space.tune.mode
+    config = {k: v for k, v in (result.config or {}).items() if k in space.knobs}
+    metrics = result.metrics or {}
+    frame = result.metrics_dataframe
+    # Tune's rows first, each epoch once (a trial restarted from a checkpoint older than its last report
+    # repeats epochs: the rerun counts). Epochs Tune lost are taken from the trial's own history: on a
+    # restart Tune restores result.json from the storage copy, which may lag a report behind.
+    by_epoch = {epoch: float(m[metric]) for epoch, m in _checkpointed_history(result.path).items()
+                if isinstance(m.get(metric), (int, float)) and m[metric] == m[metric]}
+    if frame is not None and metric in frame and "epoch" in frame:
+        by_epoch.update({int(e): float(v) for e, v in zip(frame["epoch"], frame[metric]) if v == v})
+    curve = sorted(by_epoch.items())
+    values = [v for _, v in curve]
+    best = (max(values) if mode == "max" else min(values)) if values else None
+    epochs = metrics.get("epoch", 0)
+    planned = space.planned_epochs(config) if set(config) == set(space.knobs) else None
+    if result.error is not None:
+        lines = [line for line in str(result.error).strip().splitlines() if line.strip()]
+        status = "error: " + (lines[-1].strip() if lines else type(result.error).__name__)
+    elif "stop_reason" in metrics:
+        status = str(metrics["stop_reason"])
+    elif planned and epochs < planned:
+        status = f"stopped early at epoch {epochs}/{planned}"
+    else:
+        status = "done"
+    return {"trial": Path(result.path).name, "config": config, "applicable": space.applicable(config),
+            "best": best, "epochs": epochs, "minutes": metrics.get("time_total_s", 0.0) / 60,
+            "overhead_s": _overhead_seconds(frame), "status": status, "curve": curve, "path": result.path}
+
+
+def _checkpointed_history(trial_path: str) -> dict[int, dict]:
+    """Every epoch's metrics as the trial's latest checkpoint recorded them (history survives restarts);
+    empty when the trial has no checkpoint or lives in object storage."""
+    from sslray.runs.checkpoint import checkpoint_folders, read_state
+
+    folders = checkpoint_folders(Path(trial_path)) if not storage.is_uri(trial_path) else []
+    if not folders:
+        return {}
+    return {int(m["epoch"]): m for m in read_state(folders[-1]).get("history", []) if "epoch" in m}
+
+
+def _overhead_seconds(frame) -> float | None:
+    """Trial wall time outside its epochs' training and evaluation: Ray start-up of the trial, model
+    build, checkpoints and reports."""
+    if frame is None or "time_total_s" not in frame or "seconds" not in frame or not len(frame):
+        return None
+    inside = frame["seconds"].sum() + (frame["eval_seconds"].sum() if "eval_seconds" in frame else 0.0)
+    return float(frame["time_total_s"].iloc[-1] - inside)
