@@ -13,7 +13,8 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
                                        "and a tune: section) on Ray Tune, then print the leaderboard. "
                                        "Overrides are dotted key=value pairs; a value may be a distribution, "
                                        "e.g. 'method.temperature={choice: [0.1, 0.2]}'.")
-    sweep.add_argument("space", nargs="?", metavar="SPACE", help="search-space YAML (see search_spaces/quickstart.yaml)")
+    sweep.add_argument("space", nargs="?", metavar="SPACE",
+                       help="search-space YAML (see search_spaces/quickstart.yaml)")
     sweep.add_argument("overrides", nargs="*", metavar="key.path=value", help="override values of SPACE")
     sweep.add_argument("--out", help="sweep folder, a path or a URI such as s3://BUCKET/sweeps/NAME "
                                      "(default: sweeps/<space>-<date>-<time>); must not exist yet")
@@ -51,11 +52,10 @@ def _run_sweep(args: argparse.Namespace) -> int:
     from sslray.runs.folders import SWEEP, check_out, replace_folder
 
     check_out(out, SWEEP, args.overwrite)  # a path or a URI (s3://, gs://, ...: sslray.runs.storage)
-    from sslray.recipe import recipe_from_dict
     from sslray.train.trainer import check_data
     from sslray.tune.sweep import run_sweep
 
-    check_data(recipe_from_dict(space.trial_recipe(space.first_config())))  # a missing dataset fails before Ray
+    check_data(space.first_recipe())  # a missing dataset fails before Ray
     if args.overwrite:  # only now that everything is validated: a mistake must not cost the old sweep
         replace_folder(out, SWEEP)
     init_ray(args.address)

@@ -4,7 +4,7 @@
 hold beside ``name``), a function that builds Ray's own scheduler, and the facts the rest of sslray
 asks about it (whether it compares trials every epoch, restores trials from each other's
 checkpoints, how many checkpoints a trial keeps, what it refuses in a space). ``SEARCHERS`` does the
-same for ``tune.search`` (docs/ray.md §10). Adding one is one entry here; nothing else names them.
+same for ``tune.search`` (docs/ray.md §10). Adding a scheduler or a searcher is one entry here.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from sslray.errors import UserError
-from sslray.train.trainer import MAX_CPUS_PER_WORKER
+from sslray.train.trainer import MAX_CPUS_PER_WORKER, cpus_for_ray_data
 from sslray.tune.space import SearchSpace
 
 TRAINER_CPUS = 0.1  # the Tune function of a TorchTrainer trial only waits on its workers
@@ -35,7 +35,7 @@ def plan_resources(space: SearchSpace, cluster: dict[str, float]) -> ResourcePla
     """Trial resources and concurrency that leave Ray Data at least one whole CPU (docs/ray.md §3)."""
     recipe = space.first_recipe()
     cpus, gpus = cluster.get("CPU", 1.0), cluster.get("GPU", 0.0)
-    data_cpus = max(recipe.data.cpus_per_task, cpus / 2)
+    data_cpus = cpus_for_ray_data(recipe, cpus)
     available = cpus - data_cpus
     given = space.tune.resources_per_trial or {}
     workers, use_gpu = recipe.scaling.num_workers, recipe.scaling.use_gpu

@@ -42,8 +42,7 @@ __all__ = ["SCHEDULERS", "SearchSpace", "TuneSection", "load_space", "method_kno
 
 
 def method_knobs(name: str) -> set[str]:
-    _, config_cls = METHODS[name]
-    return {f.name for f in dataclasses.fields(config_cls)}
+    return {f.name for f in dataclasses.fields(METHODS[name].config)}
 
 
 @dataclass

@@ -1,20 +1,8 @@
-"""A few hundred real Fashion-MNIST images, prepared once for the sweep tests."""
+"""``tiny_space``: sweeps of tiny trials on ``tiny_fmnist`` (tests/conftest.py, prepared once per session)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
-
-from sslray.data.shards import prepare
-
-
-@pytest.fixture(scope="module")
-def tiny_fmnist(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("fmnist")
-    prepare("fashion-mnist", root, split="train", limit=256, rows_per_shard=128, workers=1)
-    prepare("fashion-mnist", root, split="test", limit=128, workers=1)
-    return root
 
 
 def tiny_space(data: Path, **tune_section) -> dict:

@@ -8,7 +8,10 @@ from ray import tune
 from ray.tune.search.sample import Categorical, Float, Integer
 
 from sslray.errors import UserError
-from sslray.tune.space import load_space, space_from_dict, tune_domain
+from sslray.recipe import recipe_from_dict
+from sslray.tune.distributions import spec_values
+from sslray.tune.registry import SEARCHERS, pbt_explore
+from sslray.tune.space import SCHEDULERS, load_space, space_from_dict, tune_domain
 
 BASE = {
     "method": {"name": "simclr", "temperature": 0.2},
@@ -59,7 +62,8 @@ def test_malformed_distributions_name_the_key(spec, message):
 
 
 def test_a_misspelt_distribution_is_named_with_a_suggestion():
-    with pytest.raises(UserError, match=r"method.temperature: unknown distribution 'logunifrom'; did you mean loguniform"):
+    with pytest.raises(UserError, match=r"method.temperature: unknown distribution 'logunifrom'; "
+                                        "did you mean loguniform"):
         space_from_dict(space(method__temperature={"logunifrom": [0.1, 0.5]}))
 
 
@@ -115,7 +119,48 @@ def test_pbt_refuses_searched_architecture_and_needs_a_numeric_knob():
     with pytest.raises(UserError, match="PBT needs at least one searched numeric knob"):
         space_from_dict({**space(), "tune": {"scheduler": "pbt"}})
     ok = space_from_dict({**space(method__temperature={"loguniform": [0.1, 0.5]}), "tune": {"scheduler": "pbt"}})
-    assert list(ok.perturbed_knobs()) == ["method.temperature"]
+    assert ok.tune.options.mutated_keys(ok.knobs) == ["method.temperature"]
+
+
+def test_pbt_explore_keeps_every_perturbed_value_inside_its_distribution():
+    # BYOL's momentum at the top of its range, times PBT's 1.2, was 1.19: a UserError in the trial.
+    from ray.tune.schedulers.pbt import _explore
+
+    data = space(method__name="byol", method__momentum={"uniform": [0.9, 0.99]},
+                 optim__base_lr={"loguniform": [1e-4, 1e-2]}, optim__weight_decay={"quniform": [0.0, 0.1, 0.05]},
+                 train__warmup_epochs={"randint": [0, 1]}, data__limit={"choice": [64, 128]})
+    del data["method"]["temperature"]
+    s = space_from_dict({**data, "tune": {"scheduler": {"name": "pbt", "resample_probability": 0.0}}})
+    scheduler = s.build_scheduler()
+    assert isinstance(scheduler, tune.schedulers.PopulationBasedTraining)
+    low = {key: spec_values(spec)[0] for key, spec in s.knobs.items()}
+    high = {key: spec_values(spec)[-1] for key, spec in s.knobs.items()}
+    for config, factor in [(high, 1.2), (low, 0.8), (high, 0.8), (low, 1.2)]:
+        for _ in range(5):  # lists move to a random neighbour
+            explored, _ = _explore(config, scheduler._hyperparam_mutations, 0.0, (factor,),
+                                   scheduler._custom_explore_fn)
+            for key, spec in s.knobs.items():
+                if "choice" in spec:
+                    assert explored[key] in spec["choice"]
+                else:
+                    assert spec_values(spec)[0] <= explored[key] <= spec_values(spec)[-1], (key, explored[key])
+            recipe_from_dict(s.trial_recipe(explored))  # a valid recipe: the trial would start
+    assert pbt_explore(s.knobs, {**high, "method.momentum": 1.19})["method.momentum"] == 0.99
+    assert pbt_explore(s.knobs, {**high, "optim.weight_decay": 0.13})["optim.weight_decay"] == 0.1
+    assert pbt_explore(s.knobs, {**high, "train.warmup_epochs": -1})["train.warmup_epochs"] == 0
+    assert pbt_explore(s.knobs, {**high, "data.limit": 100})["data.limit"] == 128
+
+
+def test_every_registered_scheduler_and_searcher_builds_rays_own():
+    from ray.tune.schedulers import TrialScheduler
+    from ray.tune.search import SearchAlgorithm, Searcher
+
+    for name, entry in SCHEDULERS.items():
+        s = space_from_dict({**space(method__temperature={"loguniform": [0.1, 0.5]}), "tune": {"scheduler": name}})
+        assert isinstance(s.build_scheduler(), TrialScheduler)
+        assert entry.checkpoints_kept(s.tune.options) >= 2
+    random = SEARCHERS["random"].build(0, 2)
+    assert isinstance(random, (Searcher, SearchAlgorithm))
 
 
 def test_shipped_search_spaces_load(tmp_path):

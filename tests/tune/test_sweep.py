@@ -122,7 +122,8 @@ def test_a_killed_driver_resumes_without_rerunning_trials(ray_local, tiny_fmnist
             progress = [trial_rows(t) for t in trial_dirs(sweep_dir) if (t / "result.json").is_file()]
             if len([rows for rows in progress if rows]) == 2 and min(len(rows) for rows in progress) >= 1:
                 break
-            assert driver.poll() is None, "the sweep ended before it could be killed:\n" + (tmp_path / "driver.log").read_text()
+            assert driver.poll() is None, ("the sweep ended before it could be killed:\n"
+                                           + (tmp_path / "driver.log").read_text())
             time.sleep(0.5)
         time.sleep(2)  # one more experiment-state save (TUNE_GLOBAL_CHECKPOINT_S=1)
         os.kill(driver.pid, signal.SIGKILL)
@@ -180,4 +181,5 @@ def test_a_sweep_ranked_by_a_final_linear_probe(ray_local, tiny_fmnist, tmp_path
     assert 0.0 <= rows[-1]["linear_top1"] <= 1.0
     with open(tmp_path / "sweep" / "leaderboard.csv") as handle:
         [row] = list(csv.DictReader(handle))
-    assert float(row["best linear_top1"]) == pytest.approx(rows[-1]["linear_top1"], abs=1e-4) and row["status"] == "done"
+    assert float(row["best linear_top1"]) == pytest.approx(rows[-1]["linear_top1"], abs=1e-4)
+    assert row["status"] == "done"
