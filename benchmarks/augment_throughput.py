@@ -27,8 +27,8 @@ from torchvision.io import ImageReadMode, decode_image  # noqa: E402
 
 from sslray.cluster import init_ray  # noqa: E402
 from sslray.data.augment import AugmentConfig, ViewSpec  # noqa: E402
-from sslray.data.pipeline import open_prepared, views_dataset  # noqa: E402
-from sslray.data.shards import prepare  # noqa: E402
+from sslray.data.pipeline import EpochViews, MapTasks, open_prepared, views_dataset  # noqa: E402
+from sslray.data.shards import ShardOptions, prepare  # noqa: E402
 
 BATCH = 256
 
@@ -87,7 +87,8 @@ def main() -> None:
 
     specs = AugmentConfig(recipe=args.recipe, size=args.size).view_specs()
     with tempfile.TemporaryDirectory() as tmp:
-        prepare("fashion-mnist", tmp, split="train", limit=args.images, rows_per_shard=2_000, log=lambda m: None)
+        prepare("fashion-mnist", tmp, split="train", limit=args.images,
+                options=ShardOptions(rows_per_shard=2_000, log=lambda m: None))
         path = os.path.join(tmp, "train")
         files = open_prepared(path).files
         init_ray(num_cpus=args.cpus)
@@ -96,7 +97,7 @@ def main() -> None:
         results = {"dataloader": [], "ray": []}
         for _ in range(args.repeats):
             results["dataloader"].append(time_pass(loader))
-            ds = views_dataset(path, specs, channels=args.channels, seed=0, epoch=0, batch_size=BATCH)
+            ds = views_dataset(path, EpochViews(specs, channels=args.channels), MapTasks(batch_size=BATCH))
             results["ray"].append(time_pass(ds.iter_torch_batches(batch_size=BATCH)))
 
     rate = {k: max(n / s for s, n in runs) for k, runs in results.items()}

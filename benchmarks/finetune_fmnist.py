@@ -17,7 +17,7 @@ from pathlib import Path
 from sslray.cluster import init_ray, use_loopback
 from sslray.eval.features import baseline_encoders, find_encoder
 from sslray.eval.finetune import FinetuneConfig
-from sslray.eval.protocols import EvalSplits, run_finetune
+from sslray.eval.protocols import EvalContext, EvalOptions, EvalSplits, run_finetune
 
 
 def main() -> None:
@@ -37,11 +37,11 @@ def main() -> None:
     splits = EvalSplits.of(encoders[0], args.data, None, args.val_limit)
     results = []
     for name, encoder in zip(names, encoders):
-        cfg = FinetuneConfig(epochs=args.epochs, label_fraction=args.label_fraction)
+        options = EvalOptions(finetune=FinetuneConfig(epochs=args.epochs, label_fraction=args.label_fraction))
         start = time.perf_counter()
-        outcome = run_finetune(encoder, splits, cfg, on_epoch=lambda s, n=name: print(
+        outcome = run_finetune(encoder, splits, options, EvalContext(on_epoch=lambda s, n=name: print(
             f"{n}: epoch {s['epoch']}/{args.epochs}  loss {s['train_loss']:.4f}  train top1 {s['train_top1']:.3f}"
-            f"  val top1 {s['val_top1']:.3f}", flush=True))
+            f"  val top1 {s['val_top1']:.3f}", flush=True)))
         results.append((name, outcome.result, time.perf_counter() - start))
     baseline = results[-1][1]["val_top1"]
     print(f"\nfine-tune, {args.label_fraction:.0%} of the labels ({results[0][1]['train_images']} images), "

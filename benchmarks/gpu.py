@@ -270,12 +270,12 @@ def _views_pass(recipe, prepared, limit: int, max_seconds: float) -> tuple[list[
     """Iterate the worker's views dataset over the first ``limit`` images, as the worker does but without
     its local shuffle (which only reorders rows); (seconds, images so far) at each batch, and whether the
     pass ended by itself rather than at ``max_seconds`` (the time limit a stalled pipeline cannot pass)."""
-    from sslray.data.pipeline import rank_views_dataset
+    from sslray.data.pipeline import EpochViews, MapTasks, rank_views_dataset
 
     start = time.perf_counter()
-    dataset = rank_views_dataset(prepared, recipe.data.augment.view_specs(), channels=recipe.data.channels,
-                                 seed=recipe.train.seed, epoch=0, rank=0, world=1, limit=limit,
-                                 num_cpus=recipe.data.cpus_per_task)
+    views = EpochViews(recipe.data.augment.view_specs(), channels=recipe.data.channels, seed=recipe.train.seed)
+    dataset = rank_views_dataset(prepared, views, MapTasks(num_cpus=recipe.data.cpus_per_task), rank=0, world=1,
+                                 limit=limit)
     arrivals, images = [], 0
     for batch in dataset.iter_torch_batches(batch_size=recipe.train.batch_size):
         images += len(batch["label"])
@@ -312,7 +312,7 @@ def plain_loop(recipe, device: torch.device, sizes: Sizes, budget: Budget) -> di
     from sslray.nn.backbones import compile_backbones
     from sslray.nn.optim import build_optimizer, set_lr
     from sslray.nn.schedules import warmup_cosine
-    from sslray.train.worker import StepSettings
+    from sslray.train.epoch import StepSettings
 
     batch, size = recipe.train.batch_size, recipe.data.augment.size
     torch.manual_seed(recipe.train.seed)

@@ -63,15 +63,15 @@ import torch  # noqa: E402
 from ray.util.placement_group import placement_group, remove_placement_group  # noqa: E402
 
 from sslray.data.augment import PixelNormalizer  # noqa: E402
-from sslray.data.pipeline import open_prepared, rank_views_dataset, steps_per_epoch  # noqa: E402
-from sslray.data.shards import prepare  # noqa: E402
+from sslray.data.pipeline import EpochViews, MapTasks, open_prepared, rank_views_dataset, steps_per_epoch  # noqa: E402
+from sslray.data.shards import ShardOptions, prepare  # noqa: E402
 from sslray.methods.registry import build_method  # noqa: E402
 from sslray.nn.optim import build_optimizer, scaled_lr, set_lr  # noqa: E402
 from sslray.nn.schedules import warmup_cosine  # noqa: E402
 from sslray.recipe import Recipe, load_recipe  # noqa: E402
 from sslray.runs.checkpoint import checkpoint_folders, read_state  # noqa: E402
+from sslray.train.epoch import SHUFFLE_BUFFER_BATCHES  # noqa: E402
 from sslray.train.trainer import fit, worker_resources  # noqa: E402
-from sslray.train.worker import SHUFFLE_BUFFER_BATCHES  # noqa: E402
 
 RECIPE_FILE = Path(__file__).resolve().parent.parent / "search_spaces" / "simclr_fmnist.yaml"
 
@@ -140,8 +140,9 @@ def _plain_epochs(recipe: Recipe, run: int) -> list[EpochTime]:
     step, times = 0, []
     for epoch in range(train.epochs):
         torch.manual_seed(train.seed * 1_000_003 + epoch * 1009)  # the worker's per-(epoch, rank) seed, rank 0
-        dataset = rank_views_dataset(prepared, data.augment.view_specs(), channels=data.channels, seed=train.seed,
-                                     epoch=epoch, rank=0, world=1, limit=data.limit, num_cpus=data.cpus_per_task)
+        views = EpochViews(data.augment.view_specs(), channels=data.channels, seed=train.seed, epoch=epoch)
+        dataset = rank_views_dataset(prepared, views, MapTasks(num_cpus=data.cpus_per_task), rank=0, world=1,
+                                     limit=data.limit)
         batches = dataset.iter_torch_batches(batch_size=train.batch_size, drop_last=True, device=device,
                                              local_shuffle_buffer_size=SHUFFLE_BUFFER_BATCHES * train.batch_size,
                                              local_shuffle_seed=train.seed * 1_000_003 + epoch * 1009)
@@ -236,7 +237,7 @@ def main() -> None:
     cpus = args.cpus or os.cpu_count() or 1
     init_ray(num_cpus=cpus)
     with tempfile.TemporaryDirectory(prefix="sslray-ray-overhead-") as tmp:
-        prepare("fashion-mnist", tmp, split="train", limit=args.images, log=lambda msg: None)
+        prepare("fashion-mnist", tmp, split="train", limit=args.images, options=ShardOptions(log=lambda msg: None))
         make_recipe = functools.partial(benchmark_recipe, str(Path(tmp) / "train"), args.images, args.epochs,
                                         args.batch_size)  # a fresh Recipe per run: fit() edits its paths
         recipe = make_recipe()

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from sslray.methods.ijepa import IJEPA, IJEPAConfig
 from sslray.methods.macrl import MACRL, MACRLConfig
 from sslray.methods.mae import MAE, MAEConfig
-from sslray.nn.multiblock import sample_multiblock_masks
+from sslray.nn.multiblock import MultiBlockConfig, sample_multiblock_masks
 from sslray.nn.vit import ViTBackbone, sincos_pos_embed_2d
 
 IMG_SIZE, PATCH_SIZE, IN_CHANS, BATCH = 32, 4, 3, 32
@@ -345,7 +345,7 @@ def make_reference_ijepa_step() -> Step:
     batches = []  # "from the loader": the masks sslray's forward draws after torch.manual_seed(MASK_SEED + i)
     for i in range(MASK_BATCHES):
         torch.manual_seed(MASK_SEED + i)
-        batches.append(sample_multiblock_masks(BATCH, grid, NUM_TARGETS))
+        batches.append(sample_multiblock_masks(BATCH, grid, MultiBlockConfig(num_targets=NUM_TARGETS)))
     counter = iter(range(10**9))
 
     def loss() -> Tensor:

@@ -6,7 +6,9 @@ centre crop) and ``label``. Decoding and augmentation run in ``map_batches`` tas
 (``sslray.data.augment``), wherever Ray schedules them, so GPU nodes only receive finished uint8 views.
 
 Views are a pure function of (seed, epoch, view index, sample id): build a new dataset per epoch with
-the epoch number to get fresh augmentations, the same ones on every re-run.
+the epoch number to get fresh augmentations, the same ones on every re-run. What a dataset renders
+(``EpochViews``: view specs, channels, seed, epoch) and how Ray Data runs its tasks (``MapTasks``:
+batch size, CPUs per task, node labels) are passed as two small frozen dataclasses.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pyarrow.parquet as pq
 from sslray.data.augment import EvalViewSpec, ViewSpec, decode_images, render_eval_view, render_view
 from sslray.data.batched_transforms import PerSampleRandom, sample_keys
 from sslray.errors import UserError
+from sslray.locations import filesystem
 
 COLUMNS = ("image", "label", "id")
 SHRINK_FACTOR = 2  # decoded images are shrunk to a shorter side of 2x the largest view (see decode_images)
@@ -41,19 +44,10 @@ class PreparedDataset:
     row_groups: list[tuple[str, int, int]]  # (file, row group index, rows), in file order
 
 
-def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in path:
-        try:
-            return pafs.FileSystem.from_uri(path)
-        except (pa.ArrowException, ValueError) as err:
-            raise UserError(f"{path}: cannot open this location ({err})") from None
-    return pafs.LocalFileSystem(), str(PurePosixPath(path))
-
-
 def open_prepared(path: str, where: str = "data.path") -> PreparedDataset:
     """Check a prepared split (``sslray data prepare`` output) and describe it. A missing folder, a
     folder without shards or a shard with the wrong schema is a UserError naming the shard and column."""
-    fs, root = _filesystem(str(path))
+    fs, root = filesystem(str(path), where)
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
         raise UserError(f"{where}: {path} does not exist (prepare it with `sslray data prepare ...`, "
@@ -144,21 +138,47 @@ def _read(path: str):
     return ray.data.read_parquet(prepared.files).select_columns(list(COLUMNS))
 
 
-def views_dataset(path: str, specs: list[ViewSpec], *, channels: int = 3, seed: int = 0, epoch: int = 0,
-                  batch_size: int = 256, num_cpus: float = 1.0, with_ids: bool = False,
-                  keep_ids: list[str] | None = None, label_selector: dict[str, str] | None = None):
-    """Ray Dataset of augmented uint8 views of the prepared split at ``path`` (only the rows whose id
-    is in ``keep_ids`` when given: a label fraction is chosen before any image is decoded)."""
+@dataclass(frozen=True)
+class EpochViews:
+    """Which views a dataset renders: a pure function of these, the view index and the sample id."""
+    specs: list[ViewSpec]  # one per view, global crops first (AugmentConfig.view_specs())
+    channels: int = 3      # 1 (grayscale) or 3 (RGB): data.channels
+    seed: int = 0          # train.seed: with the epoch, keys every random choice
+    epoch: int = 0         # a new epoch, fresh augmentations; the same epoch, the same views
+
+
+@dataclass(frozen=True)
+class MapTasks:
+    """How Ray Data runs the decode/augment ``map_batches`` tasks."""
+    batch_size: int = 256  # rows per task call (and per output block)
+    num_cpus: float = 1.0  # CPUs reserved per task: data.cpus_per_task
+    label_selector: dict[str, str] | None = None  # node labels the tasks run on: data.label_selector
+
+    @classmethod
+    def of(cls, data) -> MapTasks:
+        """The tasks a recipe's ``data`` section asks for (its ``cpus_per_task`` and ``label_selector``)."""
+        return cls(num_cpus=data.cpus_per_task, label_selector=data.label_selector)
+
+
+def _check_channels(channels: int) -> None:
     if channels not in (1, 3):
         raise UserError(f"data.channels: {channels!r} is not allowed; choose 1 or 3")
-    fn = functools.partial(make_views, specs=specs, channels=channels, seed=seed, epoch=epoch, with_ids=with_ids)
+
+
+def views_dataset(path: str, views: EpochViews, tasks: MapTasks = MapTasks(), *, with_ids: bool = False,
+                  keep_ids: list[str] | None = None):
+    """Ray Dataset of augmented uint8 views of the prepared split at ``path`` (only the rows whose id
+    is in ``keep_ids`` when given: a label fraction is chosen before any image is decoded)."""
+    _check_channels(views.channels)
+    fn = functools.partial(make_views, specs=views.specs, channels=views.channels, seed=views.seed,
+                           epoch=views.epoch, with_ids=with_ids)
     rows = _read(path)
     if keep_ids is not None:
         wanted = pa.array(sorted(keep_ids), type=pa.string())
         rows = rows.map_batches(lambda t: t.filter(pc.is_in(t.column("id"), value_set=wanted)),
-                                batch_format="pyarrow", num_cpus=num_cpus)
-    return on_nodes(rows.map_batches(fn, batch_format="pyarrow", batch_size=batch_size, num_cpus=num_cpus),
-                    label_selector)
+                                batch_format="pyarrow", num_cpus=tasks.num_cpus)
+    return on_nodes(rows.map_batches(fn, batch_format="pyarrow", batch_size=tasks.batch_size, num_cpus=tasks.num_cpus),
+                    tasks.label_selector)
 
 
 def split_index(path: str) -> tuple[list[str], np.ndarray]:
@@ -168,14 +188,13 @@ def split_index(path: str) -> tuple[list[str], np.ndarray]:
     return table.column("id").to_pylist(), pc.fill_null(table.column("label"), -1).to_numpy().astype(np.int64)
 
 
-def eval_dataset(path: str, spec: EvalViewSpec, *, channels: int = 3, batch_size: int = 256,
-                 num_cpus: float = 1.0, with_ids: bool = False, label_selector: dict[str, str] | None = None):
+def eval_dataset(path: str, spec: EvalViewSpec, *, channels: int = 3, tasks: MapTasks = MapTasks(),
+                 with_ids: bool = False):
     """Ray Dataset of deterministic eval images (uint8) and labels."""
-    if channels not in (1, 3):
-        raise UserError(f"data.channels: {channels!r} is not allowed; choose 1 or 3")
+    _check_channels(channels)
     fn = functools.partial(make_eval_images, spec=spec, channels=channels, with_ids=with_ids)
-    return on_nodes(_read(path).map_batches(fn, batch_format="pyarrow", batch_size=batch_size, num_cpus=num_cpus),
-                    label_selector)
+    return on_nodes(_read(path).map_batches(fn, batch_format="pyarrow", batch_size=tasks.batch_size,
+                                            num_cpus=tasks.num_cpus), tasks.label_selector)
 
 
 # ------------------------------------------------------------------ per-worker training datasets
@@ -208,7 +227,7 @@ def read_row_groups(units: pa.Table) -> pa.Table:
     """(file, row_group, rows) units -> the rows they name."""
     tables = []
     for file, group, rows in zip(*(units.column(c).to_pylist() for c in ("file", "row_group", "rows"))):
-        fs, local = _filesystem(file)
+        fs, local = filesystem(file, "a prepared shard")
         with fs.open_input_file(local) as handle:
             tables.append(pq.ParquetFile(handle).read_row_group(group, columns=list(COLUMNS)).slice(0, rows))
     return pa.concat_tables(tables)
@@ -227,19 +246,18 @@ def row_group_views(units: pa.Table, *, batch_size: int, **view_options) -> Iter
         yield make_views(rows.slice(start, batch_size), **view_options)
 
 
-def rank_views_dataset(prepared: PreparedDataset, specs: list[ViewSpec], *, channels: int, seed: int, epoch: int,
-                       rank: int, world: int, limit: int | None = None, batch_size: int = 256,
-                       num_cpus: float = 1.0, label_selector: dict[str, str] | None = None):
-    """Worker ``rank``'s views for ``epoch``, in a deterministic order: its row groups
+def rank_views_dataset(prepared: PreparedDataset, views: EpochViews, tasks: MapTasks = MapTasks(), *, rank: int,
+                       world: int, limit: int | None = None):
+    """Worker ``rank``'s views for ``views.epoch``, in a deterministic order: its row groups
     (``epoch_row_groups``) read in order, augmented with (seed, epoch)-keyed randomness. Shuffle within
     the worker with ``iter_torch_batches(local_shuffle_buffer_size=..., local_shuffle_seed=...)``."""
     import ray.data
 
-    units = epoch_row_groups(prepared, seed=seed, epoch=epoch, rank=rank, world=world, limit=limit)
+    units = epoch_row_groups(prepared, seed=views.seed, epoch=views.epoch, rank=rank, world=world, limit=limit)
     items = [{"file": f, "row_group": g, "rows": n} for f, g, n in units]
-    fn = functools.partial(row_group_views, batch_size=batch_size, specs=specs, channels=channels, seed=seed,
-                           epoch=epoch)
+    fn = functools.partial(row_group_views, batch_size=tasks.batch_size, specs=views.specs, channels=views.channels,
+                           seed=views.seed, epoch=views.epoch)
     ds = (ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-          .map_batches(fn, batch_size=1, batch_format="pyarrow", num_cpus=num_cpus))
+          .map_batches(fn, batch_size=1, batch_format="pyarrow", num_cpus=tasks.num_cpus))
     ds.context.execution_options.preserve_order = True  # order = row-group order: reproducible batches
-    return on_nodes(ds, label_selector)
+    return on_nodes(ds, tasks.label_selector)

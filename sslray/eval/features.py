@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from sslray.data.augment import PixelNormalizer, ViewSpec
-from sslray.data.pipeline import eval_dataset, open_prepared, views_dataset
+from sslray.data.pipeline import EpochViews, MapTasks, eval_dataset, open_prepared, views_dataset
 from sslray.errors import UserError
 from sslray.methods.registry import build_method
 from sslray.recipe import Recipe, recipe_from_dict
@@ -52,13 +52,14 @@ class Encoder:
             return nn.Flatten().to(device).eval()
         with torch.random.fork_rng(devices=[]):  # the caller's RNG stream is left as it was
             torch.manual_seed(self.recipe.train.seed)  # random init: the run's own initial weights
-            method = build_method(self.recipe.to_dict())
+            method = build_method(self.recipe)
         if self.kind == "checkpoint":
             try:
                 method.load_state_dict(load_tensors(self.checkpoint / MODEL))
             except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise UserError(f"{self.checkpoint / MODEL}: not a readable checkpoint of this recipe ({first})") from None
+                raise UserError(f"{self.checkpoint / MODEL}: not a readable checkpoint of this recipe "
+                                f"({first})") from None
         return method.evaluation_backbone().to(device).eval()
 
     def cache_identity(self) -> dict:
@@ -128,8 +129,7 @@ def extract_features(encoder: Encoder, split: str, limit: int | None = None, dev
 
     network = encoder.build(device)
     normalizer = PixelNormalizer(recipe.data.mean, recipe.data.std, device)
-    dataset = eval_dataset(split, spec, channels=recipe.data.channels, num_cpus=recipe.data.cpus_per_task,
-                           label_selector=recipe.data.label_selector)
+    dataset = eval_dataset(split, spec, channels=recipe.data.channels, tasks=MapTasks.of(recipe.data))
     dataset.context.execution_options.preserve_order = True  # "the first N images": file order
     if limit is not None:
         dataset = dataset.limit(limit)
@@ -152,7 +152,15 @@ def probe_view(recipe: Recipe) -> ViewSpec:
     return ViewSpec(size=recipe.data.eval_view.size, jitter_p=0.0, gray_p=0.0, blur_p=0.0)
 
 
-def augmented_batches(encoder: Encoder, split: str, keep_ids: list[str] | None, batch_size: int, seed: int,
+@dataclass(frozen=True)
+class Batching:
+    """How ``augmented_batches`` cuts each epoch: the batch size and the seed of its augmentations
+    and shuffle (a probe's or fine-tune's ``cfg.batch_size`` and ``cfg.seed``)."""
+    batch_size: int = 256
+    seed: int = 0  # with the epoch: the views and the local shuffle order
+
+
+def augmented_batches(encoder: Encoder, split: str, keep_ids: list[str] | None, batching: Batching,
                       device: torch.device | str = "cpu",
                       network: nn.Module | None = None) -> Callable[[int], Iterator[tuple[Tensor, Tensor]]]:
     """``epoch -> (outputs, labels)`` batches of freshly augmented images of a split (only the rows in
@@ -161,11 +169,11 @@ def augmented_batches(encoder: Encoder, split: str, keep_ids: list[str] | None, 
     network on them). Unlabelled rows are dropped."""
     recipe = encoder.recipe
     normalizer = PixelNormalizer(recipe.data.mean, recipe.data.std, device)
+    batch_size, seed = batching.batch_size, batching.seed
 
     def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        dataset = views_dataset(split, [probe_view(recipe)], channels=recipe.data.channels, seed=seed,
-                                epoch=epoch, num_cpus=recipe.data.cpus_per_task, keep_ids=keep_ids,
-                                label_selector=recipe.data.label_selector)
+        views = EpochViews([probe_view(recipe)], channels=recipe.data.channels, seed=seed, epoch=epoch)
+        dataset = views_dataset(split, views, MapTasks.of(recipe.data), keep_ids=keep_ids)
         for batch in dataset.iter_torch_batches(batch_size=batch_size, device=device,
                                                 local_shuffle_buffer_size=4 * batch_size,
                                                 local_shuffle_seed=seed * 1009 + epoch):
@@ -187,7 +195,7 @@ def eval_batches(encoder: Encoder, split: str, limit: int | None, batch_size: in
 
     def batches() -> Iterator[tuple[Tensor, Tensor]]:
         dataset = eval_dataset(split, recipe.data.eval_view, channels=recipe.data.channels,
-                               num_cpus=recipe.data.cpus_per_task, label_selector=recipe.data.label_selector)
+                               tasks=MapTasks.of(recipe.data))
         dataset.context.execution_options.preserve_order = True
         if limit is not None:
             dataset = dataset.limit(limit)

@@ -32,7 +32,7 @@ def export_backbone(run_or_checkpoint: Path, out: Path, overwrite: bool = False)
         raise UserError(f"{out if out.exists() else sidecar} already exists; pass --overwrite to replace it")
     folder = find_checkpoint(Path(run_or_checkpoint))
     recipe = recipe_from_dict(read_state(folder)["recipe"])
-    method = build_method(recipe.to_dict())
+    method = build_method(recipe)
     method.load_state_dict(load_tensors(folder / MODEL))
     backbone = method.evaluation_backbone()
     library_model = backbone.vit if hasattr(backbone, "vit") else backbone.net

@@ -7,25 +7,23 @@ Data, capped by ``data.knn_bank_limit`` / ``data.knn_query_limit``) feed a weigh
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from sslray.data.augment import PixelNormalizer
-from sslray.data.pipeline import eval_dataset
-from sslray.eval.knn import knn_accuracy
-from sslray.eval.linear_probe import ProbeConfig, feature_batches, train_linear_probe
+from sslray.data.pipeline import MapTasks, eval_dataset
+from sslray.eval.knn import KNNConfig, knn_accuracy
+from sslray.eval.linear_probe import ProbeConfig, ProbeData, train_linear_probe
 from sslray.methods.base import SSLMethod, embedding_std
 from sslray.recipe import Recipe
 
 EVAL_BATCH = 256
 
 
-def embed_split(method: SSLMethod, recipe: Recipe, path: str, limit: int | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_split(method: SSLMethod, recipe: Recipe, path: str, limit: int | None,
+                device) -> tuple[torch.Tensor, torch.Tensor]:
     """Features [N, num_features] (on CPU) and labels [N] of a prepared split."""
     data = recipe.data
-    dataset = eval_dataset(path, data.eval_view, channels=data.channels, num_cpus=data.cpus_per_task,
-                           label_selector=data.label_selector)
+    dataset = eval_dataset(path, data.eval_view, channels=data.channels, tasks=MapTasks.of(data))
     if limit is not None:
         dataset = dataset.limit(limit)
     normalizer = PixelNormalizer(data.mean, data.std, device)
@@ -46,13 +44,12 @@ def online_knn(method: SSLMethod, recipe: Recipe, device, linear_probe: bool = F
     query, query_labels = embed_split(method, recipe, data.knn_query, data.knn_query_limit, device)
     labeled = bank_labels >= 0  # an unlabeled row cannot vote
     bank, bank_labels = bank[labeled], bank_labels[labeled]
-    metrics = knn_accuracy(bank, bank_labels, query, query_labels, k=train.knn_k, temperature=train.knn_temperature)
+    metrics = knn_accuracy(bank, bank_labels, query, query_labels, cfg=KNNConfig(train.knn_k, train.knn_temperature))
     metrics["embed_std"] = float(embedding_std(query))
     if linear_probe:
         cfg = ProbeConfig(epochs=train.linear_probe_epochs, batch_size=min(512, len(bank_labels)), seed=train.seed)
         num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
-        probe = train_linear_probe(feature_batches(bank, bank_labels, cfg.batch_size, cfg.seed), bank.shape[1],
-                                   num_classes, cfg, math.ceil(len(bank_labels) / cfg.batch_size),
-                                   val_features=query, val_labels=query_labels)
+        probe_data = ProbeData.of_features((bank, bank_labels), (query, query_labels), num_classes, cfg)
+        probe = train_linear_probe(probe_data, cfg)
         metrics["linear_top1"] = probe.history[-1]["val_top1"]
     return metrics

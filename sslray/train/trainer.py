@@ -19,6 +19,7 @@ import yaml
 from sslray.cluster import warn_if_no_node_matches
 from sslray.data.pipeline import open_prepared, steps_per_epoch
 from sslray.errors import UserError
+from sslray.locations import absolute
 from sslray.recipe import Recipe
 from sslray.runs.checkpoint import checkpoint_folders
 from sslray.runs.restarts import read_restarts
@@ -35,14 +36,19 @@ def plain(value: Any) -> Any:
     return value
 
 
+def cpus_for_ray_data(recipe: Recipe, cluster_cpus: float) -> float:
+    """CPUs that training leaves to Ray Data: half the cluster's, and at least one data task's worth,
+    so the workers (or a sweep's trials) can never starve the pipeline that feeds them (docs/ray.md §3)."""
+    return max(recipe.data.cpus_per_task, cluster_cpus / 2)
+
+
 def worker_resources(recipe: Recipe, cluster_cpus: float) -> dict[str, float]:
-    """CPUs (and GPU) per worker: half the cluster's CPUs, and at least one data task's worth, stay
-    free for Ray Data, so the workers can never starve the pipeline that feeds them (docs/ray.md §3)."""
+    """CPUs (and GPU) per worker, leaving ``cpus_for_ray_data`` free."""
     scaling = recipe.scaling
     if scaling.cpus_per_worker is not None:
         cpus = scaling.cpus_per_worker
     else:
-        reserve = max(recipe.data.cpus_per_task, cluster_cpus / 2)
+        reserve = cpus_for_ray_data(recipe, cluster_cpus)
         cpus = min(MAX_CPUS_PER_WORKER, (cluster_cpus - reserve) / scaling.num_workers)
         if cpus < 0.05:
             raise UserError(f"scaling.num_workers: {scaling.num_workers} workers do not fit on {cluster_cpus:g} "
@@ -74,10 +80,9 @@ def absolute_data_paths(recipe: Recipe) -> None:
     """Local data paths made absolute: Ray workers run in a folder of their own. (On a cluster, a local
     path must exist on every node; URIs such as s3:// are passed on as they are.)"""
     data = recipe.data
-    for name in ("path", "knn_bank", "knn_query"):
-        value = getattr(data, name)
-        if value is not None and "://" not in value:
-            setattr(data, name, str(Path(value).resolve()))
+    for name in data.PATH_KEYS:
+        if getattr(data, name) is not None:
+            setattr(data, name, absolute(getattr(data, name)))
 
 
 def latest_checkpoint(run_dir: Path) -> str | None:

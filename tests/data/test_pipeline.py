@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from sslray.data.augment import AugmentConfig, EvalViewSpec
-from sslray.data.pipeline import eval_dataset, open_prepared, views_dataset
-from sslray.data.shards import prepare
+from sslray.data.pipeline import EpochViews, MapTasks, eval_dataset, open_prepared, views_dataset
+from sslray.data.shards import ShardOptions, prepare
 from sslray.errors import UserError
 
 ROWS = 300
@@ -18,7 +18,7 @@ ROWS = 300
 @pytest.fixture(scope="module")
 def fmnist_small(tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared")
-    prepare("fashion-mnist", out, split="train", limit=ROWS, rows_per_shard=100, workers=1)
+    prepare("fashion-mnist", out, split="train", limit=ROWS, options=ShardOptions(rows_per_shard=100, workers=1))
     return str(out / "train")
 
 
@@ -38,7 +38,7 @@ def test_open_prepared_describes_the_split(fmnist_small):
 
 def test_views_have_recipe_shapes_and_dtypes(ray_local, fmnist_small):
     specs = AugmentConfig(recipe="dino", size=32, local_size=16, local_crops=3).view_specs()
-    rows = collect(views_dataset(fmnist_small, specs, channels=3, seed=0, epoch=0, batch_size=64))
+    rows = collect(views_dataset(fmnist_small, EpochViews(specs, channels=3), MapTasks(batch_size=64)))
     assert len(rows["label"]) == ROWS
     assert sorted(rows) == ["label", "view_0", "view_1", "view_2", "view_3", "view_4"]
     assert rows["view_0"].shape == (ROWS, 3, 32, 32) and rows["view_4"].shape == (ROWS, 3, 16, 16)
@@ -50,7 +50,7 @@ def test_views_have_recipe_shapes_and_dtypes(ray_local, fmnist_small):
 
 def test_torch_batches_for_training(ray_local, fmnist_small):
     specs = AugmentConfig(recipe="simclr", size=28).view_specs()
-    ds = views_dataset(fmnist_small, specs, channels=1, seed=0, epoch=0, batch_size=100)
+    ds = views_dataset(fmnist_small, EpochViews(specs, channels=1), MapTasks(batch_size=100))
     batches = list(ds.iter_torch_batches(batch_size=128, drop_last=True))
     assert len(batches) == ROWS // 128
     assert tuple(batches[0]["view_1"].shape) == (128, 1, 28, 28) and str(batches[0]["view_1"].dtype) == "torch.uint8"
@@ -58,15 +58,17 @@ def test_torch_batches_for_training(ray_local, fmnist_small):
 
 def test_same_seed_and_epoch_give_same_views_whatever_the_batching(ray_local, fmnist_small):
     specs = AugmentConfig(recipe="byol", size=24).view_specs()
-    first = collect(views_dataset(fmnist_small, specs, channels=3, seed=5, epoch=1, batch_size=64, with_ids=True))
-    second = collect(views_dataset(fmnist_small, specs, channels=3, seed=5, epoch=1, batch_size=37, with_ids=True))
+    first = collect(views_dataset(fmnist_small, EpochViews(specs, 3, seed=5, epoch=1), MapTasks(batch_size=64),
+                                  with_ids=True))
+    second = collect(views_dataset(fmnist_small, EpochViews(specs, 3, seed=5, epoch=1), MapTasks(batch_size=37),
+                                   with_ids=True))
     a, b = by_id(first, "view_1"), by_id(second, "view_1")
     assert a.keys() == b.keys() and len(a) == ROWS
     assert all(np.array_equal(a[k], b[k]) for k in a)
-    next_epoch = by_id(collect(views_dataset(fmnist_small, specs, channels=3, seed=5, epoch=2, batch_size=64,
-                                             with_ids=True)), "view_1")
-    other_seed = by_id(collect(views_dataset(fmnist_small, specs, channels=3, seed=6, epoch=1, batch_size=64,
-                                             with_ids=True)), "view_1")
+    next_epoch = by_id(collect(views_dataset(fmnist_small, EpochViews(specs, 3, seed=5, epoch=2),
+                                             MapTasks(batch_size=64), with_ids=True)), "view_1")
+    other_seed = by_id(collect(views_dataset(fmnist_small, EpochViews(specs, 3, seed=6, epoch=1),
+                                             MapTasks(batch_size=64), with_ids=True)), "view_1")
     assert sum(np.array_equal(a[k], next_epoch[k]) for k in a) < ROWS // 20
     assert sum(np.array_equal(a[k], other_seed[k]) for k in a) < ROWS // 20
 
@@ -96,7 +98,7 @@ def test_bad_prepared_paths_name_the_problem(tmp_path, fmnist_small):
     with pytest.raises(UserError, match=r"shard .*part-00001\.parquet: column 'label' has type string"):
         open_prepared(str(bad))
     with pytest.raises(UserError, match="choose 1 or 3"):
-        views_dataset(fmnist_small, AugmentConfig().view_specs(), channels=2)
+        views_dataset(fmnist_small, EpochViews(AugmentConfig().view_specs(), channels=2))
 
 
 def test_row_groups_are_dealt_to_ranks_without_overlap(fmnist_small):
@@ -120,7 +122,8 @@ def test_rank_views_repeat_exactly_for_the_same_seed_and_epoch(ray_local, fmnist
     specs = AugmentConfig(recipe="simclr", size=28).view_specs()
 
     def batches(epoch):
-        ds = rank_views_dataset(prepared, specs, channels=1, seed=3, epoch=epoch, rank=1, world=2, batch_size=64)
+        ds = rank_views_dataset(prepared, EpochViews(specs, channels=1, seed=3, epoch=epoch), MapTasks(batch_size=64),
+                                rank=1, world=2)
         return [b["view_0"] for b in ds.iter_torch_batches(batch_size=32, drop_last=True, local_shuffle_buffer_size=64,
                                                             local_shuffle_seed=epoch)]
     first, again, other = batches(0), batches(0), batches(1)

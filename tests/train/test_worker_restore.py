@@ -13,7 +13,7 @@ from ray import tune
 from sslray.runs.checkpoint import read_state
 from sslray.train.worker import run_worker
 
-from ..tune.conftest import tiny_fmnist, tiny_space  # noqa: F401  (fixture)
+from ..tune.conftest import tiny_space
 
 
 class FolderSession:
