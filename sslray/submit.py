@@ -20,9 +20,11 @@ import secrets
 import shlex
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sslray.errors import UserError
+from sslray.locations import absolute
 from sslray.runs import storage
 from sslray.runs.folders import SWEEP, check_out
 
@@ -31,7 +33,6 @@ from sslray.runs.folders import SWEEP, check_out
 EXCLUDES = [".venv", ".git", "data", "runs", "sweeps", "*.egg-info", "__pycache__", ".pytest_cache",
             "benchmarks/out"]
 EXCLUDED_FOLDERS = {"data", "runs", "sweeps", ".venv", ".git"}
-DATA_KEYS = ("path", "knn_bank", "knn_query")
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
@@ -92,10 +93,20 @@ def _first_line(err: BaseException) -> str:
 
 # ---- the job ---------------------------------------------------------------------------------------
 
-def sweep_job(space_file: str, overrides: list[str], out: str | None, working_dir: str,
-              env: dict[str, str], overwrite: bool = False) -> tuple[str, dict, str]:
+@dataclass(frozen=True)
+class SweepJob:
+    """The sweep a job runs, as ``sslray submit`` was given it."""
+    space_file: str                                          # search-space YAML inside working_dir
+    overrides: list[str] = field(default_factory=list)       # key.path=value overrides of the space
+    out: str | None = None                                   # sweep folder or URI; None: ./sweeps/<space>-<time>
+    working_dir: str = "."                                   # the folder shipped with the job
+    env: dict[str, str] = field(default_factory=dict)        # environment variables of the job
+    overwrite: bool = False                                  # let the job replace an existing sweep folder
+
+
+def sweep_job(job: SweepJob) -> tuple[str, dict, str]:
     """``(entrypoint, runtime_env, out)`` of the job that runs this sweep; the space is validated first."""
-    from sslray.recipe import recipe_from_dict
+    space_file, overrides, out, working_dir = job.space_file, job.overrides, job.out, job.working_dir
     from sslray.tune.space import load_space
 
     root = Path(working_dir).resolve()
@@ -111,23 +122,23 @@ def sweep_job(space_file: str, overrides: list[str], out: str | None, working_di
         raise UserError(f"SPACE: {space_file} is under {relative.parts[0]}/, which is not shipped with the job "
                         f"(excluded: {', '.join(sorted(EXCLUDED_FOLDERS))}); put it elsewhere, e.g. search_spaces/")
     space = load_space(space_path, overrides)  # every mistake in the YAML fails here, before anything is sent
-    data = recipe_from_dict(space.trial_recipe(space.first_config())).data
+    data = space.first_recipe().data
     pinned = []
-    for key in DATA_KEYS:
+    for key in data.PATH_KEYS:
         value = getattr(data, key)
-        if isinstance(value, str) and not storage.is_uri(value) and not Path(value).is_absolute():
-            pinned.append(f"data.{key}={Path(value).resolve()}")
+        if isinstance(value, str) and absolute(value) != value:
+            pinned.append(f"data.{key}={absolute(value)}")
     if out is None:
         out = str(Path(f"sweeps/{space_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}").resolve())
-    elif not storage.is_uri(out):
-        out = str(Path(out).resolve())
+    else:
+        out = absolute(out)
     if not storage.is_uri(out):  # a URI is checked by the job's own `sslray sweep`, where it runs
-        check_out(out, SWEEP, overwrite)
+        check_out(out, SWEEP, job.overwrite)
     # The job's own `sslray sweep` checks --out again where it runs (a URI, or a path on the cluster).
     command = ["python", "-m", "sslray.cli", "sweep", relative.as_posix(), *overrides, *pinned, "--out", out,
-               *(["--overwrite"] if overwrite else [])]
+               *(["--overwrite"] if job.overwrite else [])]
     runtime_env: dict = {"working_dir": str(root), "excludes": EXCLUDES,
-                         "env_vars": {"PYTHONUNBUFFERED": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1", **env}}
+                         "env_vars": {"PYTHONUNBUFFERED": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1", **job.env}}
     if not (root / "sslray" / "__init__.py").is_file():  # a project of its own: ship sslray beside it
         import sslray
 
@@ -135,16 +146,14 @@ def sweep_job(space_file: str, overrides: list[str], out: str | None, working_di
     return shlex.join(command), runtime_env, out
 
 
-def submit(address: str | None, space_file: str, overrides: list[str], *, out: str | None = None,
-           working_dir: str = ".", env: dict[str, str] | None = None, overwrite: bool = False
-           ) -> tuple[object, str, str]:
+def submit(address: str | None, job: SweepJob) -> tuple[object, str, str]:
     """Submit the sweep; returns ``(client, job id, out)``."""
-    entrypoint, runtime_env, out = sweep_job(space_file, overrides, out, working_dir, env or {}, overwrite)
+    entrypoint, runtime_env, out = sweep_job(job)
     client = connect(address)
-    job_id = f"sslray-{Path(space_file).stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    job_id = f"sslray-{Path(job.space_file).stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     try:
         client.submit_job(entrypoint=entrypoint, submission_id=job_id, runtime_env=runtime_env,
-                          metadata={"sslray_space": Path(space_file).name, "sslray_out": out})
+                          metadata={"sslray_space": Path(job.space_file).name, "sslray_out": out})
     except RuntimeError as err:  # the job server's answer (e.g. a working dir over Ray's size limit)
         raise UserError(f"the job server refused the job: {_first_line(err)}") from None
     print(f"submitted job {job_id}\n  entrypoint: {entrypoint}\n  results:    {out}"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sslray.cli.arguments import positive_int
 from sslray.errors import UserError
+from sslray.eval.registry import PROTOCOLS
 from sslray.runs.folders import EVAL, REPORT, check_out
 
 
@@ -40,8 +41,9 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
                             description="Evaluate RUN_DIR's best checkpoint (or a checkpoint folder) with one "
                                         "protocol; --every K probes its checkpoints at epochs K, 2K, ...")
     parser.add_argument("target", metavar="RUN_DIR|CHECKPOINT")
-    parser.add_argument("--protocol", default="linear", choices=["knn", "linear", "finetune"])
-    parser.add_argument("--every", type=positive_int, metavar="K", help="evaluate the checkpoints at epochs K, 2K, ...")
+    parser.add_argument("--protocol", default="linear", choices=list(PROTOCOLS))
+    parser.add_argument("--every", type=positive_int, metavar="K",
+                        help="evaluate the checkpoints at epochs K, 2K, ...")
     parser.add_argument("--augment", action="store_true", help="linear probe on augmented images "
                         "(random-resized crop + flip) through the frozen backbone, instead of cached features")
     parser.add_argument("--label-fraction", type=float, help="fine-tune on this fraction of the labels, "
@@ -64,7 +66,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _options(args: argparse.Namespace, protocol: str):
-    from sslray.eval.evaluate import EvalOptions
+    from sslray.eval.protocols import EvalOptions
 
     options = EvalOptions(protocol=protocol, data=args.data, train_limit=args.train_limit, val_limit=args.val_limit,
                           every=getattr(args, "every", None), augment=getattr(args, "augment", False))

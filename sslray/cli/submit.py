@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from sslray.errors import UserError
-from sslray.submit import check_job_exists, connect, follow, list_jobs, stop, submit
+from sslray.submit import SweepJob, check_job_exists, connect, follow, list_jobs, stop, submit
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -58,8 +58,9 @@ def run_submit(args: argparse.Namespace) -> int:
     if not args.space:
         raise UserError("SPACE: give a search-space YAML (e.g. search_spaces/quickstart.yaml), or --list / "
                         "--logs JOB_ID / --stop JOB_ID")
-    client, job_id, _ = submit(args.address, args.space, args.overrides, out=args.out,
-                               working_dir=args.working_dir, env=dict(args.env), overwrite=args.overwrite)
+    job = SweepJob(args.space, args.overrides, out=args.out, working_dir=args.working_dir, env=dict(args.env),
+                   overwrite=args.overwrite)
+    client, job_id, _ = submit(args.address, job)
     if args.follow:
         return follow(client, job_id)
     address = client.get_address()

@@ -20,7 +20,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import torch
@@ -29,28 +29,14 @@ from sslray.data.pipeline import open_prepared
 from sslray.errors import UserError
 from sslray.eval.classes import confusion, markdown_table, per_class_report
 from sslray.eval.features import MODEL, Encoder, find_encoder, series_encoders
-from sslray.eval.finetune import FinetuneConfig
-from sslray.eval.linear_probe import ProbeConfig
 from sslray.eval.plots import plot_confusion, plot_curves
-from sslray.eval.protocols import PROTOCOLS, EvalSplits, KNNOptions, Trained, run_finetune, run_knn, run_linear
+from sslray.eval.protocols import EvalContext, EvalOptions, EvalSplits, Trained
+from sslray.eval.registry import PROTOCOLS
 from sslray.runs.folders import EVAL, FolderKind, check_out, replace_folder
 from sslray.runs.tensorboard import RunLogger
 
 TABLE_COLUMNS = ["encoder", "method", "backbone", "protocol", "train_top1", "val_top1", "val_top5",
                  "train_images", "val_images"]
-
-
-@dataclass
-class EvalOptions:
-    protocol: str = "linear"
-    data: str | None = None                # a prepared root with train/ and test/; None: the run's kNN splits
-    train_limit: int | None = None
-    val_limit: int | None = None
-    every: int | None = None               # probe checkpoints at epochs every, 2*every, ...
-    augment: bool = False                  # linear probe on augmented images through the frozen backbone
-    knn: KNNOptions = field(default_factory=KNNOptions)
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 def run_dir_of(target: Path) -> Path:
@@ -89,22 +75,18 @@ def slug(name: str) -> str:
 def evaluate_one(encoder: Encoder, splits: EvalSplits, options: EvalOptions, cache_dir: Path | None,
                  logger: RunLogger | None, device="cpu") -> dict | Trained:
     """One protocol on one encoder, printing an epoch line per probe / fine-tune epoch."""
-    protocol = options.protocol
-    if protocol == "knn":
-        return run_knn(encoder, splits, options.knn, device, cache_dir)
-    epochs = options.probe.epochs if protocol == "linear" else options.finetune.epochs
+    protocol, name = PROTOCOLS[options.protocol], options.protocol
 
-    def on_epoch(stats: dict) -> None:
-        sys.stdout.write(f"{encoder.name}  {protocol} epoch {stats['epoch']}/{epochs}  loss {stats['train_loss']:.4f}"
+    def on_epoch(stats: dict) -> None:  # called by the protocols that train, whose options have epochs
+        epochs = protocol.options(options).epochs
+        sys.stdout.write(f"{encoder.name}  {name} epoch {stats['epoch']}/{epochs}  loss {stats['train_loss']:.4f}"
                          f"  train top1 {stats['train_top1']:.3f}  val top1 {stats['val_top1']:.3f}\n")
         sys.stdout.flush()
         if logger is not None:
             logger.scalars({k: v for k, v in stats.items() if k != "epoch" and v is not None},
-                           step=stats["epoch"], prefix=f"{protocol}_{slug(encoder.name)}")
+                           step=stats["epoch"], prefix=f"{name}_{slug(encoder.name)}")
 
-    if protocol == "linear":
-        return run_linear(encoder, splits, options.probe, options.augment, device, cache_dir, on_epoch)
-    return run_finetune(encoder, splits, options.finetune, device, on_epoch)
+    return protocol.run(encoder, splits, options, EvalContext(device, cache_dir, on_epoch))
 
 
 def evaluate(target: Path, options: EvalOptions, out: Path | None = None, overwrite: bool = False,
@@ -124,7 +106,7 @@ def evaluate(target: Path, options: EvalOptions, out: Path | None = None, overwr
         with RunLogger(out / "tb") as logger:
             for encoder in encoders:
                 outcome = evaluate_one(encoder, splits, options, cache_dir, logger, device)
-                if isinstance(outcome, Trained):
+                if PROTOCOLS[options.protocol].trains:
                     curves[encoder.name] = [(h["epoch"], h["val_top1"]) for h in outcome.history]
                     last_trained, outcome = outcome, outcome.result
                 rows.append(outcome)
@@ -141,8 +123,9 @@ def evaluate(target: Path, options: EvalOptions, out: Path | None = None, overwr
 def write_results(out: Path, rows: list[dict], curves: dict, options: EvalOptions, trained: Trained | None,
                   classes: list[str] | None = None) -> None:
     (out / "results.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
-    (out / "results.md").write_text(markdown_table(rows, [c for c in TABLE_COLUMNS if any(c in r for r in rows)]) + "\n")
-    name = {"knn": f"kNN (k={options.knn.k})", "linear": "linear probe", "finetune": "fine-tune"}[options.protocol]
+    columns = [c for c in TABLE_COLUMNS if any(c in r for r in rows)]
+    (out / "results.md").write_text(markdown_table(rows, columns) + "\n")
+    name = PROTOCOLS[options.protocol].title(options)
     if curves:
         plot_curves(curves, out / "curves.png", title=f"{name}: val top-1 per epoch", xlabel=f"{name} epoch",
                     ylabel="val top-1")

@@ -26,7 +26,7 @@ import torch
 from timm.optim import param_groups_layer_decay
 from torch import Tensor, nn
 
-from sslray.eval.linear_probe import Batches, evaluate_batches, train_epoch
+from sslray.eval.linear_probe import Batches, Optimization, evaluate_batches, train_epoch
 from sslray.nn.optim import param_groups, scaled_lr
 from sslray.nn.schedules import warmup_cosine
 from sslray.sections import check_range
@@ -55,6 +55,14 @@ class FinetuneConfig:
         check_range(f"{where}.label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
         check_range(f"{where}.label_fraction", self.label_fraction, 0.0, 1.0, low_open=True)
         check_range(f"{where}.seed", self.seed, 0, None)
+
+
+@dataclass(frozen=True)
+class FinetuneData:
+    """What fine-tuning trains on and is scored on."""
+    train_batches: Batches      # epoch -> (images [B, C, H, W], labels [B]) batches
+    steps_per_epoch: int        # batches per epoch: the unit of the lr schedule
+    val_batches: Callable[[], Iterable[tuple[Tensor, Tensor]]] | None = None  # scored after every epoch
 
 
 @dataclass
@@ -134,31 +142,31 @@ def finetune_param_groups(model: Classifier, cfg: FinetuneConfig) -> list[dict]:
     return [group for group in groups if group["params"]]
 
 
-def finetune(model: Classifier, train_batches: Batches, steps_per_epoch: int, cfg: FinetuneConfig,
-             val_batches: Callable[[], Iterable[tuple[Tensor, Tensor]]] | None = None,
+def finetune(model: Classifier, data: FinetuneData, cfg: FinetuneConfig,
              on_epoch: Callable[[dict], None] | None = None, device: torch.device | str = "cpu") -> FinetuneResult:
-    """Fine-tune ``model`` in place on ``train_batches(epoch)`` -> (images [B, C, H, W], labels [B]).
+    """Fine-tune ``model`` in place on ``data.train_batches(epoch)``.
 
     Per optimizer step, group g gets lr = warmup_cosine(step) * g["lr_scale"], peak
-    ``scaled_lr(cfg.base_lr, cfg.batch_size)``, over ``cfg.epochs * steps_per_epoch`` steps. After each
+    ``scaled_lr(cfg.base_lr, cfg.batch_size)``, over ``cfg.epochs * data.steps_per_epoch`` steps. After each
     epoch ``on_epoch`` gets the history dict: ``epoch`` (1-based), ``lr`` (the head's, last step),
     ``train_loss/top1/top5`` (running over the epoch, with label smoothing in the loss) and
-    ``val_loss/top1/top5`` over ``val_batches()`` (plain cross-entropy; None without val batches).
+    ``val_loss/top1/top5`` over ``data.val_batches()`` (plain cross-entropy; None without val batches).
     Dropout / drop-path draw from torch's global RNG: seed it before calling for exact repeats.
     """
     cfg.validate("fine-tune")
+    steps_per_epoch, val_batches = data.steps_per_epoch, data.val_batches
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
     model.to(device)
     peak = scaled_lr(cfg.base_lr, cfg.batch_size)
     optimizer = torch.optim.AdamW(finetune_param_groups(model, cfg), lr=peak)
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+    optimization = Optimization(optimizer, lambda s: warmup_cosine(s, total, warmup, peak), device,
+                                label_smoothing=cfg.label_smoothing)
 
     history, val, step = [], None, 0
     for epoch in range(cfg.epochs):
-        meter, step, lr = train_epoch(model, optimizer, train_batches(epoch),
-                                      lambda s: warmup_cosine(s, total, warmup, peak), step, device,
-                                      label_smoothing=cfg.label_smoothing)
+        meter, step, lr = train_epoch(model, data.train_batches(epoch), optimization, step)
         stats = {"epoch": epoch + 1, "lr": lr, **meter.summary("train_"),
                  "val_loss": None, "val_top1": None, "val_top5": None}
         if val_batches is not None:

@@ -12,14 +12,14 @@ online monitor on small datasets like ours. Wu et al. themselves use k = 200 wit
 temperature T = 0.07; DINO (Caron et al. 2021, ``eval_knn.py``) and solo-learn use the same vote with
 k = 20, T = 0.07 on ImageNet, so pass those to compare with their tables.
 
-Bank labels must be real classes: a label < 0 (an unlabelled image, see the Parquet schema in
-DESIGN.md) is a ``ValueError`` rather than silently dropped, because a bank that is mostly unlabelled
+Bank labels must be real classes: a label < 0 (an unlabelled image, see the prepared-data format in
+docs/architecture.md) is a ``ValueError`` rather than silently dropped, because a bank that is mostly unlabelled
 is a data bug the caller should see. Select the labelled rows first: ``features[labels >= 0]``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -43,15 +43,21 @@ def _check_labels(labels: Tensor, num_classes: int, name: str) -> Tensor:
     return labels.long()
 
 
+@dataclass(frozen=True)
+class KNNConfig:
+    k: int = 200                    # neighbours that vote (MoCo CIFAR-10 demo, lightly; DINO: 20 on ImageNet)
+    temperature: float = 0.1        # T of the vote weight exp(s / T) (Wu et al. 2018 and DINO: 0.07)
+    chunk_size: int = 1024          # queries per similarity matrix: memory O(chunk_size * N)
+    topk: tuple[int, ...] = (1, 5)  # knn_accuracy reports knn_top{j} for each j
+
+
 @torch.no_grad()
 def knn_predict(
     bank_features: Tensor,
     bank_labels: Tensor,
     query_features: Tensor,
     num_classes: int,
-    k: int = 200,
-    temperature: float = 0.1,
-    chunk_size: int = 1024,
+    cfg: KNNConfig = KNNConfig(),
 ) -> Tensor:
     """Class scores of each query from a similarity-weighted vote of its k nearest bank features.
 
@@ -80,22 +86,22 @@ def knn_predict(
         )
     if bank_features.shape[0] == 0:
         raise ValueError("the bank is empty: kNN needs at least one labelled feature")
-    if num_classes < 1 or k < 1 or chunk_size < 1:
+    if num_classes < 1 or cfg.k < 1 or cfg.chunk_size < 1:
         raise ValueError(
-            f"num_classes, k and chunk_size must be >= 1, got {num_classes}, {k}, {chunk_size}"
+            f"num_classes, k and chunk_size must be >= 1, got {num_classes}, {cfg.k}, {cfg.chunk_size}"
         )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if cfg.temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {cfg.temperature}")
     bank_labels = _check_labels(bank_labels, num_classes, "bank_labels").to(bank_features.device)
 
     bank = F.normalize(bank_features.float(), dim=1)  # [N, D]
-    k = min(k, bank.shape[0])
+    k = min(cfg.k, bank.shape[0])
     scores = []
-    for queries in query_features.split(chunk_size):
+    for queries in query_features.split(cfg.chunk_size):
         similarity = F.normalize(queries.float(), dim=1) @ bank.T  # [c, N] cosine similarities
         top_similarity, top_index = similarity.topk(k, dim=1)  # [c, k], most similar first
         # exp((s - s_max) / T) = exp(s / T) * const per row: the same shares, and every weight <= 1.
-        weights = ((top_similarity - top_similarity[:, :1]) / temperature).exp()
+        weights = ((top_similarity - top_similarity[:, :1]) / cfg.temperature).exp()
         votes = torch.zeros(queries.shape[0], num_classes, device=bank.device)
         votes.scatter_add_(1, bank_labels[top_index], weights)  # each neighbour adds to its class
         scores.append(votes / votes.sum(dim=1, keepdim=True))
@@ -110,15 +116,13 @@ def knn_accuracy(
     query_features: Tensor,
     query_labels: Tensor,
     num_classes: int | None = None,
-    k: int = 200,
-    temperature: float = 0.1,
-    topk: Sequence[int] = (1, 5),
+    cfg: KNNConfig = KNNConfig(),
 ) -> dict[str, float]:
     """Top-k accuracies of the weighted kNN classifier, e.g. ``{"knn_top1": 0.81, "knn_top5": 0.98}``.
 
     Values are fractions in [0, 1]. ``num_classes`` defaults to the largest label (bank or query) + 1.
-    A ``knn_top{j}`` is reported only when there are at least j classes (top-5 of 3 classes is
-    meaningless). A query counts as a top-j hit only if its class is among the j best scores *and* got
+    A ``knn_top{j}`` (j in ``cfg.topk``) is reported only when there are at least j classes (top-5 of 3
+    classes is meaningless). A query counts as a top-j hit only if its class is among the j best scores *and* got
     a vote: with few classes voted for, ``topk`` would otherwise fill the j slots with tied zero-score
     classes and reward guesses no neighbour made.
     """
@@ -131,8 +135,8 @@ def knn_accuracy(
     if num_classes is None:
         num_classes = max(int(labels.max()) for labels in (bank_labels, query_labels) if labels.numel()) + 1
     query_labels = _check_labels(query_labels, num_classes, "query_labels")
-    scores = knn_predict(bank_features, bank_labels, query_features, num_classes, k=k, temperature=temperature)
+    scores = knn_predict(bank_features, bank_labels, query_features, num_classes, cfg)
 
-    ranked_scores, ranked_classes = scores.topk(min(max(topk), num_classes), dim=1)  # [M, j_max]
+    ranked_scores, ranked_classes = scores.topk(min(max(cfg.topk), num_classes), dim=1)  # [M, j_max]
     hit = (ranked_classes == query_labels.to(scores.device)[:, None]) & (ranked_scores > 0)
-    return {f"knn_top{j}": hit[:, :j].any(dim=1).float().mean().item() for j in topk if j <= num_classes}
+    return {f"knn_top{j}": hit[:, :j].any(dim=1).float().mean().item() for j in cfg.topk if j <= num_classes}

@@ -12,7 +12,8 @@ that folds into the linear layer, so the classifier is still linear in the featu
 The training loop reads batches from a callable ``epoch -> iterator of (features [B, D], labels [B])``, so
 the same loop trains on cached features (``feature_batches``) or on features a frozen backbone computes
 every epoch from freshly augmented images (MoCo v3 and MAE probe with random-resized crops + flips).
-``train_epoch`` and ``evaluate_batches`` are shared with fine-tuning (``sslray.eval.finetune``).
+``train_epoch`` (with its ``Optimization``) and ``evaluate_batches`` are shared with fine-tuning
+(``sslray.eval.finetune``).
 """
 
 from __future__ import annotations
@@ -84,6 +85,27 @@ class ProbeConfig:
         check_range(f"{where}.momentum", self.momentum, 0.0, 1.0, high_open=True)
         check_range(f"{where}.warmup_epochs", self.warmup_epochs, 0, self.epochs)
         check_range(f"{where}.seed", self.seed, 0, None)
+
+
+@dataclass(frozen=True)
+class ProbeData:
+    """What a probe trains on and is scored on."""
+    train_batches: Batches              # epoch -> (features [B, D], labels [B]) batches, e.g. feature_batches
+    num_features: int                   # D
+    num_classes: int
+    steps_per_epoch: int                # batches per epoch: the unit of the lr schedule
+    val_features: Tensor | None = None  # [N_val, D], scored after every epoch (None: no val metrics)
+    val_labels: Tensor | None = None    # [N_val]
+
+    @classmethod
+    def of_features(cls, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor] | None, num_classes: int,
+                    cfg: ProbeConfig) -> ProbeData:
+        """Cached train features [N, D] and labels [N] in ``feature_batches`` of ``cfg.batch_size``
+        (order seeded by ``cfg.seed``), scored on ``val`` (features, labels) after every epoch."""
+        features, labels = train
+        val_features, val_labels = val if val is not None else (None, None)
+        return cls(feature_batches(features, labels, cfg.batch_size, cfg.seed), features.shape[1], num_classes,
+                   math.ceil(len(labels) / cfg.batch_size), val_features, val_labels)
 
 
 @dataclass
@@ -177,12 +199,21 @@ def feature_batches(features: Tensor, labels: Tensor, batch_size: int,
     return batches
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[tuple[Tensor, Tensor]],
-                lr_at: Callable[[int], float], step: int, device: torch.device | str,
-                label_smoothing: float = 0.0) -> tuple[ClassificationMeter, int, float]:
+@dataclass(frozen=True)
+class Optimization:
+    """How ``train_epoch`` takes an optimizer step."""
+    optimizer: torch.optim.Optimizer
+    lr_at: Callable[[int], float]         # optimizer step -> lr, before each group's "lr_scale"
+    device: torch.device | str = "cpu"    # where the model is; batches are moved there
+    label_smoothing: float = 0.0          # of the cross-entropy (fine-tuning: 0.1, MAE App. A.1)
+
+
+def train_epoch(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], optimization: Optimization,
+                step: int) -> tuple[ClassificationMeter, int, float]:
     """One epoch of cross-entropy training on the labelled rows (label >= 0) of ``batches``; before
     optimizer step ``step`` every group gets ``lr_at(step) * group["lr_scale"]`` (1 when absent).
     Returns the epoch's running metrics, the next step and the last lr used."""
+    optimizer, lr_at, device = optimization.optimizer, optimization.lr_at, optimization.device
     model.train()
     meter, lr = ClassificationMeter(), lr_at(step)
     for inputs, labels in batches:
@@ -199,7 +230,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         # the features) leaves grad mode off while we hold its batch; the head still needs gradients.
         with torch.enable_grad():
             logits = model(inputs.to(device).float())
-            loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+            loss = F.cross_entropy(logits, labels, label_smoothing=optimization.label_smoothing)
             if not torch.isfinite(loss):
                 raise UserError(f"training diverged: the loss is {float(loss)} at step {step} (lr {lr:.3g}); "
                                 f"lower base_lr")
@@ -211,22 +242,22 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     return meter, step, lr
 
 
-def train_linear_probe(train_batches: Batches, num_features: int, num_classes: int, cfg: ProbeConfig,
-                       steps_per_epoch: int, val_features: Tensor | None = None, val_labels: Tensor | None = None,
-                       on_epoch: Callable[[dict], None] | None = None,
+def train_linear_probe(data: ProbeData, cfg: ProbeConfig, on_epoch: Callable[[dict], None] | None = None,
                        device: torch.device | str = "cpu") -> ProbeResult:
-    """Train a ``LinearProbe`` on ``train_batches(epoch)`` for ``cfg.epochs`` epochs.
+    """Train a ``LinearProbe`` on ``data.train_batches(epoch)`` for ``cfg.epochs`` epochs.
 
     The lr follows a per-step linear warm-up + cosine decay to 0 (``warmup_cosine``) with peak
-    ``scaled_lr(cfg.base_lr, cfg.batch_size)`` over ``cfg.epochs * steps_per_epoch`` steps. After each
+    ``scaled_lr(cfg.base_lr, cfg.batch_size)`` over ``cfg.epochs * data.steps_per_epoch`` steps. After each
     epoch ``on_epoch`` gets that epoch's history dict: ``epoch`` (1-based), ``lr`` (the last step's),
     ``train_loss/top1/top5`` (running, over the epoch's batches, so they lag the head a little) and
-    ``val_loss/top1/top5`` on ``val_features`` [N_val, D] / ``val_labels`` [N_val] (None without them).
+    ``val_loss/top1/top5`` on ``data.val_features`` / ``data.val_labels`` (None without them).
     """
     cfg.validate("probe")
+    steps_per_epoch, val_features, val_labels = data.steps_per_epoch, data.val_features, data.val_labels
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-    head = LinearProbe(num_features, num_classes, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+    head = LinearProbe(data.num_features, data.num_classes,
+                       generator=torch.Generator().manual_seed(cfg.seed)).to(device)
     groups = [g for g in param_groups(head, cfg.weight_decay) if g["params"]]
     peak = scaled_lr(cfg.base_lr, cfg.batch_size)
     if cfg.optimizer == "lars":
@@ -236,11 +267,11 @@ def train_linear_probe(train_batches: Batches, num_features: int, num_classes: i
     else:
         optimizer = torch.optim.SGD(groups, lr=peak, momentum=cfg.momentum)
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+    optimization = Optimization(optimizer, lambda s: warmup_cosine(s, total, warmup, peak), device)
 
     history, step, val = [], 0, None
     for epoch in range(cfg.epochs):
-        meter, step, lr = train_epoch(head, optimizer, train_batches(epoch),
-                                      lambda s: warmup_cosine(s, total, warmup, peak), step, device)
+        meter, step, lr = train_epoch(head, data.train_batches(epoch), optimization, step)
         stats = {"epoch": epoch + 1, "lr": lr, **meter.summary("train_"),
                  "val_loss": None, "val_top1": None, "val_top5": None}
         if val_features is not None and val_labels is not None:

@@ -15,6 +15,7 @@ each point needs about 3 * perplexity neighbours.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,17 +118,23 @@ def tsne_embedding(features: Any, seed: int = 0, perplexity: float | None = None
     return tsne.fit_transform(features)
 
 
+@dataclass(frozen=True)
+class TSNEConfig:
+    seed: int = 0             # the subsample and the map: the same seed gives the same figure
+    max_points: int = 2000    # a stratified subsample beyond this (sklearn's t-SNE takes minutes at 10^4)
+
+
 def plot_tsne(features: Any, labels: Any, path: str | Path, *, class_names: list[str] | None = None,
-              title: str = "t-SNE", seed: int = 0, max_points: int = 2000) -> Path:
-    """t-SNE of ``features`` ``[N, D]`` (a stratified subsample of at most ``max_points``), one colour per
-    class of ``labels`` ``[N]`` (tab10, or tab20 above 10 classes; colours repeat above 20)."""
+              title: str = "t-SNE", tsne: TSNEConfig = TSNEConfig()) -> Path:
+    """t-SNE of ``features`` ``[N, D]`` (a stratified subsample of at most ``tsne.max_points``), one colour
+    per class of ``labels`` ``[N]`` (tab10, or tab20 above 10 classes; colours repeat above 20)."""
     features, labels = _numpy(features), _numpy(labels).astype(np.int64)
     if len(features) != len(labels):
         raise ValueError(f"{len(features)} features but {len(labels)} labels")
     if class_names is not None and labels.size and labels.max() >= len(class_names):
         raise ValueError(f"label {labels.max()} has no name among {len(class_names)} class names")
-    keep = stratified_indices(labels, max_points, seed)
-    points, labels = tsne_embedding(features[keep], seed), labels[keep]
+    keep = stratified_indices(labels, tsne.max_points, tsne.seed)
+    points, labels = tsne_embedding(features[keep], tsne.seed), labels[keep]
 
     classes = np.unique(labels)
     num_colours = 10 if max(len(class_names or ()), len(classes), int(classes.max()) + 1) <= 10 else 20

@@ -1,9 +1,11 @@
 """The three evaluation protocols on one encoder: weighted kNN, linear probe, fine-tuning.
 
-Each takes an ``Encoder`` (a checkpoint or a baseline, ``sslray.eval.features``) and an ``EvalSplits``
-(a labelled train split and a held-out val split) and returns a flat result dict (the row of a
-table, JSON-ready) plus, for the trained protocols, the per-epoch history and the val predictions
-that the per-class report and the confusion matrix need.
+Each takes an ``Encoder`` (a checkpoint or a baseline, ``sslray.eval.features``), an ``EvalSplits``
+(a labelled train split and a held-out val split), the ``EvalOptions`` of ``sslray eval`` (each reads
+its own section) and an ``EvalContext`` (device, feature cache, per-epoch callback), and returns a
+flat result dict (the row of a table, JSON-ready) or, for the trained protocols, a ``Trained`` with
+that row, the per-epoch history and the val predictions that the per-class report and the confusion
+matrix need. ``sslray.eval.registry`` lists them by name.
 
 - kNN and the linear probe on cached features run on frozen features extracted once;
 - the linear probe with ``augment=True`` trains on random-resized-crop + flip views of the train
@@ -17,19 +19,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from sslray.data.pipeline import open_prepared, split_index
 from sslray.errors import UserError
-from sslray.eval.features import Encoder, augmented_batches, eval_batches, extract_features, labelled, num_classes_of
-from sslray.eval.finetune import Classifier, FinetuneConfig, finetune, label_subset
-from sslray.eval.knn import knn_accuracy
-from sslray.eval.linear_probe import ProbeConfig, feature_batches, train_linear_probe
-
-PROTOCOLS = ("knn", "linear", "finetune")
+from sslray.eval.features import (
+    Batching,
+    Encoder,
+    augmented_batches,
+    eval_batches,
+    extract_features,
+    labelled,
+    num_classes_of,
+)
+from sslray.eval.finetune import Classifier, FinetuneConfig, FinetuneData, finetune, label_subset
+from sslray.eval.knn import KNNConfig, knn_accuracy
+from sslray.eval.linear_probe import ProbeConfig, ProbeData, train_linear_probe
 
 
 @dataclass
@@ -72,6 +80,28 @@ class KNNOptions:
             raise UserError(f"--temperature: {self.temperature} is out of range; need > 0")
 
 
+@dataclass
+class EvalOptions:
+    """What ``sslray eval`` / ``sslray report`` evaluate, and each protocol's own options."""
+    protocol: str = "linear"               # a name in sslray.eval.registry.PROTOCOLS
+    data: str | None = None                # a prepared root with train/ and test/; None: the run's kNN splits
+    train_limit: int | None = None
+    val_limit: int | None = None
+    every: int | None = None               # probe checkpoints at epochs every, 2*every, ...
+    augment: bool = False                  # linear probe on augmented images through the frozen backbone
+    knn: KNNOptions = field(default_factory=KNNOptions)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """Where a protocol runs, apart from what it computes."""
+    device: torch.device | str = "cpu"
+    cache_dir: Path | None = None                   # features cached here (None: extracted every time)
+    on_epoch: Callable[[dict], None] | None = None  # trained protocols call it with each epoch's history
+
+
 def features_of(encoder: Encoder, splits: EvalSplits, device, cache_dir: Path | None):
     train = labelled(*extract_features(encoder, splits.train, splits.train_limit, device, cache_dir,
                                        where="--data (train split)"), what=splits.train)
@@ -85,13 +115,14 @@ def row(encoder: Encoder, protocol: str, **values) -> dict:
             "backbone": encoder.recipe.backbone.name, "protocol": protocol, **values}
 
 
-def run_knn(encoder: Encoder, splits: EvalSplits, options: KNNOptions, device="cpu",
-            cache_dir: Path | None = None) -> dict:
-    (train_x, train_y), (val_x, val_y) = features_of(encoder, splits, device, cache_dir)
+def run_knn(encoder: Encoder, splits: EvalSplits, options: EvalOptions,
+            context: EvalContext = EvalContext()) -> dict:
+    knn = options.knn
+    (train_x, train_y), (val_x, val_y) = features_of(encoder, splits, context.device, context.cache_dir)
     num_classes = num_classes_of(splits.train, train_y, val_y)
-    scores = knn_accuracy(train_x, train_y, val_x, val_y, k=options.k, temperature=options.temperature,
-                          num_classes=num_classes)
-    return row(encoder, "knn", k=options.k, temperature=options.temperature, val_top1=scores["knn_top1"],
+    scores = knn_accuracy(train_x, train_y, val_x, val_y, num_classes,
+                          KNNConfig(k=knn.k, temperature=knn.temperature))
+    return row(encoder, "knn", k=knn.k, temperature=knn.temperature, val_top1=scores["knn_top1"],
                val_top5=scores["knn_top5"], train_images=len(train_y), val_images=len(val_y))
 
 
@@ -105,21 +136,22 @@ class Trained:
     num_classes: int
 
 
-def run_linear(encoder: Encoder, splits: EvalSplits, cfg: ProbeConfig, augment: bool = False, device="cpu",
-               cache_dir: Path | None = None, on_epoch: Callable[[dict], None] | None = None) -> Trained:
+def run_linear(encoder: Encoder, splits: EvalSplits, options: EvalOptions,
+               context: EvalContext = EvalContext()) -> Trained:
+    cfg, augment, device = options.probe, options.augment, context.device
     cfg.validate("linear probe")
-    (train_x, train_y), (val_x, val_y) = features_of(encoder, splits, device, cache_dir)
+    (train_x, train_y), (val_x, val_y) = features_of(encoder, splits, device, context.cache_dir)
     num_classes = num_classes_of(splits.train, train_y, val_y)
     if augment:
         ids, _ = split_index(splits.train)
         keep_ids = ids[:splits.train_limit] if splits.train_limit is not None else None
-        batches = augmented_batches(encoder, splits.train, keep_ids, cfg.batch_size, cfg.seed, device,
+        batches = augmented_batches(encoder, splits.train, keep_ids, Batching(cfg.batch_size, cfg.seed), device,
                                     network=encoder.build(device))
+        data = ProbeData(batches, train_x.shape[1], num_classes, math.ceil(len(train_y) / cfg.batch_size),
+                         val_x, val_y)
     else:
-        batches = feature_batches(train_x, train_y, cfg.batch_size, cfg.seed)
-    steps = math.ceil(len(train_y) / cfg.batch_size)
-    probe = train_linear_probe(batches, train_x.shape[1], num_classes, cfg, steps, val_features=val_x,
-                               val_labels=val_y, on_epoch=on_epoch, device=device)
+        data = ProbeData.of_features((train_x, train_y), (val_x, val_y), num_classes, cfg)
+    probe = train_linear_probe(data, cfg, on_epoch=context.on_epoch, device=device)
     last = probe.history[-1]
     result = row(encoder, "linear", augment=augment, epochs=cfg.epochs, train_top1=last["train_top1"],
                  val_top1=last["val_top1"], val_top5=last["val_top5"], train_images=len(train_y),
@@ -127,8 +159,9 @@ def run_linear(encoder: Encoder, splits: EvalSplits, cfg: ProbeConfig, augment: 
     return Trained(result, probe.history, val_y, probe.val_predictions, num_classes)
 
 
-def run_finetune(encoder: Encoder, splits: EvalSplits, cfg: FinetuneConfig, device="cpu",
-                 on_epoch: Callable[[dict], None] | None = None) -> Trained:
+def run_finetune(encoder: Encoder, splits: EvalSplits, options: EvalOptions,
+                 context: EvalContext = EvalContext()) -> Trained:
+    cfg, device = options.finetune, context.device
     cfg.validate("fine-tune")
     if encoder.kind == "pixels":
         raise UserError("fine-tuning needs a network; raw pixels have none")
@@ -141,10 +174,10 @@ def run_finetune(encoder: Encoder, splits: EvalSplits, cfg: FinetuneConfig, devi
     val_labels = torch.as_tensor(split_index(splits.val)[1][:splits.val_limit])
     num_classes = num_classes_of(splits.train, labels[chosen], val_labels[val_labels >= 0])
     model = Classifier(encoder.build(device), num_classes).to(device)
-    train_batches = augmented_batches(encoder, splits.train, keep_ids, cfg.batch_size, cfg.seed, device)
+    train_batches = augmented_batches(encoder, splits.train, keep_ids, Batching(cfg.batch_size, cfg.seed), device)
     val_batches = eval_batches(encoder, splits.val, splits.val_limit, 512, device)
-    tuned = finetune(model, train_batches, math.ceil(len(keep_ids) / cfg.batch_size), cfg, val_batches=val_batches,
-                     on_epoch=on_epoch, device=device)
+    data = FinetuneData(train_batches, math.ceil(len(keep_ids) / cfg.batch_size), val_batches)
+    tuned = finetune(model, data, cfg, on_epoch=context.on_epoch, device=device)
     last = tuned.history[-1]
     result = row(encoder, "finetune", label_fraction=cfg.label_fraction, epochs=cfg.epochs,
                  train_top1=last["train_top1"], val_top1=last["val_top1"], val_top5=last["val_top5"],

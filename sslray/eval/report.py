@@ -20,15 +20,16 @@ from __future__ import annotations
 import html
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from sslray.errors import UserError
 from sslray.eval.classes import html_table, markdown_table
-from sslray.eval.evaluate import EvalOptions, output_folder, slug, write_class_report
+from sslray.eval.evaluate import output_folder, slug, write_class_report
 from sslray.eval.features import Encoder, baseline_encoders, checkpoint_encoder, extract_features, find_encoder
 from sslray.eval.plots import plot_curves, plot_tsne
-from sslray.eval.protocols import EvalSplits, run_knn, run_linear
+from sslray.eval.protocols import EvalContext, EvalOptions, EvalSplits, run_knn, run_linear
+from sslray.eval.registry import PROTOCOLS
 from sslray.runs.checkpoint import checkpoint_folders
 from sslray.runs.folders import REPORT
 
@@ -71,46 +72,59 @@ def params_millions(encoder: Encoder) -> float | None:
     return sum(p.numel() for p in encoder.build("cpu").parameters()) / 1e6
 
 
+@dataclass(frozen=True)
+class Compared:
+    """What a report compares, and on which images."""
+    runs: list[Path]                # in table order
+    encoders: dict[Path, Encoder]   # each run's best checkpoint
+    splits: EvalSplits              # --data, else the first run's kNN splits
+
+
 def build_report(target: Path, out: Path, options: EvalOptions, tsne_epochs: list[int] | None = None,
                  overwrite: bool = False, device="cpu") -> Path:
     runs = find_runs(target)
     encoders = {run: find_encoder(run) for run in runs}
-    first = next(iter(encoders.values()))
-    splits = EvalSplits.of(first, options.data, options.train_limit, options.val_limit)
+    splits = EvalSplits.of(encoders[runs[0]], options.data, options.train_limit, options.val_limit)
     with output_folder(Path(out), overwrite, REPORT, options) as out:
-        return _write_report(runs, encoders, first, splits, out, options, tsne_epochs, device)
+        return _write_report(Compared(runs, encoders, splits), out, options, tsne_epochs, device)
 
 
-def _write_report(runs: list[Path], encoders: dict[Path, Encoder], first: Encoder, splits: EvalSplits, out: Path,
-                  options: EvalOptions, tsne_epochs: list[int] | None, device) -> Path:
+def _write_report(compared: Compared, out: Path, options: EvalOptions, tsne_epochs: list[int] | None,
+                  device) -> Path:
+    runs, encoders, splits = compared.runs, compared.encoders, compared.splits
+    first = encoders[runs[0]]
     classes = _class_names(splits.train)
 
     curves = {run.name: event_scalars(run, ("train/loss", "eval/knn_top1", "perf/seconds")) for run in runs}
-    for tag, file, label in (("train/loss", "loss.png", "pretraining loss"), ("eval/knn_top1", "knn.png", "online kNN top-1")):
+    for tag, file, label in (("train/loss", "loss.png", "pretraining loss"),
+                             ("eval/knn_top1", "knn.png", "online kNN top-1")):
         series = {name: values[tag] for name, values in curves.items() if tag in values}
         if series:
             plot_curves(series, out / file, title=f"{label} per epoch", xlabel="pretraining epoch", ylabel=label)
 
     # Baselines use the first run's architecture and data geometry; runs may differ in method only.
     rows, probe_curves, best = [], {}, None
+    cached = replace(options, augment=False)  # the report probes cached features only
     evaluated = [(run.name, encoders[run], run / "eval" / "cache") for run in runs]
     evaluated += [(encoder.name, encoder, runs[0] / "eval" / "cache") for encoder in baseline_encoders(first.recipe)]
     for name, encoder, cache in evaluated:
         sys.stdout.write(f"report: {name} ({encoder.name})\n")
-        knn = run_knn(encoder, splits, options.knn, device, cache)
-        probe = run_linear(encoder, splits, options.probe, False, device, cache)
+        knn = run_knn(encoder, splits, cached, EvalContext(device, cache))
+        probe = run_linear(encoder, splits, cached, EvalContext(device, cache))
         probe_curves[name] = [(h["epoch"], h["val_top1"]) for h in probe.history]
         seconds = [v for _, v in curves.get(name, {}).get("perf/seconds", [])]
         rows.append({"name": name, "method": encoder.recipe.method_name if encoder.kind == "checkpoint" else "-",
                      "backbone": encoder.recipe.backbone.name if encoder.kind != "pixels" else "-",
-                     "params (M)": params_millions(encoder), "s/epoch": sum(seconds) / len(seconds) if seconds else None,
+                     "params (M)": params_millions(encoder),
+                     "s/epoch": sum(seconds) / len(seconds) if seconds else None,
                      "knn top1": knn["val_top1"], "linear train top1": probe.result["train_top1"],
                      "linear val top1": probe.result["val_top1"], "epoch": encoder.epoch})
         if encoder.kind == "checkpoint" and (best is None or probe.result["val_top1"] > best[1].result["val_top1"]):
             best = (name, probe)
-    plot_curves(probe_curves, out / "linear_probe.png", title="linear probe: val top-1 per epoch",
+    linear = PROTOCOLS["linear"].title(options)
+    plot_curves(probe_curves, out / "linear_probe.png", title=f"{linear}: val top-1 per epoch",
                 xlabel="linear-probe epoch", ylabel="val top-1")
-    write_class_report(out, best[1], title=f"{best[0]}, linear probe", classes=classes)
+    write_class_report(out, best[1], title=f"{best[0]}, {linear}", classes=classes)
 
     tsne_files = []
     for run in runs:
@@ -164,7 +178,7 @@ def _write_summary(out: Path, rows: list[dict], figures: list[str], settings: di
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     body = ["<h1>sslray report</h1>", html_table(rows, COLUMNS), f"<p>{html.escape(lines[4])}</p>",
             f'<p><a href="per_class.md">per-class report of {html.escape(best)}</a></p>']
-    body += [f'<figure><img src="{html.escape(f)}" style="max-width:48%"><figcaption>{html.escape(f)}</figcaption></figure>'
-             for f in figures]
+    body += [f'<figure><img src="{html.escape(f)}" style="max-width:48%">'
+             f'<figcaption>{html.escape(f)}</figcaption></figure>' for f in figures]
     (out / "index.html").write_text("<!doctype html><html><head><meta charset='utf-8'><title>sslray report</title>"
                                     "</head><body>" + "\n".join(body) + "</body></html>\n")

@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.nn import functional as F
 
 from sslray.cli import main
-from sslray.data.shards import prepare
+from sslray.data.shards import ShardOptions, prepare
 from sslray.eval.features import extract_features, find_encoder
 from sslray.runs.checkpoint import MODEL, checkpoint_folders
 
@@ -26,8 +26,8 @@ EPOCHS = 4
 @pytest.fixture(scope="module")
 def fmnist(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("fmnist")
-    prepare("fashion-mnist", root, split="train", limit=1024, rows_per_shard=512, workers=1)
-    prepare("fashion-mnist", root, split="test", limit=300, workers=1)
+    prepare("fashion-mnist", root, split="train", limit=1024, options=ShardOptions(rows_per_shard=512, workers=1))
+    prepare("fashion-mnist", root, split="test", limit=300, options=ShardOptions(workers=1))
     return root
 
 
@@ -76,11 +76,12 @@ def test_linear_probe_of_the_pretrained_run_beats_its_random_init(run, tmp_path)
     assert len(row) and 0.0 <= row["train_top1"] <= 1.0
     from sslray.eval.features import baseline_encoders
     from sslray.eval.linear_probe import ProbeConfig
-    from sslray.eval.protocols import EvalSplits, run_linear
+    from sslray.eval.protocols import EvalOptions, EvalSplits, run_linear
 
     encoder = find_encoder(run)
     random_init = baseline_encoders(encoder.recipe)[0]
-    baseline = run_linear(random_init, EvalSplits.of(encoder, None, None, None), ProbeConfig(epochs=30))
+    baseline = run_linear(random_init, EvalSplits.of(encoder, None, None, None),
+                          EvalOptions(probe=ProbeConfig(epochs=30)))
     print(f"linear probe val top-1: random init {baseline.result['val_top1']:.3f}, pretrained {row['val_top1']:.3f}")
     assert row["val_top1"] > baseline.result["val_top1"] + 0.02
 
@@ -104,7 +105,8 @@ def test_every_k_probes_exactly_those_checkpoints(run, tmp_path, capsys):
 
     partial = tmp_path / "partial"  # a run that did not keep epoch 2's checkpoint
     shutil.copytree(run, partial, ignore=shutil.ignore_patterns("eval"))
-    shutil.rmtree(next(f for f in checkpoint_folders(partial) if json.loads((f / "state.json").read_text())["epoch"] == 1))
+    shutil.rmtree(next(f for f in checkpoint_folders(partial)
+                       if json.loads((f / "state.json").read_text())["epoch"] == 1))
     capsys.readouterr()
     assert main(["eval", str(partial), "--every", "2", "--out", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err

@@ -9,8 +9,15 @@ from torch import nn
 
 from sslray.data.readers import fashion_mnist_arrays
 from sslray.errors import UserError
-from sslray.eval.finetune import Classifier, FinetuneConfig, finetune, finetune_param_groups, label_subset
-from sslray.eval.linear_probe import feature_batches, train_epoch
+from sslray.eval.finetune import (
+    Classifier,
+    FinetuneConfig,
+    FinetuneData,
+    finetune,
+    finetune_param_groups,
+    label_subset,
+)
+from sslray.eval.linear_probe import Optimization, feature_batches, train_epoch
 from sslray.nn.backbones import ResNetBackbone
 from sslray.nn.vit import ViTBackbone
 
@@ -112,7 +119,7 @@ def test_train_epoch_applies_each_groups_lr_scale():
     grad_w, grad_b = model.weight.grad.clone(), model.bias.grad.clone()
     model.zero_grad()
 
-    _, step, lr = train_epoch(model, optimizer, [(x, y)], lambda s: 0.1 * (s + 1), step=4, device="cpu")
+    _, step, lr = train_epoch(model, [(x, y)], Optimization(optimizer, lambda s: 0.1 * (s + 1), "cpu"), step=4)
     assert (step, lr) == (5, pytest.approx(0.5))
     torch.testing.assert_close(model.weight.detach(), before_w - 0.5 * grad_w)
     torch.testing.assert_close(model.bias.detach(), before_b - 0.125 * grad_b)
@@ -130,8 +137,9 @@ def test_finetuning_lowers_train_loss_and_beats_chance(fmnist, kind):
     assert model.head.weight.abs().max().item() < 1e-4  # MAE's near-zero head init
     cfg = FinetuneConfig(epochs=3, batch_size=50, base_lr=base_lr)
     seen = []
-    result = finetune(model, feature_batches(train_x, train_y, 50, 0), 20, cfg,
-                      val_batches=lambda: zip(val_x.split(200), val_y.split(200)), on_epoch=seen.append)
+    data = FinetuneData(feature_batches(train_x, train_y, 50, 0), 20,
+                        val_batches=lambda: zip(val_x.split(200), val_y.split(200)))
+    result = finetune(model, data, cfg, on_epoch=seen.append)
 
     assert [h["epoch"] for h in result.history] == [1, 2, 3] and seen == result.history
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
@@ -144,7 +152,8 @@ def test_finetune_without_val_batches_reports_none():
     torch.manual_seed(0)
     images, labels = torch.randn(40, 1, 8, 8), torch.arange(40) % 4
     model = Classifier(SmallCNN(), 4)
-    result = finetune(model, feature_batches(images, labels, 20, 0), 2, FinetuneConfig(epochs=1, batch_size=20))
+    result = finetune(model, FinetuneData(feature_batches(images, labels, 20, 0), 2),
+                      FinetuneConfig(epochs=1, batch_size=20))
     assert result.val_predictions is None and result.val_labels is None
     assert result.history[0]["val_top1"] is None and result.history[0]["train_top1"] is not None
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from sslray.eval.knn import knn_accuracy, knn_predict
+from sslray.eval.knn import KNNConfig, knn_accuracy, knn_predict
 
 
 def knn_scores_by_loops(bank, bank_labels, queries, num_classes, k, temperature):
@@ -32,7 +32,7 @@ def random_bank(n=40, m=15, dim=8, num_classes=5, seed=0):
 @pytest.mark.parametrize("k, temperature", [(1, 0.1), (7, 0.1), (20, 0.5), (40, 0.07)])
 def test_scores_match_the_loop_reference(k, temperature):
     bank, labels, queries = random_bank()
-    scores = knn_predict(bank, labels, queries, num_classes=5, k=k, temperature=temperature)
+    scores = knn_predict(bank, labels, queries, num_classes=5, cfg=KNNConfig(k=k, temperature=temperature))
     expected = knn_scores_by_loops(bank, labels, queries, 5, k, temperature)
     assert scores.shape == (15, 5) and scores.dtype == torch.float32
     torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-6)
@@ -40,22 +40,22 @@ def test_scores_match_the_loop_reference(k, temperature):
 
 def test_k_larger_than_the_bank_uses_every_bank_feature():
     bank, labels, queries = random_bank(n=7)
-    scores = knn_predict(bank, labels, queries, num_classes=5, k=200)
-    torch.testing.assert_close(scores, knn_predict(bank, labels, queries, num_classes=5, k=7))
+    scores = knn_predict(bank, labels, queries, num_classes=5, cfg=KNNConfig(k=200))
+    torch.testing.assert_close(scores, knn_predict(bank, labels, queries, num_classes=5, cfg=KNNConfig(k=7)))
     torch.testing.assert_close(scores, knn_scores_by_loops(bank, labels, queries, 5, 7, 0.1), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 15, 1024])
 def test_chunk_size_does_not_change_the_scores(chunk_size):
     bank, labels, queries = random_bank()
-    reference = knn_predict(bank, labels, queries, num_classes=5, k=10, chunk_size=1024)
-    torch.testing.assert_close(knn_predict(bank, labels, queries, 5, k=10, chunk_size=chunk_size), reference)
+    reference = knn_predict(bank, labels, queries, num_classes=5, cfg=KNNConfig(k=10, chunk_size=1024))
+    torch.testing.assert_close(knn_predict(bank, labels, queries, 5, KNNConfig(k=10, chunk_size=chunk_size)), reference)
 
 
 def test_small_temperatures_do_not_overflow():
     bank, labels, queries = random_bank()
     # exp(1 / 0.005) = exp(200) is inf in float32; shares must still be finite and sum to 1
-    scores = knn_predict(bank, labels, queries, num_classes=5, k=10, temperature=0.005)
+    scores = knn_predict(bank, labels, queries, num_classes=5, cfg=KNNConfig(k=10, temperature=0.005))
     assert torch.isfinite(scores).all()
     torch.testing.assert_close(scores.sum(dim=1), torch.ones(15))
 
@@ -63,7 +63,7 @@ def test_small_temperatures_do_not_overflow():
 def test_half_precision_features_are_scored_in_float32():
     bank, labels, queries = random_bank()
     bank, queries = bank.bfloat16(), queries.bfloat16()
-    scores = knn_predict(bank, labels, queries, num_classes=5, k=10)
+    scores = knn_predict(bank, labels, queries, num_classes=5, cfg=KNNConfig(k=10))
     assert scores.dtype == torch.float32
     expected = knn_scores_by_loops(bank.float(), labels, queries.float(), 5, 10, 0.1)
     torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-6)
@@ -96,7 +96,7 @@ def test_random_labels_give_chance_accuracy():
 
 def test_top5_is_left_out_with_fewer_than_five_classes():
     bank, bank_labels = clustered(num_classes=3, per_class=5)
-    accuracy = knn_accuracy(bank, bank_labels, bank, bank_labels, k=3)
+    accuracy = knn_accuracy(bank, bank_labels, bank, bank_labels, cfg=KNNConfig(k=3))
     assert accuracy == {"knn_top1": 1.0}
     assert set(knn_accuracy(bank, bank_labels, bank, bank_labels, num_classes=5)) == {"knn_top1", "knn_top5"}
 
@@ -115,7 +115,7 @@ def test_num_classes_is_inferred_from_bank_and_query_labels():
     bank, bank_labels = clustered(num_classes=3, per_class=5)
     queries = torch.cat([bank, F.one_hot(torch.tensor([7]), 16).float()])
     query_labels = torch.cat([bank_labels, torch.tensor([7])])  # class 7 has no bank sample
-    accuracy = knn_accuracy(bank, bank_labels, queries, query_labels, k=5)
+    accuracy = knn_accuracy(bank, bank_labels, queries, query_labels, cfg=KNNConfig(k=5))
     assert accuracy["knn_top1"] == pytest.approx(15 / 16) and accuracy["knn_top5"] == pytest.approx(15 / 16)
 
 
@@ -132,8 +132,8 @@ def test_unlabelled_bank_entries_are_rejected_with_a_clear_message():
     "change, message",
     [
         (dict(num_classes=3), "label 4, but num_classes is 3"),
-        (dict(temperature=0.0), "temperature must be > 0"),
-        (dict(k=0), "must be >= 1"),
+        (dict(cfg=KNNConfig(temperature=0.0)), "temperature must be > 0"),
+        (dict(cfg=KNNConfig(k=0)), "must be >= 1"),
         (dict(query_features=torch.randn(15, 9)), "bank has 8 feature dims, queries 9"),
         (dict(bank_labels=torch.zeros(40)), "1-D integer tensor"),
         (dict(bank_labels=torch.zeros(39, dtype=torch.long)), "40 bank features but bank_labels has shape"),

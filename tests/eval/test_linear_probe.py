@@ -15,6 +15,7 @@ from sslray.errors import UserError
 from sslray.eval.linear_probe import (
     LinearProbe,
     ProbeConfig,
+    ProbeData,
     evaluate_head,
     feature_batches,
     topk_correct,
@@ -38,8 +39,9 @@ def test_probe_on_raw_pixels_learns_and_reports_every_epoch(fmnist):
     train_x, val_x = train_x.flatten(1), val_x.flatten(1)  # [N, 784]
     cfg = ProbeConfig(epochs=4, batch_size=256, warmup_epochs=1)
     seen = []
-    result = train_linear_probe(feature_batches(train_x, train_y, cfg.batch_size, cfg.seed), 784, NUM_CLASSES,
-                                cfg, steps_per_epoch=8, val_features=val_x, val_labels=val_y, on_epoch=seen.append)
+    data = ProbeData.of_features((train_x, train_y), (val_x, val_y), NUM_CLASSES, cfg)
+    assert (data.num_features, data.steps_per_epoch) == (784, 8)
+    result = train_linear_probe(data, cfg, on_epoch=seen.append)
 
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
     assert seen == result.history
@@ -76,8 +78,8 @@ def test_probe_on_features_of_a_frozen_cnn_recomputed_each_epoch(fmnist):
                 yield cnn(view), train_y[index]
 
     cfg = ProbeConfig(epochs=3, batch_size=200)
-    result = train_linear_probe(batches, 128, NUM_CLASSES, cfg, steps_per_epoch=10,
-                                val_features=val_features, val_labels=val_y)
+    result = train_linear_probe(ProbeData(batches, 128, NUM_CLASSES, steps_per_epoch=10,
+                                          val_features=val_features, val_labels=val_y), cfg)
     assert result.history[-1]["val_top1"] > 0.65  # chance 0.1; ~0.78 measured
 
 
@@ -85,7 +87,8 @@ def test_probe_on_features_of_a_frozen_cnn_recomputed_each_epoch(fmnist):
 def test_each_optimizer_lowers_the_training_loss(fmnist, optimizer, base_lr):
     train_x, train_y, _, _ = fmnist
     cfg = ProbeConfig(epochs=3, batch_size=256, optimizer=optimizer, base_lr=base_lr)
-    result = train_linear_probe(feature_batches(train_x.flatten(1), train_y, 256, 0), 784, NUM_CLASSES, cfg, 8)
+    result = train_linear_probe(ProbeData(feature_batches(train_x.flatten(1), train_y, 256, 0), 784, NUM_CLASSES, 8),
+                                cfg)
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < losses[0] < np.log(NUM_CLASSES) + 0.5
     assert result.history[-1]["val_top1"] is None and result.val_predictions is None
@@ -97,7 +100,7 @@ def test_probe_is_reproducible_from_its_seed(fmnist):
 
     def run(seed: int):
         cfg = ProbeConfig(epochs=2, batch_size=128, seed=seed)
-        return train_linear_probe(feature_batches(x, y, 128, seed), 784, NUM_CLASSES, cfg, 4)
+        return train_linear_probe(ProbeData(feature_batches(x, y, 128, seed), 784, NUM_CLASSES, 4), cfg)
 
     a, b, c = run(0), run(0), run(1)
     assert a.history == b.history
@@ -127,8 +130,8 @@ def test_probe_batchnorm_running_statistics_are_the_feature_statistics(fmnist):
     far those are from BN's initial (0, 1)."""
     train_x, train_y, _, _ = fmnist
     features = train_x.flatten(1)[:, 300:340] * 0.01 + 0.3  # variance ~1e-5, far from the initial 1
-    result = train_linear_probe(feature_batches(features, train_y, 250, 0), 40, NUM_CLASSES,
-                                ProbeConfig(epochs=1, batch_size=250), steps_per_epoch=8)
+    result = train_linear_probe(ProbeData(feature_batches(features, train_y, 250, 0), 40, NUM_CLASSES,
+                                          steps_per_epoch=8), ProbeConfig(epochs=1, batch_size=250))
     bn = result.head.bn
     torch.testing.assert_close(bn.running_mean, features.mean(0), rtol=0, atol=1e-6)
     torch.testing.assert_close(bn.running_var, features.var(0), rtol=0.02, atol=1e-9)
@@ -186,8 +189,9 @@ def test_unlabelled_rows_get_predictions_but_do_not_count(fmnist):
     cfg = ProbeConfig(epochs=2, batch_size=200)
     val_labels = val_y.clone()
     val_labels[:100] = -1
-    result = train_linear_probe(feature_batches(train_x[:600].flatten(1), labels, 200, 0), 784, NUM_CLASSES, cfg,
-                                3, val_features=val_x.flatten(1), val_labels=val_labels)
+    data = ProbeData(feature_batches(train_x[:600].flatten(1), labels, 200, 0), 784, NUM_CLASSES, 3,
+                     val_features=val_x.flatten(1), val_labels=val_labels)
+    result = train_linear_probe(data, cfg)
     assert result.val_predictions.shape == (500,)
     labelled_only = evaluate_head(result.head, val_x[100:].flatten(1), val_y[100:])
     assert result.history[-1]["val_top1"] == pytest.approx(labelled_only["top1"])

@@ -10,6 +10,7 @@ from sslray.eval.plots import (
     DPI,
     LEGEND_INSIDE_MAX,
     TSNE_SIZE,
+    TSNEConfig,
     confusion_figure,
     curves_figure,
     plot_confusion,
@@ -94,7 +95,7 @@ def test_stratified_indices_keep_class_shares_and_are_deterministic():
 def test_plot_tsne_writes_png_coloured_by_class(fashion_images, tmp_path):
     features, labels = fashion_images
     path = plot_tsne(features, labels, tmp_path / "a" / "b" / "tsne.png", class_names=FASHION_MNIST_CLASSES,
-                     title="fashion-mnist pixels", max_points=150)
+                     title="fashion-mnist pixels", tsne=TSNEConfig(max_points=150))
     assert path == tmp_path / "a" / "b" / "tsne.png"
     rgb = read_png(path, TSNE_SIZE)[..., :3]
     tab10 = matplotlib.colormaps["tab10"]

@@ -12,7 +12,7 @@ import yaml
 
 from sslray.cli import main
 from sslray.errors import UserError
-from sslray.submit import EXCLUDES, sweep_job
+from sslray.submit import EXCLUDES, SweepJob, sweep_job
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def closed_port() -> int:
 
 
 def test_the_job_runs_the_sweep_with_paths_the_cluster_can_resolve(project):
-    entrypoint, runtime_env, out = sweep_job("search_spaces/s.yaml", ["train.epochs=3"], None, ".", {"A": "1"})
+    entrypoint, runtime_env, out = sweep_job(SweepJob("search_spaces/s.yaml", ["train.epochs=3"], env={"A": "1"}))
     command = shlex.split(entrypoint)
     assert command[:5] == ["python", "-m", "sslray.cli", "sweep", "search_spaces/s.yaml"]
     assert "train.epochs=3" in command
@@ -53,14 +53,14 @@ def test_the_job_runs_the_sweep_with_paths_the_cluster_can_resolve(project):
     assert runtime_env["py_modules"][0].endswith("sslray")  # this project has no sslray/ of its own
     (project / "sslray").mkdir()
     (project / "sslray" / "__init__.py").write_text("")
-    _, runtime_env, uri = sweep_job("search_spaces/s.yaml", [], "s3://bucket/sweeps/x", ".", {})
+    _, runtime_env, uri = sweep_job(SweepJob("search_spaces/s.yaml", out="s3://bucket/sweeps/x"))
     assert "py_modules" not in runtime_env and uri == "s3://bucket/sweeps/x"
     # An existing local --out: refused here, or handed to the job's own `sslray sweep --overwrite`.
     (project / "old").mkdir()
     (project / "old" / "space.yaml").write_text("kept")
     with pytest.raises(UserError, match="--overwrite"):
-        sweep_job("search_spaces/s.yaml", [], str(project / "old"), ".", {})
-    entrypoint, _, _ = sweep_job("search_spaces/s.yaml", [], str(project / "old"), ".", {}, overwrite=True)
+        sweep_job(SweepJob("search_spaces/s.yaml", out=str(project / "old")))
+    entrypoint, _, _ = sweep_job(SweepJob("search_spaces/s.yaml", out=str(project / "old"), overwrite=True))
     assert shlex.split(entrypoint)[-3:] == ["--out", str(project / "old"), "--overwrite"]
     assert (project / "old" / "space.yaml").read_text() == "kept"  # the job replaces it, not the submitter
 

@@ -29,7 +29,7 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from sslray.data.shards import prepare
+from sslray.data.shards import ShardOptions, prepare
 
 from ..tune.conftest import tiny_space
 
@@ -131,8 +131,8 @@ def project(tmp_path_factory) -> Path:
     travels with the job as a py_module, since this folder has no sslray/ of its own."""
     root = tmp_path_factory.mktemp("project")
     data = root.parent / f"{root.name}-fmnist"
-    prepare("fashion-mnist", data, split="train", limit=256, rows_per_shard=128, workers=1)
-    prepare("fashion-mnist", data, split="test", limit=128, workers=1)
+    prepare("fashion-mnist", data, split="train", limit=256, options=ShardOptions(rows_per_shard=128, workers=1))
+    prepare("fashion-mnist", data, split="test", limit=128, options=ShardOptions(workers=1))
     space = tiny_space(data, num_samples=1, scheduler={"name": "fifo"})
     space["method"]["temperature"] = {"grid": [0.1, 0.5]}
     space["train"]["epochs"] = 2
