@@ -25,7 +25,7 @@ from PIL import Image
 from sslray.cli import main
 from sslray.data.augment import AugmentConfig, EvalViewSpec, ViewSpec, decode_images
 from sslray.data.readers.base import IMAGE_SUFFIXES
-from sslray.data.shards import prepare
+from sslray.data.shards import ShardOptions, prepare
 from sslray.errors import UserError
 from sslray.methods.registry import METHODS
 from sslray.nn.backbones import BackboneConfig
@@ -149,7 +149,8 @@ def test_prepare_keeps_or_skips_and_counts_any_bytes(files):
         (photos / "control.png").write_bytes(CONTROL)  # one good image, so the split is never empty
         for i, (suffix, data) in enumerate(files):
             (photos / f"file{i}{suffix}").write_bytes(data)
-        (report,) = prepare("folder", Path(tmp) / "out", path=str(photos), workers=1, log=lambda msg: None)
+        (report,) = prepare("folder", Path(tmp) / "out", path=str(photos),
+                            options=ShardOptions(workers=1, log=lambda msg: None))
         assert report.rows + len(report.skipped) == len(files) + 1
         assert all(why.strip() and "\n" not in why for _, why in report.skipped)
         assert "control.png" not in {Path(where).name for where, _ in report.skipped}
@@ -168,12 +169,12 @@ def _fields(cls) -> list[str]:
 
 
 SECTION_KEYS = {
-    "method": sorted({"name", *(name for _, cfg in METHODS.values() for name in _fields(cfg))}),
+    "method": sorted({"name", *(name for entry in METHODS.values() for name in _fields(entry.config))}),
     "backbone": _fields(BackboneConfig), "data": _fields(DataConfig), "data.augment": _fields(AugmentConfig),
     "data.augment.global_view": _fields(ViewSpec), "data.eval_view": _fields(EvalViewSpec),
     "optim": _fields(OptimizerConfig), "train": _fields(TrainConfig), "scaling": _fields(ScalingConfig),
     "tune": _fields(TuneSection),
-    "tune.scheduler": sorted({"name", *(name for cls in SCHEDULERS.values() for name in _fields(cls))}),
+    "tune.scheduler": sorted({"name", *(name for e in SCHEDULERS.values() for name in _fields(e.options))}),
 }
 KNOWN_KEYS = sorted(f"{section}.{name}" for section, names in SECTION_KEYS.items() for name in names)
 WORDS = sorted({part for key in KNOWN_KEYS for part in key.split(".")} | set(METHODS) | set(DISTRIBUTIONS)

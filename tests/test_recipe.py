@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from sslray.errors import UserError
 from sslray.methods.registry import METHODS, build_method
+from sslray.methods.simclr import SimCLRConfig
 from sslray.recipe import apply_overrides, find_distributions, load_recipe, recipe_from_dict
 
 SEARCH_SPACES = Path(__file__).parents[1] / "search_spaces"
@@ -29,8 +31,8 @@ def test_there_is_a_recipe_per_method_with_resnet_and_vit_variants():
     for path in RECIPES:
         recipe = load_recipe(path)
         backbones.setdefault(recipe.method_name, set()).add(recipe.backbone.name)
-    for method, (cls, _) in METHODS.items():  # masked methods need a ViT; every other method has both variants
-        assert backbones[method] == ({"vit_tiny"} if cls.needs_vit else {"resnet18", "vit_tiny"}), method
+    for method, entry in METHODS.items():  # masked methods need a ViT; every other method has both variants
+        assert backbones[method] == ({"vit_tiny"} if entry.method.needs_vit else {"resnet18", "vit_tiny"}), method
 
 
 @pytest.mark.parametrize("path", PAPER_RECIPES, ids=lambda p: p.stem)
@@ -44,7 +46,7 @@ def test_paper_scale_recipes_are_valid(path):
 def test_shipped_recipe_builds_and_runs_one_forward(path):
     recipe = load_recipe(path, ["backbone.depth=1"] if "vit" in path.read_text() else [])
     specs = recipe.data.augment.view_specs()
-    model = build_method(recipe.to_dict())
+    model = build_method(recipe)
     views = [torch.randn(4, recipe.data.channels, s.size, s.size) for s in specs]
     out = model(views)
     assert torch.isfinite(out["loss"])
@@ -55,7 +57,7 @@ def test_overrides_are_typed_yaml_values_on_dotted_paths(tmp_path):
     path = write(tmp_path, "method: {name: simclr}\nbackbone: {in_chans: 1}\n")
     recipe = load_recipe(path, ["method.temperature=0.2", "train.epochs=3", "data.limit=512",
                                 "data.augment.global_view={blur_p: 0.0}", "train.sync_batchnorm=true"])
-    assert recipe.method["temperature"] == 0.2 and recipe.train.epochs == 3 and recipe.data.limit == 512
+    assert recipe.method.temperature == 0.2 and recipe.train.epochs == 3 and recipe.data.limit == 512
     assert recipe.data.augment.view_specs()[0].blur_p == 0.0 and recipe.train.sync_batchnorm is True
     assert recipe.data.augment.recipe == "simclr"  # the method's default views
 
@@ -108,6 +110,20 @@ def test_distributions_are_found_anywhere():
 def test_recipe_round_trips_through_its_dict():
     recipe = recipe_from_dict({"method": {"name": "byol"}, "backbone": {"in_chans": 1}})
     assert recipe_from_dict(recipe.to_dict()) == recipe
+
+
+def test_the_method_section_stays_typed_and_its_dict_is_the_yaml_shape():
+    recipe = recipe_from_dict({"method": {"name": "simclr", "temperature": 0.2}, "backbone": {"in_chans": 1}})
+    assert recipe.method == SimCLRConfig(temperature=0.2) and recipe.method_name == "simclr"
+    with pytest.raises(dataclasses.FrozenInstanceError):  # validated once: no unchecked change afterwards
+        recipe.method.temperature = -1.0
+    data = recipe.to_dict()
+    # config.yaml, checkpoints' state.json and sweep hyperparameters record exactly this shape
+    assert list(data) == ["method", "backbone", "data", "optim", "train", "scaling"]
+    assert data["method"] == {"name": "simclr", **dataclasses.asdict(SimCLRConfig(temperature=0.2))}
+    assert list(data["method"])[0] == "name"
+    assert data["backbone"] == dataclasses.asdict(recipe.backbone) and data["train"]["epochs"] == 100
+    assert build_method(recipe).cfg is recipe.method  # built from the typed config, not from a dict
 
 
 def test_sync_batchnorm_is_fine_on_gpus_or_a_single_worker(tmp_path):

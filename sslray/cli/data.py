@@ -35,15 +35,15 @@ def add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    from sslray.data.shards import prepare
+    from sslray.data.shards import ShardOptions, prepare
 
     if args.classes is not None and args.num_classes is not None:
         raise UserError("--classes and --num-classes: give one or the other")
     classes = None if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()]
-    reports = prepare(args.source, args.out, path=args.path, split=args.split, limit=args.limit,
-                      classes=classes, num_classes=args.num_classes, rows_per_shard=args.shard_size,
-                      overwrite=args.overwrite, workers=args.workers, image_column=args.image_column,
-                      label_column=args.label_column)
+    options = ShardOptions(classes=classes, num_classes=args.num_classes, rows_per_shard=args.shard_size,
+                           overwrite=args.overwrite, workers=args.workers, image_column=args.image_column,
+                           label_column=args.label_column)
+    reports = prepare(args.source, args.out, path=args.path, split=args.split, limit=args.limit, options=options)
     for report in reports:
         print(f"{report.split}: {report.rows:,} images in {report.shards} shard(s) -> {report.folder}"
               f"  (skipped {len(report.skipped)})")

@@ -4,7 +4,7 @@ A prepared split is a folder ``OUT/<split>/`` of ``part-NNNNN.parquet`` shards w
 ``SCHEMA`` and a ``dataset.json`` that records the source, row count, class names and every image that
 was skipped, with the reason. Each split is written into a hidden ``.partial`` folder and renamed into
 place at the end, so a crash never leaves a half-written split under the real name, and an existing
-split is never overwritten without ``overwrite=True``.
+split is never overwritten without ``ShardOptions(overwrite=True)``.
 
 Every image is decoded once, in a process pool, by ``sslray.data.encode`` (which decides what is stored
 and why an image is refused): unreadable, truncated, empty or absurdly large images are skipped,
@@ -19,9 +19,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -39,7 +39,7 @@ CHUNK = 1024  # images per pool round trip: bounds memory and the work done past
 ROW_GROUP_ROWS = 1024
 
 __all__ = ["BadImage", "CHUNK", "FORMAT", "MAX_PIXELS", "MAX_SIDE", "ROW_GROUP_ROWS", "SCHEMA", "ShardWriter",
-           "SplitReport", "prepare", "resolve_classes", "stored_bytes", "write_split"]
+           "ShardOptions", "SplitReport", "prepare", "resolve_classes", "stored_bytes", "write_split"]
 
 
 @dataclass
@@ -161,40 +161,56 @@ def write_split(records: Iterator[RawImage], writer: ShardWriter, report: SplitR
             last_log = time.monotonic()
 
 
+def _to_stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class ShardOptions:
+    """How ``prepare`` selects, reads, writes and reports: the ``sslray data prepare`` options but for
+    the common ``--path``, ``--split`` and ``--limit``, which are its own keywords."""
+
+    classes: list[str] | None = None  # class names or indices to keep, relabelled 0..k-1 (None: all)
+    num_classes: int | None = None  # or: keep the first N classes
+    rows_per_shard: int = 10_000  # rows per Parquet shard
+    overwrite: bool = False  # replace splits that already exist in ``out``
+    workers: int | None = None  # decode processes (None: every CPU)
+    image_column: str = "image"  # parquet source: the column with image bytes
+    label_column: str | None = "label"  # parquet source: the column with int labels (None: unlabeled)
+    log: Callable[[str], None] = _to_stderr  # where progress lines go
+
+
 def prepare(source: str, out: str | Path, *, path: str | None = None, split: str = "all",
-            limit: int | None = None, classes: list[str] | None = None, num_classes: int | None = None,
-            rows_per_shard: int = 10_000, overwrite: bool = False, workers: int | None = None,
-            image_column: str = "image", label_column: str | None = "label",
-            log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)) -> list[SplitReport]:
+            limit: int | None = None, options: ShardOptions = ShardOptions()) -> list[SplitReport]:
     """Convert ``source`` into prepared Parquet splits under ``out``; returns one report per split."""
     if limit is not None and limit < 1:
         raise UserError(f"--limit: {limit} is out of range; must be >= 1")
-    if rows_per_shard < 1:
-        raise UserError(f"--shard-size: {rows_per_shard} is out of range; must be >= 1")
-    reader = open_source(source, path, image_column, label_column)
+    if options.rows_per_shard < 1:
+        raise UserError(f"--shard-size: {options.rows_per_shard} is out of range; must be >= 1")
+    reader = open_source(source, path, options.image_column, options.label_column)
     available = reader.splits()
     if split != "all" and split not in available:
         raise UserError(f"--split: {source} has no split {split!r}; it has {', '.join(available)}")
     splits = available if split == "all" else [split]
     out = Path(out)
     for name in splits:  # refuse before doing any work, so nothing is half-replaced
-        if (out / name).exists() and not overwrite:
+        if (out / name).exists() and not options.overwrite:
             raise UserError(f"{out / name} already exists; pass --overwrite to replace it, or choose another OUT")
-    remap = resolve_classes(reader, classes, num_classes)
+    remap = resolve_classes(reader, options.classes, options.num_classes)
     class_names = reader.classes if remap is None else [reader.classes[old] for old in remap]
-    workers = workers or os.cpu_count() or 1
+    workers = options.workers or os.cpu_count() or 1
     reports = []
     with multiprocessing.get_context("fork").Pool(workers) if workers > 1 else _NoPool() as pool:
         for name in splits:
             report = SplitReport(name, out / name)
-            writer = ShardWriter(out / name, rows_per_shard)
+            writer = ShardWriter(out / name, options.rows_per_shard)
             try:
-                write_split(_selected(reader.records(name), remap), writer, report, limit, pool, log)
+                write_split(_selected(reader.records(name), remap), writer, report, limit, pool, options.log)
                 if report.rows == 0:
                     raise UserError(f"{source} split {name!r}: no images written"
                                     + _skip_summary(report) + (f" from {path}" if path else ""))
                 report.shards = writer.shards + (1 if writer.columns["id"] else 0)
-                writer.commit(_info(source, path, name, report, class_names), overwrite)
+                writer.commit(_info(source, path, name, report, class_names), options.overwrite)
             except BaseException:
                 writer.abort()
                 raise

@@ -7,7 +7,7 @@ import io
 import struct
 import zlib
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from PIL import Image

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from sslray.sections import section_from_dict
 from sslray.data.augment import AugmentConfig, EvalViewSpec, decode_images, render_eval_view, render_view
 from sslray.data.batched_transforms import PerSampleRandom, sample_keys
 from sslray.errors import UserError
+from sslray.sections import section_from_dict
 
 from .samples import encode, pattern
 

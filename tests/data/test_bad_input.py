@@ -23,14 +23,22 @@ from PIL import Image
 from sslray.cli import main
 from sslray.data.augment import decode_images
 from sslray.data.pipeline import open_prepared
-from sslray.data.shards import MAX_PIXELS, prepare
+from sslray.data.shards import MAX_PIXELS, ShardOptions, prepare
 from sslray.errors import UserError
 
-from .samples import (dds_with_unknown_pixel_format, encode, pattern, png_with_bad_idat_crc, png_with_ihdr_byte,
-                      raw_png, spider_with_bad_header)
+from .samples import (
+    dds_with_unknown_pixel_format,
+    encode,
+    pattern,
+    png_with_bad_idat_crc,
+    png_with_ihdr_byte,
+    raw_png,
+    spider_with_bad_header,
+)
 from .test_prepare import read_split
 
 TOO_LARGE = f"over the limit of {MAX_PIXELS:,}"
+QUIET = ShardOptions(workers=1, log=lambda msg: None)  # one decode process, no progress lines
 
 
 def jpeg_claiming(width: int, height: int) -> bytes:
@@ -121,7 +129,7 @@ def test_decompression_bombs_are_refused_without_decoding(tmp_path):
     script = textwrap.dedent("""
         import json, sys, warnings
         from PIL import Image
-        from sslray.data.shards import prepare
+        from sslray.data.shards import ShardOptions, prepare
 
         def peak_mib():  # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (big) pytest parent
             status = open("/proc/self/status").read()
@@ -129,9 +137,10 @@ def test_decompression_bombs_are_refused_without_decoding(tmp_path):
 
         bombs, warm_up, out = sys.argv[1:]
         # The first prepare of a process costs ~50 MiB once (Parquet writer, buffers): not what is measured.
-        prepare("folder", out + "/warm_up", path=warm_up, workers=1, log=lambda msg: None)
+        quiet = ShardOptions(workers=1, log=lambda msg: None)
+        prepare("folder", out + "/warm_up", path=warm_up, options=quiet)
         start = peak_mib()
-        (report,) = prepare("folder", out + "/bombs", path=bombs, workers=1, log=lambda msg: None)
+        (report,) = prepare("folder", out + "/bombs", path=bombs, options=quiet)
         after_prepare = peak_mib()
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         Image.open(bombs + "/bomb_100mp.png").load()  # what a decode costs: 1 byte per pixel
@@ -167,7 +176,7 @@ def test_unusual_valid_images_are_kept_as_8bit_with_their_pixels(tmp_path):
     Image.fromarray(rgb).quantize(colors=256).save(photos / "palette.gif")
     palette_rgb = np.asarray(Image.open(photos / "palette.gif").convert("RGB"))
 
-    (report,) = prepare("folder", tmp_path / "out", path=str(photos), workers=1)
+    (report,) = prepare("folder", tmp_path / "out", path=str(photos), options=ShardOptions(workers=1))
     assert report.skipped == [] and report.rows == 9
     table = read_split(tmp_path / "out" / "train")
     stored = dict(zip(table["id"].to_pylist(), table["image"].to_pylist()))
@@ -216,7 +225,7 @@ def prepared_split(tmp_path) -> Path:
         (photos / c).mkdir(parents=True)
         for i in range(3):
             (photos / c / f"{i}.png").write_bytes(encode(pattern(8, 8, 3, i)))
-    prepare("folder", tmp_path / "prepared", path=str(photos), workers=1, log=lambda msg: None)
+    prepare("folder", tmp_path / "prepared", path=str(photos), options=QUIET)
     split = tmp_path / "prepared" / "train"
     assert open_prepared(str(split)).num_rows == 6  # the intact split opens
     return split
@@ -297,7 +306,7 @@ def test_pngs_that_libpng_rejects_are_rewritten_so_training_can_decode_them(tmp_
     (photos / "idat_bad_crc.png").write_bytes(png_with_bad_idat_crc(encode(gray)))
     # Compression method 1: PNG defines only 0; PIL ignores the field.
     (photos / "ihdr_unknown_compression.png").write_bytes(png_with_ihdr_byte(encode(gray), 26, 1))
-    (report,) = prepare("folder", tmp_path / "out", path=str(photos), workers=1, log=lambda msg: None)
+    (report,) = prepare("folder", tmp_path / "out", path=str(photos), options=QUIET)
     assert report.rows == 2 and report.skipped == []
 
     script = textwrap.dedent("""

@@ -17,7 +17,7 @@ from PIL import Image
 
 from sslray.cli import main
 from sslray.data.readers import FASHION_MNIST_DIR, fashion_mnist_arrays
-from sslray.data.shards import SCHEMA, prepare
+from sslray.data.shards import SCHEMA, ShardOptions, prepare
 from sslray.errors import UserError
 
 from .samples import encode, pattern
@@ -33,7 +33,7 @@ def pixels(data: bytes) -> np.ndarray:
 
 def test_fashion_mnist_idx_round_trip(idx_dir, tmp_path):
     root, arrays = idx_dir
-    reports = prepare("fashion-mnist", tmp_path / "out", path=str(root), workers=1)
+    reports = prepare("fashion-mnist", tmp_path / "out", path=str(root), options=ShardOptions(workers=1))
     assert [(r.split, r.rows) for r in reports] == [("train", 12), ("test", 5)]
     table = read_split(tmp_path / "out" / "train")
     assert table.schema.equals(SCHEMA)
@@ -58,7 +58,7 @@ def test_truncated_idx_is_a_user_error(idx_dir, tmp_path):
 
 def test_cifar10_pixels_labels_and_class_names(cifar10_dir, tmp_path):
     root, images = cifar10_dir
-    reports = prepare("cifar10", tmp_path / "out", path=str(root), workers=2)
+    reports = prepare("cifar10", tmp_path / "out", path=str(root), options=ShardOptions(workers=2))
     assert [(r.split, r.rows) for r in reports] == [("train", 10), ("test", 2)]
     train = read_split(tmp_path / "out" / "train")
     np.testing.assert_array_equal(pixels(train["image"][3].as_py()), images[3])
@@ -74,7 +74,7 @@ def test_cifar100_fine_labels(tmp_path):
         with open(root / split, "wb") as f:
             pickle.dump({b"data": images.transpose(0, 3, 1, 2).reshape(3, -1), b"fine_labels": [99, 0, 42],
                          b"coarse_labels": [1, 2, 3]}, f)
-    prepare("cifar100", tmp_path / "out", path=str(tmp_path), split="test", workers=1)
+    prepare("cifar100", tmp_path / "out", path=str(tmp_path), split="test", options=ShardOptions(workers=1))
     table = read_split(tmp_path / "out" / "test")
     assert table["label"].to_pylist() == [99, 0, 42]
     np.testing.assert_array_equal(pixels(table["image"][2].as_py()), images[2])
@@ -99,7 +99,7 @@ def test_cifar_pickle_that_runs_code_is_refused(tmp_path):
 
 def test_stl10_orientation_and_unlabeled_split(stl10_dir, tmp_path):
     root, images = stl10_dir
-    reports = prepare("stl10", tmp_path / "out", path=str(root), workers=1)
+    reports = prepare("stl10", tmp_path / "out", path=str(root), options=ShardOptions(workers=1))
     assert {r.split: r.rows for r in reports} == {"train": 4, "unlabeled": 3}  # no test files here
     train = read_split(tmp_path / "out" / "train")
     np.testing.assert_array_equal(pixels(train["image"][1].as_py()), images[1])  # not transposed
@@ -108,7 +108,7 @@ def test_stl10_orientation_and_unlabeled_split(stl10_dir, tmp_path):
 
 
 def test_folder_keeps_good_images_and_lists_bad_ones(folder_tree, tmp_path):
-    (report,) = prepare("folder", tmp_path / "out", path=str(folder_tree), workers=2)
+    (report,) = prepare("folder", tmp_path / "out", path=str(folder_tree), options=ShardOptions(workers=2))
     assert report.rows == 7
     reasons = dict(report.skipped)
     assert {Path(w).name for w in reasons} == {"empty.png", "garbage.jpg", "truncated.jpg"}
@@ -154,7 +154,7 @@ def test_folder_without_subfolders_is_unlabeled(tmp_path):
     root.mkdir()
     for i in range(3):
         (root / f"{i}.png").write_bytes(encode(pattern(10, 10, 3, i)))
-    (report,) = prepare("folder", tmp_path / "out", path=str(root), workers=1)
+    (report,) = prepare("folder", tmp_path / "out", path=str(root), options=ShardOptions(workers=1))
     table = read_split(tmp_path / "out" / "train")
     assert report.rows == 3 and table["label"].null_count == 3
 
@@ -165,7 +165,8 @@ def test_folder_split_subfolders_and_class_subset(tmp_path):
         for c, name in enumerate(["n01", "n02", "n03"]):
             (root / split / name).mkdir(parents=True)
             (root / split / name / "x.png").write_bytes(encode(pattern(8, 8, 3, c)))
-    reports = prepare("folder", tmp_path / "out", path=str(root), classes=["n03", "n01"], workers=1)
+    reports = prepare("folder", tmp_path / "out", path=str(root),
+                      options=ShardOptions(classes=["n03", "n01"], workers=1))
     assert [r.split for r in reports] == ["train", "val"]
     table = read_split(tmp_path / "out" / "val")
     assert sorted(zip(table["id"].to_pylist(), table["label"].to_pylist())) == [
@@ -180,18 +181,20 @@ def test_parquet_source_with_raw_and_struct_columns(tmp_path):
     hf = pa.table({"image": pa.array([{"bytes": b, "path": None} for b in images[:2]] + [{"bytes": b"bad", "path": None}]),
                    "label": [5, 6, 7]})
     pq.write_table(hf, tmp_path / "hf.parquet")
-    prepare("parquet", tmp_path / "a", path=str(tmp_path / "raw.parquet"), image_column="img", label_column="y")
+    prepare("parquet", tmp_path / "a", path=str(tmp_path / "raw.parquet"),
+            options=ShardOptions(image_column="img", label_column="y"))
     assert read_split(tmp_path / "a" / "train")["label"].to_pylist() == [0, 1, None, 3]
     (report,) = prepare("parquet", tmp_path / "b", path=str(tmp_path / "hf.parquet"))
     assert report.rows == 2 and len(report.skipped) == 1
     with pytest.raises(UserError, match="no column 'pixels'"):
-        prepare("parquet", tmp_path / "c", path=str(tmp_path / "raw.parquet"), image_column="pixels")
+        prepare("parquet", tmp_path / "c", path=str(tmp_path / "raw.parquet"),
+                options=ShardOptions(image_column="pixels"))
 
 
 def test_limit_shards_and_num_classes(idx_dir, tmp_path):
     root, _ = idx_dir
     (report,) = prepare("fashion-mnist", tmp_path / "out", path=str(root), split="train", limit=7,
-                        num_classes=5, rows_per_shard=2, workers=1)
+                        options=ShardOptions(num_classes=5, rows_per_shard=2, workers=1))
     table = read_split(tmp_path / "out" / "train")
     assert report.rows == 7 and report.shards == 4 and len(list((tmp_path / "out" / "train").glob("*.parquet"))) == 4
     assert set(table["label"].to_pylist()) <= set(range(5))
@@ -199,12 +202,13 @@ def test_limit_shards_and_num_classes(idx_dir, tmp_path):
 
 def test_existing_output_is_never_overwritten_without_flag(idx_dir, tmp_path):
     root, _ = idx_dir
-    prepare("fashion-mnist", tmp_path / "out", path=str(root), split="test", limit=2, workers=1)
+    prepare("fashion-mnist", tmp_path / "out", path=str(root), split="test", limit=2, options=ShardOptions(workers=1))
     before = {p.name: p.read_bytes() for p in (tmp_path / "out" / "test").iterdir()}
     with pytest.raises(UserError, match="already exists"):
-        prepare("fashion-mnist", tmp_path / "out", path=str(root), split="test", workers=1)
+        prepare("fashion-mnist", tmp_path / "out", path=str(root), split="test", options=ShardOptions(workers=1))
     assert {p.name: p.read_bytes() for p in (tmp_path / "out" / "test").iterdir()} == before
-    prepare("fashion-mnist", tmp_path / "out", path=str(root), split="test", overwrite=True, workers=1)
+    prepare("fashion-mnist", tmp_path / "out", path=str(root), split="test",
+            options=ShardOptions(overwrite=True, workers=1))
     assert read_split(tmp_path / "out" / "test").num_rows == 5
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no partial/old left
 

@@ -34,9 +34,9 @@ def test_loss_matches_loop(loss_cls, elementwise):
     pred, target, mask = _inputs()
     total, count = 0.0, 0
     for n in range(pred.shape[0]):
-        for l in range(pred.shape[1]):
-            if mask[n, l] == 1:
-                diffs = [elementwise(a - b) for a, b in zip(pred[n, l].tolist(), target[n, l].tolist())]
+        for p in range(pred.shape[1]):
+            if mask[n, p] == 1:
+                diffs = [elementwise(a - b) for a, b in zip(pred[n, p].tolist(), target[n, p].tolist())]
                 total += sum(diffs) / len(diffs)
                 count += 1
     assert loss_cls(norm_pix_loss=False)(pred, target, mask).item() == pytest.approx(total / count, rel=1e-5)
@@ -47,12 +47,12 @@ def test_norm_pix_target_matches_loop():
     out = normalize_patch_pixels(target)
     eps = 1e-6
     for n in range(target.shape[0]):
-        for l in range(target.shape[1]):
-            values = target[n, l].tolist()
+        for p in range(target.shape[1]):
+            values = target[n, p].tolist()
             mean = sum(values) / len(values)
             var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)  # unbiased, as models_mae.py
             expected = [(v - mean) / (var + eps) ** 0.5 for v in values]
-            assert out[n, l].tolist() == pytest.approx(expected, rel=1e-4, abs=1e-5)
+            assert out[n, p].tolist() == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
 def test_norm_pix_changes_the_loss_and_empty_mask_is_zero():

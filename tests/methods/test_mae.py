@@ -59,12 +59,12 @@ def test_forward_matches_written_out_objective():
     target = patchify(images, 4)
     total, count = 0.0, 0
     for i in range(n):
-        for l in range(length):
-            if l in keep[i].tolist():
+        for p in range(length):
+            if p in keep[i].tolist():
                 continue
-            t = target[i, l]
+            t = target[i, p]
             t = (t - t.mean()) / (t.var() + 1e-6).sqrt()
-            total += (pred[i, l] - t).pow(2).mean().item()
+            total += (pred[i, p] - t).pow(2).mean().item()
             count += 1
     assert count == n * 12
     assert loss.item() == pytest.approx(total / count, rel=1e-5)

@@ -1,4 +1,4 @@
-"""Every registered method under mixed precision, on CPU, through the worker's own step (``_step``):
+"""Every registered method under mixed precision, on CPU, through the worker's own step (``train_step``):
 the code a GPU run executes with ``train.precision`` bf16 (the default there) or fp16.
 
 CPU autocast rounds to bf16/fp16 exactly as CUDA autocast does, so a dtype mismatch, an op with no
@@ -15,8 +15,8 @@ import torch
 from sslray.methods.registry import METHODS, build_method
 from sslray.nn.optim import build_optimizer
 from sslray.recipe import recipe_from_dict
+from sslray.train.epoch import Learner, Progress, StepSettings, train_step
 from sslray.train.precision import MixedPrecision, resolve_precision
-from sslray.train.worker import Progress, StepSettings, _step
 
 from .tiny import RESNET_SIZE, image_size, tiny_recipe
 
@@ -35,7 +35,7 @@ def tiny_run(name: str, precision: str, vit: bool | None = None):
                                "train": {"epochs": 1, "batch_size": N, "warmup_epochs": 0, "grad_accum_steps": 2,
                                          "precision": precision}})
     torch.manual_seed(0)
-    method = build_method(recipe.to_dict())
+    method = build_method(recipe)
     optimizer = build_optimizer(method, recipe.optim, recipe.train.batch_size)
     settings = StepSettings.of(recipe, total_steps=10, device=torch.device("cpu"))
     generator = torch.Generator().manual_seed(0)
@@ -67,7 +67,7 @@ def test_every_method_takes_a_mixed_precision_step(name, precision, vit):
     before = {k: p.detach().clone() for k, p in method.named_parameters() if p.requires_grad}
 
     # Step 1 of 2 accumulates only: the gradients are there to look at.
-    out, scheduled = _step(method, method, optimizer, views, 0, 0, settings, Progress())
+    out, scheduled = train_step(Learner(method, method, optimizer, settings, Progress()), views, 0, 0)
     assert math.isfinite(out["loss"].item()) and scheduled == {}
     assert dtypes == {LOW[precision]}, f"layers ran in {dtypes}: autocast was not active"
     grads = [p.grad for p in method.parameters() if p.grad is not None]
@@ -80,7 +80,7 @@ def test_every_method_takes_a_mixed_precision_step(name, precision, vit):
     # scaled gradients overflowed and halves the scale, from 2**16: a few halvings at most).
     progress = Progress()
     for index in range(1, 32, 2):
-        _step(method, method, optimizer, views, index, 0, settings, progress)
+        train_step(Learner(method, method, optimizer, settings, progress), views, index, 0)
         moved = [k for k, p in method.named_parameters() if p.requires_grad and not torch.equal(before[k], p)]
         if moved:
             break

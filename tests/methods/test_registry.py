@@ -1,14 +1,21 @@
+import dataclasses
+from pathlib import Path
+
 import pytest
 
+from sslray.data.augment import RECIPES
 from sslray.errors import UserError
+from sslray.methods.base import SSLMethod
 from sslray.methods.byol import BYOL
 from sslray.methods.dino import DINO
 from sslray.methods.moco import MoCoV2, MoCoV3
 from sslray.methods.registry import METHODS, build_method, method_config
 from sslray.methods.simclr import SimCLR, SimCLRConfig
 from sslray.methods.simsiam import SimSiam
+from sslray.recipe import load_recipe
 
 BACKBONE = {"name": "resnet18", "small_stem": True, "in_chans": 1, "img_size": 28}
+SEARCH_SPACES = Path(__file__).parents[2] / "search_spaces"
 
 
 def test_registry_names():
@@ -53,3 +60,17 @@ def test_bad_recipes_name_the_key(recipe, message):
 def test_method_config_without_building():
     name, cfg = method_config({"name": "dino", "temperature": 0.05})
     assert name == "dino" and cfg.temperature == 0.05 and cfg.student_temperature == 0.1
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_entry_is_complete(name):
+    """A method is its file, its registry line and its recipe: each part is there and fits the others."""
+    entry = METHODS[name]
+    assert issubclass(entry.method, SSLMethod)
+    assert dataclasses.is_dataclass(entry.config) and entry.config.__dataclass_params__.frozen
+    entry.config()  # the defaults are valid
+    assert entry.views in RECIPES, f"{name}: default view recipe {entry.views!r} unknown to data.augment"
+    recipe = load_recipe(SEARCH_SPACES / f"{name}_fmnist.yaml")
+    assert recipe.method_name == name and isinstance(recipe.method, entry.config)
+    bare = load_recipe(SEARCH_SPACES / f"{name}_fmnist.yaml", ["data.augment.recipe=null"])
+    assert bare.data.augment.recipe == entry.views  # no views given: the method's own

@@ -42,8 +42,9 @@ def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def knn_top1(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, query_labels: torch.Tensor,
-             k: int = 20, temperature: float = 0.07, num_classes: int = 10) -> float:
+             k: int = 20, temperature: float = 0.07) -> float:
     """Weighted cosine kNN (Wu et al. 2018): each of the k nearest votes with exp(similarity / T)."""
+    num_classes = int(max(bank_labels.max(), query_labels.max())) + 1  # a class no one votes for never wins
     similarity = F.normalize(queries, dim=1) @ F.normalize(bank, dim=1).T
     top, index = similarity.topk(k, dim=1)
     votes = torch.zeros(len(queries), num_classes).scatter_add_(1, bank_labels[index], (top / temperature).exp())
@@ -54,8 +55,8 @@ def test_knn_top1_by_hand():
     bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
     labels = torch.tensor([0, 0, 1])
     queries = torch.tensor([[1.0, 0.05], [0.1, 1.0]])
-    assert knn_top1(bank, labels, queries, torch.tensor([0, 1]), k=1, num_classes=2) == 1.0
-    assert knn_top1(bank, labels, queries, torch.tensor([1, 0]), k=1, num_classes=2) == 0.0
+    assert knn_top1(bank, labels, queries, torch.tensor([0, 1]), k=1) == 1.0
+    assert knn_top1(bank, labels, queries, torch.tensor([1, 0]), k=1) == 0.0
 
 
 def test_simclr_beats_random_init_on_fashion_mnist_knn():

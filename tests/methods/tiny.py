@@ -33,7 +33,7 @@ VIT = {"name": "vit_tiny", "img_size": VIT_SIZE, "patch_size": 4, "depth": 1}
 
 
 def needs_vit(name: str) -> bool:
-    return METHODS[name][0].needs_vit
+    return METHODS[name].method.needs_vit
 
 
 def image_size(name: str, vit: bool | None = None) -> int:

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from sslray.nn.heads import DINOHead, PredictionHead, ProjectionHead, mlp
+from sslray.nn.heads import DINOHead, DINOHeadConfig, MLPConfig, PredictionHead, ProjectionHead, mlp
 
 
 def test_projection_head_layers_and_shapes():
@@ -19,7 +19,7 @@ def test_projection_head_layers_and_shapes():
 
 
 def test_mlp_without_bn_has_biases_and_relu():
-    layers = mlp(4, 8, 2, num_layers=2, hidden_bn=False)
+    layers = mlp(4, 2, MLPConfig(hidden_dim=8, num_layers=2, hidden_bn=False))
     assert [type(m) for m in layers] == [nn.Linear, nn.ReLU, nn.Linear]
     assert layers[0].bias is not None and layers[2].bias is not None
 
@@ -29,7 +29,7 @@ def test_prediction_head_keeps_dim():
 
 
 def test_dino_head_last_layer_is_weight_normed_with_fixed_magnitude():
-    head = DINOHead(32, out_dim=100, hidden_dim=64, bottleneck_dim=16)
+    head = DINOHead(32, DINOHeadConfig(out_dim=100, hidden_dim=64, bottleneck_dim=16))
     out = head(torch.randn(5, 32))
     assert out.shape == (5, 100)
     magnitude = head.last_layer.parametrizations.weight.original0
@@ -41,6 +41,6 @@ def test_dino_head_last_layer_is_weight_normed_with_fixed_magnitude():
 
 
 def test_dino_head_magnitude_trains_when_not_normed():
-    head = DINOHead(8, out_dim=10, hidden_dim=16, bottleneck_dim=4, norm_last_layer=False)
+    head = DINOHead(8, DINOHeadConfig(out_dim=10, hidden_dim=16, bottleneck_dim=4, norm_last_layer=False))
     head(torch.randn(3, 8)).sum().backward()
     assert head.last_layer.parametrizations.weight.original0.grad is not None

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from sslray.nn.multiblock import block_size, sample_multiblock_masks
+from sslray.nn.multiblock import MultiBlockConfig, block_size, sample_multiblock_masks
 
 
 def rows_cols(ids: torch.Tensor, width: int) -> tuple[set[int], set[int]]:
@@ -62,7 +62,8 @@ def test_block_sizes_cover_the_scale_and_aspect_ranges():
 def test_context_is_cut_to_the_batch_minimum_keeping_the_first_patches():
     """With a context block of scale 1 (the whole grid), each image's untrimmed context is every patch
     outside its targets; all are cut to the smallest one, keeping their first patches in raster order."""
-    masks = sample_multiblock_masks(64, (7, 7), context_scale=(1.0, 1.0), generator=torch.Generator().manual_seed(3))
+    masks = sample_multiblock_masks(64, (7, 7), MultiBlockConfig(context_scale=(1.0, 1.0)),
+                                    generator=torch.Generator().manual_seed(3))
     untrimmed = [sorted(set(range(49)) - set(t.flatten().tolist())) for t in masks.targets]
     keep = min(len(u) for u in untrimmed)
     assert masks.context.shape == (64, keep)
@@ -78,12 +79,12 @@ def test_short_contexts_are_redrawn_inside_their_block():
         rows, cols = rows_cols(ids, 7)
         return max(rows) - min(rows) < 3 and max(cols) - min(cols) < 3
 
-    kwargs = dict(context_scale=(9 / 49, 9 / 49), min_context=4)
-    redrawn = sample_multiblock_masks(64, (7, 7), generator=torch.Generator().manual_seed(0), **kwargs)
+    cfg = MultiBlockConfig(context_scale=(9 / 49, 9 / 49), min_context=4)
+    redrawn = sample_multiblock_masks(64, (7, 7), cfg, generator=torch.Generator().manual_seed(0))
     assert redrawn.context.shape[1] >= 4
     assert sum(fits_3x3(c) for c in redrawn.context) >= 60
     # without re-draws, a short context becomes every non-target patch: most no longer fit
-    fallback = sample_multiblock_masks(64, (7, 7), generator=torch.Generator().manual_seed(0), max_tries=0, **kwargs)
+    fallback = sample_multiblock_masks(64, (7, 7), cfg, generator=torch.Generator().manual_seed(0), max_tries=0)
     assert sum(fits_3x3(c) for c in fallback.context) < 60
 
 
@@ -99,7 +100,7 @@ def test_targets_that_tile_a_tiny_grid_are_redrawn():
             assert not set(context.tolist()) & set(targets.flatten().tolist())
     assert seen_2x2 > 10
     with pytest.raises(ValueError, match="no context patch left"):
-        sample_multiblock_masks(2, (4, 4), target_scale=(1.0, 1.0), target_aspect_ratio=(1.0, 1.0))
+        sample_multiblock_masks(2, (4, 4), MultiBlockConfig(target_scale=(1.0, 1.0), target_aspect_ratio=(1.0, 1.0)))
 
 
 def test_generator_makes_masks_reproducible():
@@ -117,7 +118,7 @@ def test_generator_makes_masks_reproducible():
 
 
 def test_number_of_targets_and_bad_arguments():
-    masks = sample_multiblock_masks(3, (7, 7), num_targets=2)
+    masks = sample_multiblock_masks(3, (7, 7), MultiBlockConfig(num_targets=2))
     assert masks.targets.shape[:2] == (3, 2)
     with pytest.raises(ValueError, match="num_targets"):
-        sample_multiblock_masks(3, (7, 7), num_targets=0)
+        sample_multiblock_masks(3, (7, 7), MultiBlockConfig(num_targets=0))

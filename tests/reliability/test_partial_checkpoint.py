@@ -14,7 +14,7 @@ import shutil
 from sslray.cli import main
 from sslray.runs.checkpoint import MODEL, STATE, checkpoint_folders, find_checkpoint, incomplete_because, read_state
 
-from ..train.test_train_e2e import FAMILIES, tiny_fmnist, write_recipe  # noqa: F401  (fixture)
+from ..train.test_train_e2e import FAMILIES, write_recipe
 
 
 def test_a_half_written_checkpoint_is_ignored_with_a_warning(ray_local, tiny_fmnist, tmp_path, capsys):
@@ -42,7 +42,8 @@ def test_a_half_written_checkpoint_is_ignored_with_a_warning(ray_local, tiny_fmn
 
     assert find_checkpoint(run_dir, which="latest") == last
     warned = capsys.readouterr().err
-    assert f"ignoring checkpoint {cut}: {MODEL} has" in warned and f"ignoring checkpoint {no_state}: no {STATE}" in warned
+    assert f"ignoring checkpoint {cut}: {MODEL} has" in warned
+    assert f"ignoring checkpoint {no_state}: no {STATE}" in warned
 
     assert main(["train", str(recipe), "--resume", str(run_dir), "train.stop_at_epoch=null"]) == 0
     out, err = capsys.readouterr()

@@ -21,7 +21,7 @@ from sslray.runs.checkpoint import checkpoint_folders
 from sslray.tune.space import space_from_dict
 from sslray.tune.sweep import run_sweep
 
-from ..tune.conftest import tiny_fmnist, tiny_space  # noqa: F401  (fixture)
+from ..tune.conftest import tiny_space
 
 
 def test_diverged_and_collapsed_trials_are_reported_and_the_rest_finish(ray_local, tiny_fmnist, tmp_path):

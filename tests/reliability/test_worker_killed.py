@@ -28,7 +28,7 @@ from sslray.runs.restarts import PROGRESS, read_restarts
 from sslray.tune.space import space_from_dict
 from sslray.tune.sweep import run_sweep
 
-from ..train.test_train_e2e import FAMILIES, tiny_fmnist, write_recipe  # noqa: F401  (fixture)
+from ..train.test_train_e2e import FAMILIES, write_recipe
 from ..tune.conftest import tiny_space
 
 

@@ -12,37 +12,25 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sslray.cli import main
-from sslray.data.shards import prepare
 from sslray.methods.registry import build_method
 from sslray.recipe import load_recipe
 from sslray.runs.checkpoint import MODEL, checkpoint_folders, load_tensors
 
+from ..conftest import TINY_VIT, tiny_recipe
+
 RESNET = {"name": "resnet18", "small_stem": False, "in_chans": 1}  # 16 px -> 4 px after the stem: fast
-VIT = {"name": "vit_tiny", "img_size": 16, "patch_size": 4, "in_chans": 1, "depth": 1}
 FAMILIES = {
     "contrastive": ({"name": "simclr", "temperature": 0.2, "proj_hidden_dim": 64, "proj_dim": 32}, RESNET),
     "ema": ({"name": "byol", "proj_hidden_dim": 64, "proj_dim": 32, "pred_hidden_dim": 64}, RESNET),
-    "masked": ({"name": "mae", "mask_ratio": 0.75, "decoder_dim": 32, "decoder_depth": 1}, VIT),
+    "masked": ({"name": "mae", "mask_ratio": 0.75, "decoder_dim": 32, "decoder_depth": 1}, TINY_VIT),
 }
 
 
-@pytest.fixture(scope="module")
-def tiny_fmnist(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("fmnist")
-    prepare("fashion-mnist", root, split="train", limit=256, rows_per_shard=128, workers=1)
-    prepare("fashion-mnist", root, split="test", limit=128, workers=1)
-    return root
-
-
 def write_recipe(folder: Path, data: Path, method: dict, backbone: dict, **train) -> Path:
-    recipe = {
-        "method": method, "backbone": backbone,
-        "data": {"path": str(data / "train"), "knn_bank": str(data / "train"), "knn_query": str(data / "test"),
-                 "augment": {"size": 16}, "knn_bank_limit": 256, "knn_query_limit": 128},
-        "optim": {"name": "adamw", "base_lr": 1e-3},
-        "train": {"epochs": 2, "batch_size": 32, "warmup_epochs": 0, **train},
-        "scaling": {"num_workers": 2},
-    }
+    """``tiny_recipe`` on all 256 train images for 2 epochs on 2 workers, as ``folder/<method>.yaml``."""
+    recipe = tiny_recipe(data, method, backbone, **{"epochs": 2, **train})
+    del recipe["data"]["limit"]
+    recipe["scaling"]["num_workers"] = 2
     path = folder / f"{method['name']}.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
