@@ -19,7 +19,7 @@ from sslray.nn.heads import ProjectionHead
 from sslray.sections import check_range
 
 
-@dataclass
+@dataclass(frozen=True)
 class BarlowTwinsConfig:
     offdiag_weight: float = 5e-3  # lambda, the off-diagonal (redundancy reduction) weight (paper, sec. 2.2)
     proj_hidden_dim: int = 8192  # projector: 3 linear layers of 8192, BN + ReLU after the first two (sec. 2.2)

@@ -19,7 +19,7 @@ from sslray.nn.momentum import build_target
 from sslray.sections import check_range
 
 
-@dataclass
+@dataclass(frozen=True)
 class BYOLConfig:
     momentum: float = 0.996  # base EMA tau_base (paper, sec. 3.2); 0.99 works better with small batches (paper, app. F/J)
     final_momentum: float = 1.0  # tau rises to 1 with a cosine schedule (paper, sec. 3.2)

@@ -14,13 +14,13 @@ from torch import Tensor, nn
 
 from sslray.losses.dino import DINOLoss
 from sslray.methods.base import MomentumSSLMethod, check_views, embedding_std
-from sslray.nn.heads import DINOHead
+from sslray.nn.heads import DINOHead, DINOHeadConfig
 from sslray.nn.momentum import build_target
 from sslray.nn.schedules import linear_warmup
 from sslray.sections import check_range
 
 
-@dataclass
+@dataclass(frozen=True)
 class DINOConfig:
     temperature: float = 0.07  # teacher temperature after warm-up (paper, sec. 3.1 / appendix)
     warmup_temperature: float = 0.04  # teacher temperature at step 0, raised linearly (paper, appendix)
@@ -57,8 +57,9 @@ class DINO(MomentumSSLMethod):
         cfg = cfg or DINOConfig()
         super().__init__(backbone, cfg.momentum, cfg.final_momentum)
         self.cfg = cfg
-        self.head = DINOHead(backbone.num_features, cfg.out_dim, cfg.head_hidden_dim, cfg.head_bottleneck_dim,
-                             cfg.head_layers, use_bn=cfg.head_bn, norm_last_layer=cfg.norm_last_layer)
+        self.head = DINOHead(backbone.num_features, DINOHeadConfig(
+            out_dim=cfg.out_dim, hidden_dim=cfg.head_hidden_dim, bottleneck_dim=cfg.head_bottleneck_dim,
+            num_layers=cfg.head_layers, use_bn=cfg.head_bn, norm_last_layer=cfg.norm_last_layer))
         self.teacher_backbone = build_target(self.backbone)
         self.teacher_head = build_target(self.head)
         self.criterion = DINOLoss(cfg.out_dim, teacher_temp=cfg.warmup_temperature,

@@ -39,15 +39,15 @@ from torch import Tensor, nn
 from sslray.errors import UserError
 from sslray.losses.feature_prediction import FeaturePredictionLoss
 from sslray.methods.base import MomentumSSLMethod, embedding_std
-from sslray.methods.mae import require_vit
+from sslray.nn.masked_vit import require_vit
 from sslray.nn.momentum import build_target, update_momentum
-from sslray.nn.multiblock import MultiBlockMasks, sample_multiblock_masks
+from sslray.nn.multiblock import MultiBlockConfig, MultiBlockMasks, sample_multiblock_masks
 from sslray.nn.schedules import linear_warmup
-from sslray.nn.vit import JEPAPredictor, ViTBackbone
+from sslray.nn.vit import BlockStackConfig, JEPAPredictor, ViTBackbone
 from sslray.sections import check_range
 
 
-@dataclass
+@dataclass(frozen=True)
 class IJEPAConfig:
     # Masks (App. A.1). On the 7x7 grid of 28 px / 4 px Fashion-MNIST: a target of scale 0.15-0.2 keeps
     # floor(49 s) = 7-9 patches, shaped 2x3, 3x2, 3x3, 4x2 or 4x3 by the aspect ratio (rounding); the
@@ -128,8 +128,10 @@ class IJEPA(MomentumSSLMethod):
         self.cfg = cfg
         vit = self.backbone
         self.target_backbone = build_target(vit)
-        self.predictor = JEPAPredictor(vit.num_features, cfg.predictor_dim, cfg.predictor_depth,
-                                       cfg.predictor_num_heads, vit.grid_size)
+        self.predictor = JEPAPredictor(vit.num_features, vit.grid_size, BlockStackConfig(
+            cfg.predictor_dim, cfg.predictor_depth, cfg.predictor_num_heads))
+        self.mask_cfg = MultiBlockConfig(cfg.num_targets, cfg.target_scale, cfg.target_aspect_ratio,
+                                         cfg.context_scale, cfg.min_context)
         self.criterion = FeaturePredictionLoss(cfg.loss)
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
@@ -151,9 +153,7 @@ class IJEPA(MomentumSSLMethod):
 
     def sample_masks(self, batch_size: int, generator: torch.Generator | None = None) -> MultiBlockMasks:
         """Multi-block masks for a batch on this backbone's patch grid (CPU ``generator``, or the global RNG)."""
-        cfg = self.cfg
-        return sample_multiblock_masks(batch_size, self.backbone.grid_size, cfg.num_targets, cfg.target_scale,
-                                       cfg.target_aspect_ratio, cfg.context_scale, cfg.min_context, generator)
+        return sample_multiblock_masks(batch_size, self.backbone.grid_size, self.mask_cfg, generator)
 
     @torch.no_grad()
     def forward_target(self, images: Tensor) -> Tensor:

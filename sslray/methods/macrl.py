@@ -32,16 +32,16 @@ from sslray.errors import UserError
 from sslray.losses.infonce import InfoNCELoss, MemoryQueue
 from sslray.losses.reconstruction import MaskedL1Loss
 from sslray.methods.base import MomentumSSLMethod, embedding_std
-from sslray.methods.mae import encode_masked, reconstruct_images, require_vit
 from sslray.nn import dist
 from sslray.nn.heads import ProjectionHead
+from sslray.nn.masked_vit import encode_masked, reconstruct_images, require_vit
 from sslray.nn.masking import patchify
 from sslray.nn.momentum import build_target
-from sslray.nn.vit import MaskedPatchDecoder
+from sslray.nn.vit import BlockStackConfig, MaskedPatchDecoder
 from sslray.sections import check_range
 
 
-@dataclass
+@dataclass(frozen=True)
 class MACRLConfig:
     mask_ratio: float = 0.75  # main branch; the paper only asks for a "higher" ratio there: MAE's 75% (He et al. 2021)
     temperature: float = 0.2  # InfoNCE tau; 0.2 as MoCo v2 / v3 (the paper builds on MoCo's contrastive loss)
@@ -91,8 +91,8 @@ class MACRL(MomentumSSLMethod):
         self.target_backbone = build_target(self.backbone)
         self.target_projector = build_target(self.projector)
         self.decoder = MaskedPatchDecoder(
-            vit.num_features, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_num_heads, vit.grid_size,
-            patch_pixels=vit.patch_size**2 * vit.in_chans)
+            vit.num_features, vit.grid_size, patch_pixels=vit.patch_size**2 * vit.in_chans,
+            cfg=BlockStackConfig(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_num_heads))
         self.infonce = InfoNCELoss(cfg.temperature)
         self.reconstruction_loss = MaskedL1Loss(norm_pix_loss=cfg.norm_pix_loss)
         self.queue = MemoryQueue(cfg.proj_dim, cfg.queue_size) if cfg.queue_size > 0 else None
@@ -135,6 +135,6 @@ class MACRL(MomentumSSLMethod):
                 "pos_top1": pos_top1, "embed_std": embedding_std(features[:n])}
 
     def reconstruct(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """(pred_images, mask_images) [N, C, H, W] from the main branch; see ``mae.reconstruct_images``."""
+        """(pred_images, mask_images) [N, C, H, W] from the main branch; see ``masked_vit.reconstruct_images``."""
         return reconstruct_images(self.backbone, self.decoder, images, self.cfg.mask_ratio,
                                   self.cfg.norm_pix_loss, generator)

@@ -21,12 +21,13 @@ from torch import Tensor, nn
 from sslray.errors import UserError
 from sslray.losses.reconstruction import MaskedMSELoss
 from sslray.methods.base import SSLMethod, embedding_std
-from sslray.nn.masking import patchify, random_masking, unpatchify
-from sslray.nn.vit import MaskedPatchDecoder, ViTBackbone
+from sslray.nn.masked_vit import encode_masked, reconstruct_images, require_vit
+from sslray.nn.masking import patchify
+from sslray.nn.vit import BlockStackConfig, MaskedPatchDecoder
 from sslray.sections import check_range
 
 
-@dataclass
+@dataclass(frozen=True)
 class MAEConfig:
     mask_ratio: float = 0.75  # share of patches removed; 75% is best for fine-tuning and linear probing (paper Fig. 5)
     decoder_dim: int = 128  # decoder width; paper 512 at 224 px (Table 1b); narrower for 28-32 px / <=64 patches
@@ -44,49 +45,6 @@ class MAEConfig:
                             f"embedding) and by method.decoder_num_heads ({self.decoder_num_heads})")
 
 
-def require_vit(backbone: nn.Module, method: str) -> ViTBackbone:
-    """Masked methods encode a subset of patch tokens, which only the ViT backbone can do."""
-    if not isinstance(backbone, ViTBackbone):
-        raise UserError(f"method {method} needs a ViT backbone (backbone.name: vit_tiny, vit_small or vit_base), "
-                        f"got {type(backbone).__name__}")
-    return backbone
-
-
-def encode_masked(backbone: ViTBackbone, images: Tensor, mask_ratio: float,
-                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Patch-embed, randomly mask, encode visible tokens only -> (latent [N, 1+L', D], mask [N, L], ids_restore)."""
-    tokens = backbone.patchify_embed(images)
-    visible, mask, ids_restore = random_masking(tokens, mask_ratio, generator=generator)
-    return backbone.encode(visible), mask, ids_restore
-
-
-@torch.no_grad()
-def reconstruct_images(backbone: ViTBackbone, decoder: MaskedPatchDecoder, images: Tensor, mask_ratio: float,
-                       norm_pix_loss: bool, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Pixel-space reconstruction of ``images`` [N, C, H, W] -> (pred_images, mask_images), both [N, C, H, W].
-
-    ``mask_images`` is 1 on masked pixels. With ``norm_pix_loss`` the decoder predicts normalised patches;
-    they are mapped back with each target patch's own mean and std (as in the MAE visualisation demo).
-    To show "visible + reconstructed": ``images * (1 - mask_images) + pred_images * mask_images``.
-    """
-    was_training = backbone.training, decoder.training
-    backbone.eval()
-    decoder.eval()
-    try:
-        latent, mask, ids_restore = encode_masked(backbone, images, mask_ratio, generator)
-        pred = decoder(latent, ids_restore)
-    finally:
-        backbone.train(was_training[0])
-        decoder.train(was_training[1])
-    p, c = backbone.patch_size, images.shape[1]
-    if norm_pix_loss:
-        target = patchify(images, p)
-        pred = pred * (target.var(dim=-1, keepdim=True) + 1e-6) ** 0.5 + target.mean(dim=-1, keepdim=True)
-    mask_patches = mask.unsqueeze(-1).expand(-1, -1, pred.shape[-1])
-    grid = backbone.grid_size
-    return unpatchify(pred, p, c, grid), unpatchify(mask_patches, p, c, grid)
-
-
 class MAE(SSLMethod):
     """Masked autoencoder on a ``ViTBackbone``; the backbone's CLS token is the evaluation feature."""
 
@@ -97,8 +55,8 @@ class MAE(SSLMethod):
         self.cfg = cfg = cfg or MAEConfig()
         vit = self.backbone
         self.decoder = MaskedPatchDecoder(
-            vit.num_features, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_num_heads, vit.grid_size,
-            patch_pixels=vit.patch_size**2 * vit.in_chans)
+            vit.num_features, vit.grid_size, patch_pixels=vit.patch_size**2 * vit.in_chans,
+            cfg=BlockStackConfig(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_num_heads))
         self.reconstruction_loss = MaskedMSELoss(norm_pix_loss=cfg.norm_pix_loss)
 
     def forward_encoder(self, images: Tensor, generator: torch.Generator | None = None
@@ -120,6 +78,6 @@ class MAE(SSLMethod):
         return {"loss": loss, "recon_loss": loss.detach(), "embed_std": embedding_std(latent[:, 0])}
 
     def reconstruct(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """(pred_images, mask_images) [N, C, H, W] for logging; see ``reconstruct_images``."""
+        """(pred_images, mask_images) [N, C, H, W] for logging; see ``sslray.nn.masked_vit.reconstruct_images``."""
         return reconstruct_images(self.backbone, self.decoder, images, self.cfg.mask_ratio,
                                   self.cfg.norm_pix_loss, generator)

@@ -23,7 +23,7 @@ from sslray.nn.momentum import build_target
 from sslray.sections import check_range
 
 
-@dataclass
+@dataclass(frozen=True)
 class MoCoV2Config:
     temperature: float = 0.2  # MoCo v2 paper, sec. 2 (0.07 in MoCo v1)
     momentum: float = 0.999  # EMA of the key encoder, constant (MoCo v1 paper, sec. 4.1)
@@ -41,7 +41,7 @@ class MoCoV2Config:
         check_range("method.proj_dim", self.proj_dim, 1, None)
 
 
-@dataclass
+@dataclass(frozen=True)
 class MoCoV3Config:
     temperature: float | None = None  # None: 1.0 for ResNets, 0.2 for ViTs (moco-v3 reference code, --moco-t)
     momentum: float = 0.99  # base EMA, raised to final_momentum by a cosine schedule (MoCo v3 paper, sec. 4)

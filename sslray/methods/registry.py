@@ -1,4 +1,8 @@
-"""The explicit registry of methods and ``build_method``, which turns a recipe dict into a method.
+"""The explicit registry of methods, and ``build_method``, which turns a recipe into a method.
+
+Each method is one ``MethodEntry``: its class, its config dataclass (the recipe's ``method`` section
+minus ``name``) and the view recipe its paper trains on. A new method is its file, one line in
+``METHODS`` and a ``search_spaces/<name>_fmnist.yaml`` recipe; the tests then cover it.
 
 A recipe has a ``method`` section (``name`` plus the method's knobs, see each method's config
 dataclass) and a ``backbone`` section (``sslray.nn.backbones.BackboneConfig``); other sections are
@@ -7,7 +11,8 @@ ignored here.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sslray.errors import UserError
 from sslray.methods.barlow_twins import BarlowTwins, BarlowTwinsConfig
@@ -24,20 +29,34 @@ from sslray.methods.vicreg import VICReg, VICRegConfig
 from sslray.nn.backbones import BackboneConfig, build_backbone
 from sslray.sections import section_from_dict
 
-# name -> (method class, config dataclass); the class is built as cls(backbone, config)
-METHODS: dict[str, tuple[type[SSLMethod], type]] = {
-    "simclr": (SimCLR, SimCLRConfig),
-    "moco_v2": (MoCoV2, MoCoV2Config),
-    "moco_v3": (MoCoV3, MoCoV3Config),
-    "byol": (BYOL, BYOLConfig),
-    "simsiam": (SimSiam, SimSiamConfig),
-    "dino": (DINO, DINOConfig),
-    "mae": (MAE, MAEConfig),
-    "macrl": (MACRL, MACRLConfig),
-    "ijepa": (IJEPA, IJEPAConfig),
-    "vicreg": (VICReg, VICRegConfig),
-    "barlow_twins": (BarlowTwins, BarlowTwinsConfig),
+
+@dataclass(frozen=True)
+class MethodEntry:
+    method: type[SSLMethod]  # built as method(backbone, config)
+    config: type             # the knobs of the recipe's method section, validated by section_from_dict
+    views: str               # data.augment.recipe when the recipe names none: the paper's views
+
+
+METHODS: dict[str, MethodEntry] = {
+    "simclr": MethodEntry(SimCLR, SimCLRConfig, views="simclr"),
+    "moco_v2": MethodEntry(MoCoV2, MoCoV2Config, views="simclr"),
+    "moco_v3": MethodEntry(MoCoV3, MoCoV3Config, views="byol"),
+    "byol": MethodEntry(BYOL, BYOLConfig, views="byol"),
+    "simsiam": MethodEntry(SimSiam, SimSiamConfig, views="simclr"),
+    "dino": MethodEntry(DINO, DINOConfig, views="dino"),
+    "mae": MethodEntry(MAE, MAEConfig, views="mae"),
+    "macrl": MethodEntry(MACRL, MACRLConfig, views="macrl"),
+    "ijepa": MethodEntry(IJEPA, IJEPAConfig, views="ijepa"),
+    "vicreg": MethodEntry(VICReg, VICRegConfig, views="byol"),
+    "barlow_twins": MethodEntry(BarlowTwins, BarlowTwinsConfig, views="byol"),
 }
+
+
+class MethodRecipe(Protocol):
+    """What ``build_method`` reads of a validated ``sslray.recipe.Recipe`` (which sits above this layer)."""
+    method_name: str
+    method: Any  # METHODS[method_name].config instance
+    backbone: BackboneConfig
 
 
 def method_config(method_section: dict[str, Any] | None) -> tuple[str, Any]:
@@ -49,29 +68,30 @@ def method_config(method_section: dict[str, Any] | None) -> tuple[str, Any]:
     if not isinstance(name, str) or name not in METHODS:  # a list or mapping is unhashable: no `in`
         what = "missing" if name is None else f"unknown method {name!r}"
         raise UserError(f"method.name: {what}; choose one of {', '.join(METHODS)}")
-    _, config_cls = METHODS[name]
-    return name, section_from_dict(config_cls, knobs, "method")
+    return name, section_from_dict(METHODS[name].config, knobs, "method")
 
 
 def check_method_backbone(name: str, backbone: BackboneConfig) -> None:
     """Refuse a backbone the method cannot use (a masked method on a ResNet), naming both keys: a
     recipe mistake must stop before Ray starts, not inside a worker that Ray would restart."""
-    method_cls, _ = METHODS[name]
-    if method_cls.needs_vit and not backbone.name.startswith("vit"):
+    if METHODS[name].method.needs_vit and not backbone.name.startswith("vit"):
         raise UserError(f"backbone.name: method {name} needs a ViT backbone (vit_tiny, vit_small or vit_base), "
                         f"got {backbone.name}")
 
 
-def build_method(recipe: dict[str, Any]) -> SSLMethod:
-    """Build the method and backbone a recipe describes, e.g.
+def build_method(recipe: MethodRecipe | dict[str, Any]) -> SSLMethod:
+    """Build the method and backbone of a validated ``Recipe`` (as it is: no second validation), or of a
+    recipe dict, e.g.
 
     ``{"method": {"name": "simclr", "temperature": 0.2}, "backbone": {"name": "resnet18", "in_chans": 1}}``
 
-    Unknown names, unknown keys and out-of-range values raise a UserError naming the dotted key.
+    A dict's unknown names, unknown keys and out-of-range values raise a UserError naming the dotted key.
     """
-    if not isinstance(recipe, dict):
+    if isinstance(recipe, dict):
+        name, cfg = method_config(recipe.get("method"))
+        backbone_cfg = section_from_dict(BackboneConfig, recipe.get("backbone"), "backbone")
+    elif all(hasattr(recipe, key) for key in ("method_name", "method", "backbone")):
+        name, cfg, backbone_cfg = recipe.method_name, recipe.method, recipe.backbone
+    else:
         raise UserError(f"recipe: expected a mapping, got {type(recipe).__name__}")
-    name, cfg = method_config(recipe.get("method"))
-    backbone_cfg = section_from_dict(BackboneConfig, recipe.get("backbone"), "backbone")
-    method_cls, _ = METHODS[name]
-    return method_cls(build_backbone(backbone_cfg), cfg)
+    return METHODS[name].method(build_backbone(backbone_cfg), cfg)

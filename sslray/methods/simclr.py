@@ -17,7 +17,7 @@ from sslray.nn.heads import ProjectionHead
 from sslray.sections import check_range
 
 
-@dataclass
+@dataclass(frozen=True)
 class SimCLRConfig:
     temperature: float = 0.5  # NT-Xent tau; 0.5 in the CIFAR-10 experiments (paper, appendix B.9), 0.1 on ImageNet
     proj_hidden_dim: int = 2048  # hidden width of g (paper, sec. 2.1 / B.9)

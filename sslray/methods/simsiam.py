@@ -17,7 +17,7 @@ from sslray.nn.heads import PredictionHead, ProjectionHead
 from sslray.sections import check_range
 
 
-@dataclass
+@dataclass(frozen=True)
 class SimSiamConfig:
     proj_hidden_dim: int = 2048  # projector: 3 layers, BN on every layer incl. the output (paper, sec. 3)
     proj_dim: int = 2048  # projector output = predictor input/output (paper, sec. 3)

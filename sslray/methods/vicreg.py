@@ -20,7 +20,7 @@ from sslray.nn.heads import ProjectionHead
 from sslray.sections import check_range
 
 
-@dataclass
+@dataclass(frozen=True)
 class VICRegConfig:
     invariance_weight: float = 25.0  # lambda (paper, sec. 4.1, implementation details; app. D.4)
     variance_weight: float = 25.0  # mu (paper, sec. 4.1); 0 lets the embeddings collapse

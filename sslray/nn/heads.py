@@ -5,30 +5,41 @@ Shapes: every head maps [N, in_dim] -> [N, out_dim].
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 
-def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, hidden_bn: bool = True,
-        last_bn: bool = False, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    """``num_layers`` linear layers; hidden layers are Linear -> (BN) -> activation.
+@dataclass(frozen=True)
+class MLPConfig:
+    """Everything of an ``mlp`` but its input and output widths."""
+    hidden_dim: int = 2048                 # width of every hidden layer (SimCLR's projector)
+    num_layers: int = 2                    # linear layers, the output layer included
+    hidden_bn: bool = True                 # BatchNorm after each hidden Linear (which then has no bias)
+    last_bn: bool = False                  # affine-free BatchNorm on the output (MoCo v3, SimSiam)
+    activation: type[nn.Module] = nn.ReLU  # after each hidden layer; DINO's head uses GELU
+
+
+def mlp(in_dim: int, out_dim: int, cfg: MLPConfig) -> nn.Sequential:
+    """``cfg.num_layers`` linear layers; hidden layers are Linear -> (BN) -> activation.
 
     Linear layers followed by BN have no bias (the BN shift replaces it). ``last_bn`` adds a BN
     without affine parameters after the output layer, as MoCo v3 (Chen et al. 2021, sec. 4) and
     SimSiam (Chen & He 2021, sec. 4.1) do on their projector outputs.
     """
-    if num_layers < 1:
-        raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+    if cfg.num_layers < 1:
+        raise ValueError(f"num_layers must be >= 1, got {cfg.num_layers}")
     layers: list[nn.Module] = []
     dim = in_dim
-    for _ in range(num_layers - 1):
-        layers.append(nn.Linear(dim, hidden_dim, bias=not hidden_bn))
-        if hidden_bn:
-            layers.append(nn.BatchNorm1d(hidden_dim))
-        layers.append(activation())
-        dim = hidden_dim
-    layers.append(nn.Linear(dim, out_dim, bias=not last_bn))
-    if last_bn:
+    for _ in range(cfg.num_layers - 1):
+        layers.append(nn.Linear(dim, cfg.hidden_dim, bias=not cfg.hidden_bn))
+        if cfg.hidden_bn:
+            layers.append(nn.BatchNorm1d(cfg.hidden_dim))
+        layers.append(cfg.activation())
+        dim = cfg.hidden_dim
+    layers.append(nn.Linear(dim, out_dim, bias=not cfg.last_bn))
+    if cfg.last_bn:
         layers.append(nn.BatchNorm1d(out_dim, affine=False))
     return nn.Sequential(*layers)
 
@@ -46,7 +57,7 @@ class ProjectionHead(nn.Module):
                  hidden_bn: bool = True, last_bn: bool = False):
         super().__init__()
         self.out_dim = out_dim
-        self.layers = mlp(in_dim, hidden_dim, out_dim, num_layers, hidden_bn, last_bn)
+        self.layers = mlp(in_dim, out_dim, MLPConfig(hidden_dim, num_layers, hidden_bn, last_bn))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
@@ -61,10 +72,20 @@ class PredictionHead(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int = 4096, num_layers: int = 2, last_bn: bool = False):
         super().__init__()
-        self.layers = mlp(dim, hidden_dim, dim, num_layers, hidden_bn=True, last_bn=last_bn)
+        self.layers = mlp(dim, dim, MLPConfig(hidden_dim, num_layers, hidden_bn=True, last_bn=last_bn))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
+
+
+@dataclass(frozen=True)
+class DINOHeadConfig:
+    out_dim: int = 65536         # K prototypes of the last layer (paper, sec. 3.1)
+    hidden_dim: int = 2048       # hidden width of the MLP (paper, appendix)
+    bottleneck_dim: int = 256    # L2-normalised bottleneck before the last layer (paper, appendix)
+    num_layers: int = 3          # linear layers of the MLP, up to the bottleneck
+    use_bn: bool = False         # BN in the MLP; off for ViTs (paper, table 13)
+    norm_last_layer: bool = True  # fix the weight-norm magnitude of the last layer at 1 (reference code)
 
 
 class DINOHead(nn.Module):
@@ -77,15 +98,16 @@ class DINOHead(nn.Module):
     magnitude g at 1, which the paper reports stabilises training.
     """
 
-    def __init__(self, in_dim: int, out_dim: int = 65536, hidden_dim: int = 2048, bottleneck_dim: int = 256,
-                 num_layers: int = 3, use_bn: bool = False, norm_last_layer: bool = True):
+    def __init__(self, in_dim: int, cfg: DINOHeadConfig | None = None):
         super().__init__()
-        self.mlp = mlp(in_dim, hidden_dim, bottleneck_dim, num_layers, hidden_bn=use_bn, activation=nn.GELU)
+        cfg = cfg or DINOHeadConfig()
+        self.mlp = mlp(in_dim, cfg.bottleneck_dim, MLPConfig(cfg.hidden_dim, cfg.num_layers, hidden_bn=cfg.use_bn,
+                                                            activation=nn.GELU))
         self.mlp.apply(_trunc_normal_init)
-        self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
+        self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(cfg.bottleneck_dim, cfg.out_dim, bias=False))
         magnitude = self.last_layer.parametrizations.weight.original0
         magnitude.data.fill_(1.0)
-        magnitude.requires_grad = not norm_last_layer
+        magnitude.requires_grad = not cfg.norm_last_layer
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.normalize(self.mlp(x), dim=-1)

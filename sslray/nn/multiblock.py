@@ -33,6 +33,7 @@ few hundred integers per batch, and the per-batch counts must reach the host any
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -71,27 +72,35 @@ def block_masks(shape: tuple[int, ...], h: int, w: int, grid_size: tuple[int, in
     return (in_rows[..., :, None] & in_cols[..., None, :]).reshape(*shape, gh * gw)
 
 
-def sample_multiblock_masks(batch_size: int, grid_size: tuple[int, int], num_targets: int = 4,
-                            target_scale: tuple[float, float] = (0.15, 0.2),
-                            target_aspect_ratio: tuple[float, float] = (0.75, 1.5),
-                            context_scale: tuple[float, float] = (0.85, 1.0), min_context: int = 4,
-                            generator: torch.Generator | None = None, max_tries: int = 20) -> MultiBlockMasks:
-    """Context and target patch indices for a batch of ``batch_size`` images on a ``grid_size`` patch grid.
+@dataclass(frozen=True)
+class MultiBlockConfig:
+    """Block shapes and counts of ``sample_multiblock_masks``; the defaults are the paper's (App. A.1)."""
+    num_targets: int = 4                                    # target blocks per image
+    target_scale: tuple[float, float] = (0.15, 0.2)         # share of the grid per target block
+    target_aspect_ratio: tuple[float, float] = (0.75, 1.5)  # height / width of the target blocks
+    context_scale: tuple[float, float] = (0.85, 1.0)        # share of the grid of the context block (aspect 1)
+    # A context with fewer patches is re-drawn: the official collator's min_keep default (its ImageNet
+    # configs use 10 of 196 patches).
+    min_context: int = 4
 
-    Defaults are the paper's (App. A.1): 4 targets of scale (0.15, 0.2) and aspect ratio (0.75, 1.5),
-    a context of scale (0.85, 1.0) and aspect ratio 1; ``min_context`` is the official collator's
-    ``min_keep`` default (its ImageNet configs use 10 of 196 patches).
+
+def sample_multiblock_masks(batch_size: int, grid_size: tuple[int, int], cfg: MultiBlockConfig | None = None,
+                            generator: torch.Generator | None = None, max_tries: int = 20) -> MultiBlockMasks:
+    """Context and target patch indices for a batch of ``batch_size`` images on a ``grid_size`` patch grid,
+    with the blocks ``cfg`` describes (the paper's by default).
 
     Returns ``MultiBlockMasks(context [N, Kc], targets [N, M, Kt])``. Raises ValueError when the targets
     of some image still cover its whole grid after ``max_tries`` new positions.
     """
+    cfg = cfg or MultiBlockConfig()
+    num_targets, min_context = cfg.num_targets, cfg.min_context
     if batch_size < 1 or num_targets < 1 or min_context < 1:
         raise ValueError(f"batch_size ({batch_size}), num_targets ({num_targets}) and min_context "
                          f"({min_context}) must be >= 1")
     # The boolean work is NumPy's: on [N, M, L] arrays torch's intra-op thread pool costs ~1000x the
     # arithmetic on a busy 2-core machine; the random numbers still come from ``generator``.
-    th, tw = block_size(grid_size, target_scale, target_aspect_ratio, generator)
-    ch, cw = block_size(grid_size, context_scale, (1.0, 1.0), generator)  # unit aspect ratio (App. A.1)
+    th, tw = block_size(grid_size, cfg.target_scale, cfg.target_aspect_ratio, generator)
+    ch, cw = block_size(grid_size, cfg.context_scale, (1.0, 1.0), generator)  # unit aspect ratio (App. A.1)
     targets = block_masks((batch_size, num_targets), th, tw, grid_size, generator)  # [N, M, L]
     outside_targets = ~targets.any(axis=1)  # [N, L]
     context = block_masks((batch_size,), ch, cw, grid_size, generator) & outside_targets

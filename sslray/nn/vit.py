@@ -21,6 +21,7 @@ at patch positions given by that table.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -125,6 +126,15 @@ class ViTBackbone(nn.Module):
         return self.vit.norm(x)
 
 
+@dataclass(frozen=True)
+class BlockStackConfig:
+    """The timm ``Block`` stack inside a ``MaskedPatchDecoder`` or a ``JEPAPredictor``."""
+    dim: int = 128          # token width in the stack (MAE's decoder here; the paper's is 512 at 224 px)
+    depth: int = 2          # Blocks
+    num_heads: int = 4      # attention heads: head width dim / num_heads = 32
+    mlp_ratio: float = 4.0  # MLP hidden width / dim, as in timm's ViT
+
+
 class MaskedPatchDecoder(nn.Module):
     """Light MAE decoder (He et al. 2021, §3 "MAE decoder"): re-inserts mask tokens, predicts pixels.
 
@@ -135,15 +145,17 @@ class MaskedPatchDecoder(nn.Module):
     MACRL's decoder is the same module with depth 1 ("one linear layer and one attention block").
     """
 
-    def __init__(self, embed_dim: int, decoder_dim: int, depth: int, num_heads: int, grid_size: tuple[int, int],
-                 patch_pixels: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, embed_dim: int, grid_size: tuple[int, int], patch_pixels: int,
+                 cfg: BlockStackConfig | None = None) -> None:
         super().__init__()
+        cfg = cfg or BlockStackConfig()
+        decoder_dim = cfg.dim
         self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.register_buffer("decoder_pos_embed",
                              sincos_pos_embed_2d(decoder_dim, grid_size, cls_token=True)[None], persistent=False)
         self.decoder_blocks = nn.Sequential(*[
-            Block(decoder_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True) for _ in range(depth)])
+            Block(decoder_dim, cfg.num_heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=True) for _ in range(cfg.depth)])
         self.decoder_norm = nn.LayerNorm(decoder_dim)
         self.decoder_pred = nn.Linear(decoder_dim, patch_pixels)
         # models_mae.py init: mask token N(0, 0.02), xavier-uniform linears (it follows the official JAX ViT)
@@ -181,16 +193,18 @@ class JEPAPredictor(nn.Module):
     image are folded into the batch (N * M sequences of Kc + Kt tokens), as the official predictor does.
     """
 
-    def __init__(self, embed_dim: int, predictor_dim: int, depth: int, num_heads: int, grid_size: tuple[int, int],
-                 mlp_ratio: float = 4.0) -> None:
+    def __init__(self, embed_dim: int, grid_size: tuple[int, int], cfg: BlockStackConfig | None = None) -> None:
         super().__init__()
+        cfg = cfg or BlockStackConfig()
+        predictor_dim = cfg.dim
         self.predictor_embed = nn.Linear(embed_dim, predictor_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, predictor_dim))
         self.register_buffer("predictor_pos_embed", sincos_pos_embed_2d(predictor_dim, grid_size), persistent=False)
         # LayerNorm eps 1e-6 as the official vit_predictor (and timm's ViT)
         norm = partial(nn.LayerNorm, eps=1e-6)
         self.predictor_blocks = nn.Sequential(*[
-            Block(predictor_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=norm) for _ in range(depth)])
+            Block(predictor_dim, cfg.num_heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=True, norm_layer=norm)
+            for _ in range(cfg.depth)])
         self.predictor_norm = norm(predictor_dim)
         self.predictor_proj = nn.Linear(predictor_dim, embed_dim)
         # Official init: truncated normal std 0.02 for linears and the mask token, zero biases, and each

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from sslray.data.augment import AugmentConfig, EvalViewSpec
 from sslray.errors import UserError
@@ -20,6 +20,9 @@ from sslray.sections import check_range
 
 @dataclass
 class DataConfig:
+    # Keys that name a location: made absolute (docs/architecture.md) before a Ray worker reads them.
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("path", "knn_bank", "knn_query")
+
     path: str = "data/fmnist/train"            # prepared split to pretrain on (`make data` writes this one)
     limit: int | None = None                   # pretrain on the first N images only (quick runs)
     channels: int = 1                          # 1 (grayscale) or 3 (RGB); images are converted on decode
