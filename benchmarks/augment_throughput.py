@@ -36,14 +36,16 @@ BATCH = 256
 def per_sample_transform(spec: ViewSpec) -> T.Compose:
     """The torchvision.transforms.v2 pipeline equivalent to one ``ViewSpec``."""
     kernel = max(3, int(0.1 * spec.size) // 2 * 2 + 1)
-    return T.Compose([
-        T.RandomResizedCrop(spec.size, scale=spec.scale, ratio=spec.ratio, antialias=True),
-        T.RandomHorizontalFlip(spec.flip_p),
-        T.RandomApply([T.ColorJitter(*spec.jitter)], p=spec.jitter_p),
-        T.RandomGrayscale(spec.gray_p),
-        T.RandomApply([T.GaussianBlur(kernel, spec.blur_sigma)], p=spec.blur_p),
-        T.RandomSolarize(128, spec.solarize_p),
-    ])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(spec.size, scale=spec.scale, ratio=spec.ratio, antialias=True),
+            T.RandomHorizontalFlip(spec.flip_p),
+            T.RandomApply([T.ColorJitter(*spec.jitter)], p=spec.jitter_p),
+            T.RandomGrayscale(spec.gray_p),
+            T.RandomApply([T.GaussianBlur(kernel, spec.blur_sigma)], p=spec.blur_p),
+            T.RandomSolarize(128, spec.solarize_p),
+        ]
+    )
 
 
 class EncodedImages(torch.utils.data.Dataset):
@@ -87,13 +89,22 @@ def main() -> None:
 
     specs = AugmentConfig(recipe=args.recipe, size=args.size).view_specs()
     with tempfile.TemporaryDirectory() as tmp:
-        prepare("fashion-mnist", tmp, split="train", limit=args.images,
-                options=ShardOptions(rows_per_shard=2_000, log=lambda m: None))
+        prepare(
+            "fashion-mnist",
+            tmp,
+            split="train",
+            limit=args.images,
+            options=ShardOptions(rows_per_shard=2_000, log=lambda m: None),
+        )
         path = os.path.join(tmp, "train")
         files = open_prepared(path).files
         init_ray(num_cpus=args.cpus)
-        loader = torch.utils.data.DataLoader(EncodedImages(files, specs, args.channels), batch_size=BATCH,
-                                             num_workers=args.cpus, persistent_workers=False)
+        loader = torch.utils.data.DataLoader(
+            EncodedImages(files, specs, args.channels),
+            batch_size=BATCH,
+            num_workers=args.cpus,
+            persistent_workers=False,
+        )
         results = {"dataloader": [], "ray": []}
         for _ in range(args.repeats):
             results["dataloader"].append(time_pass(loader))
@@ -102,8 +113,10 @@ def main() -> None:
 
     rate = {k: max(n / s for s, n in runs) for k, runs in results.items()}
     assert all(n == args.images for runs in results.values() for _, n in runs), results
-    print(f"augment throughput: Fashion-MNIST {args.images:,} images, recipe {args.recipe} "
-          f"({len(specs)} views, {args.size} px, {args.channels} ch), {args.cpus} CPUs, best of {args.repeats}")
+    print(
+        f"augment throughput: Fashion-MNIST {args.images:,} images, recipe {args.recipe} "
+        f"({len(specs)} views, {args.size} px, {args.channels} ch), {args.cpus} CPUs, best of {args.repeats}"
+    )
     print(f"  torch DataLoader + per-sample transforms.v2 ({args.cpus} workers): {rate['dataloader']:>9,.0f} img/s")
     print(f"  sslray Ray Data, batched per-sample transforms ({args.cpus} CPUs): {rate['ray']:>9,.0f} img/s")
     print(f"  ratio sslray / DataLoader: {rate['ray'] / rate['dataloader']:.2f}x")

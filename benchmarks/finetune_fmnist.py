@@ -39,13 +39,25 @@ def main() -> None:
     for name, encoder in zip(names, encoders):
         options = EvalOptions(finetune=FinetuneConfig(epochs=args.epochs, label_fraction=args.label_fraction))
         start = time.perf_counter()
-        outcome = run_finetune(encoder, splits, options, EvalContext(on_epoch=lambda s, n=name: print(
-            f"{n}: epoch {s['epoch']}/{args.epochs}  loss {s['train_loss']:.4f}  train top1 {s['train_top1']:.3f}"
-            f"  val top1 {s['val_top1']:.3f}", flush=True)))
+        outcome = run_finetune(
+            encoder,
+            splits,
+            options,
+            EvalContext(
+                on_epoch=lambda s, n=name: print(
+                    f"{n}: epoch {s['epoch']}/{args.epochs}  loss {s['train_loss']:.4f}"
+                    f"  train top1 {s['train_top1']:.3f}"
+                    f"  val top1 {s['val_top1']:.3f}",
+                    flush=True,
+                )
+            ),
+        )
         results.append((name, outcome.result, time.perf_counter() - start))
     baseline = results[-1][1]["val_top1"]
-    print(f"\nfine-tune, {args.label_fraction:.0%} of the labels ({results[0][1]['train_images']} images), "
-          f"{args.epochs} epochs, val {results[0][1]['val_images']} images")
+    print(
+        f"\nfine-tune, {args.label_fraction:.0%} of the labels ({results[0][1]['train_images']} images), "
+        f"{args.epochs} epochs, val {results[0][1]['val_images']} images"
+    )
     print(f"{'encoder':<14}{'val top1':>10}{'vs random init':>16}{'minutes':>9}")
     for name, result, seconds in results:
         print(f"{name:<14}{result['val_top1']:>10.4f}{result['val_top1'] - baseline:>+16.4f}{seconds / 60:>9.1f}")

@@ -80,9 +80,9 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
-GOAL_RATIO = 0.95       # sslray img/s / plain-loop img/s (the issue's goal)
-GOAL_DATA_WAIT = 0.05   # data_wait_frac of the timed epoch
-MIN_EPOCH_STEPS = 4     # an sslray epoch never shorter than this, whatever the rates
+GOAL_RATIO = 0.95  # sslray img/s / plain-loop img/s (the issue's goal)
+GOAL_DATA_WAIT = 0.05  # data_wait_frac of the timed epoch
+MIN_EPOCH_STEPS = 4  # an sslray epoch never shorter than this, whatever the rates
 MIN_EPOCH_SECONDS = 4.0  # below this the timed epoch would be mostly start-up: the run is skipped instead
 # Seconds a stage needs beyond its timed part, to decide whether it still fits in the budget. First
 # guesses, to be replaced by what the first GPU run records (each stage's wall_s is in the JSON):
@@ -90,33 +90,56 @@ MIN_EPOCH_SECONDS = 4.0  # below this the timed epoch would be mostly start-up: 
 # smoke on the 2-core development machine), and a first torch.compile of ResNet-50's forward + backward.
 TRAIN_OVERHEAD_S = 30.0
 COMPILE_S = 90.0
-PLAIN_EAGER_S = 30.0    # batch search + warm-up + timed steps of the plain loop, no compile
+PLAIN_EAGER_S = 30.0  # batch search + warm-up + timed steps of the plain loop, no compile
 
 
 @dataclass(frozen=True)
 class Sizes:
     """How big everything is: the GPU benchmark, or its CPU smoke."""
-    images: int                  # synthetic JPEGs generated
-    sides: tuple[int, int]       # each side of an image drawn in this range, pixels
-    rows_per_group: int          # `sslray data prepare --shard-size`: rows per Parquet row group
-    view_size: int               # data.augment.size (and the ViT's img_size)
-    batch: int                   # the first batch tried (halved on out-of-memory)
-    feed_images: int             # the timed feed pass: this many images...
-    feed_max_seconds: float      # ...or this long, whichever comes first
+
+    images: int  # synthetic JPEGs generated
+    sides: tuple[int, int]  # each side of an image drawn in this range, pixels
+    rows_per_group: int  # `sslray data prepare --shard-size`: rows per Parquet row group
+    view_size: int  # data.augment.size (and the ViT's img_size)
+    batch: int  # the first batch tried (halved on out-of-memory)
+    feed_images: int  # the timed feed pass: this many images...
+    feed_max_seconds: float  # ...or this long, whichever comes first
     plain_warmup_steps: int
     plain_min_steps: int
     plain_min_seconds: float
-    epoch_seconds: float         # target length of the timed sslray epoch
-    minutes: float               # default budget
+    epoch_seconds: float  # target length of the timed sslray epoch
+    minutes: float  # default budget
 
 
-GPU_SIZES = Sizes(images=20_480, sides=(256, 500), rows_per_group=128, view_size=224, batch=512,
-                  feed_images=4_096, feed_max_seconds=30.0, plain_warmup_steps=3, plain_min_steps=10,
-                  plain_min_seconds=5.0, epoch_seconds=15.0, minutes=8.0)
+GPU_SIZES = Sizes(
+    images=20_480,
+    sides=(256, 500),
+    rows_per_group=128,
+    view_size=224,
+    batch=512,
+    feed_images=4_096,
+    feed_max_seconds=30.0,
+    plain_warmup_steps=3,
+    plain_min_steps=10,
+    plain_min_seconds=5.0,
+    epoch_seconds=15.0,
+    minutes=8.0,
+)
 # 2 CPU cores: 48 images of 40-80 px in 3 row groups, 32 px views, batch 8 (6 steps per epoch).
-SMOKE_SIZES = Sizes(images=48, sides=(40, 80), rows_per_group=16, view_size=32, batch=8,
-                    feed_images=48, feed_max_seconds=60.0, plain_warmup_steps=1, plain_min_steps=3,
-                    plain_min_seconds=0.0, epoch_seconds=60.0, minutes=10.0)
+SMOKE_SIZES = Sizes(
+    images=48,
+    sides=(40, 80),
+    rows_per_group=16,
+    view_size=32,
+    batch=8,
+    feed_images=48,
+    feed_max_seconds=60.0,
+    plain_warmup_steps=1,
+    plain_min_steps=3,
+    plain_min_seconds=0.0,
+    epoch_seconds=60.0,
+    minutes=10.0,
+)
 
 
 @dataclass(frozen=True)
@@ -130,14 +153,26 @@ class Case:
 
 CASES = {
     "simclr_resnet50": Case(
-        "simclr_resnet50", "SimCLR ResNet-50", REPO / "search_spaces" / "paper" / "simclr_in1k_resnet50.yaml",
+        "simclr_resnet50",
+        "SimCLR ResNet-50",
+        REPO / "search_spaces" / "paper" / "simclr_in1k_resnet50.yaml",
         ("backbone.name=resnet18", "method.proj_hidden_dim=64", "method.proj_dim=32"),
-        "SimCLR ResNet-18, proj 64-32"),
+        "SimCLR ResNet-18, proj 64-32",
+    ),
     "mae_vitb16": Case(
-        "mae_vitb16", "MAE ViT-B/16", REPO / "search_spaces" / "paper" / "mae_in1k_vitb16.yaml",
-        ("backbone.name=vit_tiny", "backbone.depth=1", "backbone.patch_size=8", "method.decoder_dim=32",
-         "method.decoder_depth=1", "method.decoder_num_heads=2"),
-        "MAE ViT-tiny/8, 1 block, decoder 32-d x 1"),
+        "mae_vitb16",
+        "MAE ViT-B/16",
+        REPO / "search_spaces" / "paper" / "mae_in1k_vitb16.yaml",
+        (
+            "backbone.name=vit_tiny",
+            "backbone.depth=1",
+            "backbone.patch_size=8",
+            "method.decoder_dim=32",
+            "method.decoder_depth=1",
+            "method.decoder_num_heads=2",
+        ),
+        "MAE ViT-tiny/8, 1 block, decoder 32-d x 1",
+    ),
 }
 COMPILED = "_compile"
 RUNS = ("simclr_resnet50", "mae_vitb16", "simclr_resnet50" + COMPILED, "mae_vitb16" + COMPILED)
@@ -200,31 +235,62 @@ def make_dataset(root: Path, sizes: Sizes) -> tuple[Path, dict]:
         nbytes = list(pool.imap_unordered(_write_jpeg, jobs, chunksize=64))
     generate_s = time.perf_counter() - start
     start = time.perf_counter()
-    code = sslray_main(["data", "prepare", "folder", str(root / "prepared"), "--path", str(jpegs),
-                        "--shard-size", str(sizes.rows_per_group)])
+    code = sslray_main(
+        [
+            "data",
+            "prepare",
+            "folder",
+            str(root / "prepared"),
+            "--path",
+            str(jpegs),
+            "--shard-size",
+            str(sizes.rows_per_group),
+        ]
+    )
     if code != 0:
         raise RuntimeError(f"sslray data prepare folder exited with {code}")
     shutil.rmtree(jpegs)  # the Parquet shards hold the same JPEG bytes
-    info = {"images": sizes.images, "sides_px": list(sizes.sides), "mean_kb": round(sum(nbytes) / len(nbytes) / 1e3, 1),
-            "rows_per_row_group": sizes.rows_per_group, "generate_s": round(generate_s, 1),
-            "prepare_s": round(time.perf_counter() - start, 1)}
+    info = {
+        "images": sizes.images,
+        "sides_px": list(sizes.sides),
+        "mean_kb": round(sum(nbytes) / len(nbytes) / 1e3, 1),
+        "rows_per_row_group": sizes.rows_per_group,
+        "generate_s": round(generate_s, 1),
+        "prepare_s": round(time.perf_counter() - start, 1),
+    }
     return root / "prepared" / "train", info
 
 
 # ------------------------------------------------------------------ recipes
 
 
-def run_overrides(case: Case, sizes: Sizes, smoke: bool, data_path: Path, *, compiled: bool, batch: int,
-                  limit: int, use_gpu: bool) -> list[str]:
+def run_overrides(
+    case: Case, sizes: Sizes, smoke: bool, data_path: Path, *, compiled: bool, batch: int, limit: int, use_gpu: bool
+) -> list[str]:
     """The ``key=value`` overrides of the case's recipe, shared by the plain loop, the feed and ``sslray train``."""
     flag = {True: "true", False: "false"}
-    return [*(case.smoke_overrides if smoke else ()),
-            f"data.path={data_path}", f"data.limit={limit}", "data.knn_bank=null", "data.knn_query=null",
-            f"data.augment.size={sizes.view_size}", f"backbone.img_size={sizes.view_size}",
-            f"train.batch_size={batch}", "train.epochs=2", "train.warmup_epochs=2", "train.knn_every=0",
-            "train.checkpoint_every=2", "train.keep_checkpoints=1", "train.max_failures=0",
-            "train.collapse_std=0", "train.sync_batchnorm=false", "train.precision=bf16",
-            f"train.compile={flag[compiled]}", "scaling.num_workers=1", f"scaling.use_gpu={flag[use_gpu]}"]
+    return [
+        *(case.smoke_overrides if smoke else ()),
+        f"data.path={data_path}",
+        f"data.limit={limit}",
+        "data.knn_bank=null",
+        "data.knn_query=null",
+        f"data.augment.size={sizes.view_size}",
+        f"backbone.img_size={sizes.view_size}",
+        f"train.batch_size={batch}",
+        "train.epochs=2",
+        "train.warmup_epochs=2",
+        "train.knn_every=0",
+        "train.checkpoint_every=2",
+        "train.keep_checkpoints=1",
+        "train.max_failures=0",
+        "train.collapse_std=0",
+        "train.sync_batchnorm=false",
+        "train.precision=bf16",
+        f"train.compile={flag[compiled]}",
+        "scaling.num_workers=1",
+        f"scaling.use_gpu={flag[use_gpu]}",
+    ]
 
 
 # ------------------------------------------------------------------ feed alone
@@ -259,11 +325,19 @@ def measure_feed(recipe, prepared, worker_cpus: float, warm_up_images: int, imag
     finally:
         remove_placement_group(reserved)
     seconds, delivered = arrivals[-1]
-    return {"views": len(recipe.data.augment.view_specs()), "view_px": recipe.data.augment.size,
-            "ray_data_cpus": data_cpus, "images": delivered, "complete_pass": complete, "seconds": round(seconds, 2),
-            "first_batch_s": round(arrivals[0][0], 2), "images_per_s": round(delivered / seconds, 1),
-            "cpu_seconds": round(cpu_seconds, 1), "cpus_busy": round(cpu_seconds / seconds, 2),
-            "images_per_s_per_cpu": round(delivered / cpu_seconds, 2)}
+    return {
+        "views": len(recipe.data.augment.view_specs()),
+        "view_px": recipe.data.augment.size,
+        "ray_data_cpus": data_cpus,
+        "images": delivered,
+        "complete_pass": complete,
+        "seconds": round(seconds, 2),
+        "first_batch_s": round(arrivals[0][0], 2),
+        "images_per_s": round(delivered / seconds, 1),
+        "cpu_seconds": round(cpu_seconds, 1),
+        "cpus_busy": round(cpu_seconds / seconds, 2),
+        "images_per_s_per_cpu": round(delivered / cpu_seconds, 2),
+    }
 
 
 def _views_pass(recipe, prepared, limit: int, max_seconds: float) -> tuple[list[tuple[float, int]], bool]:
@@ -274,8 +348,9 @@ def _views_pass(recipe, prepared, limit: int, max_seconds: float) -> tuple[list[
 
     start = time.perf_counter()
     views = EpochViews(recipe.data.augment.view_specs(), channels=recipe.data.channels, seed=recipe.train.seed)
-    dataset = rank_views_dataset(prepared, views, MapTasks(num_cpus=recipe.data.cpus_per_task), rank=0, world=1,
-                                 limit=limit)
+    dataset = rank_views_dataset(
+        prepared, views, MapTasks(num_cpus=recipe.data.cpus_per_task), rank=0, world=1, limit=limit
+    )
     arrivals, images = [], 0
     for batch in dataset.iter_torch_batches(batch_size=recipe.train.batch_size):
         images += len(batch["label"])
@@ -294,8 +369,11 @@ def _ray_workers_cpu_seconds() -> float:
     for process in psutil.Process().children(recursive=True):
         try:
             title = process.cmdline()[:1]
-            if title and title[0].startswith("ray::") and not title[0].startswith(("ray::DashboardAgent",
-                                                                                  "ray::RuntimeEnvAgent")):
+            if (
+                title
+                and title[0].startswith("ray::")
+                and not title[0].startswith(("ray::DashboardAgent", "ray::RuntimeEnvAgent"))
+            ):
                 times = process.cpu_times()
                 total += times.user + times.system
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
@@ -323,13 +401,17 @@ def plain_loop(recipe, device: torch.device, sizes: Sizes, budget: Budget) -> di
     optimizer = build_optimizer(method, recipe.optim, batch)
     # Nominal schedule length: the lr stays in its warm-up ramp (train.warmup_epochs = train.epochs).
     settings = StepSettings.of(recipe, 10_000, device)
-    views_uint8 = [torch.randint(0, 256, (batch, recipe.data.channels, size, size), dtype=torch.uint8, device=device)
-                   for _ in recipe.data.augment.view_specs()]
+    views_uint8 = [
+        torch.randint(0, 256, (batch, recipe.data.channels, size, size), dtype=torch.uint8, device=device)
+        for _ in recipe.data.augment.view_specs()
+    ]
 
     def step(index: int) -> torch.Tensor:
         views = [settings.normalizer.to_float(v, settings.channels_last) for v in views_uint8]
-        set_lr(optimizer, warmup_cosine(index, settings.total_steps, settings.warmup_steps, settings.peak_lr,
-                                        settings.final_lr))
+        set_lr(
+            optimizer,
+            warmup_cosine(index, settings.total_steps, settings.warmup_steps, settings.peak_lr, settings.final_lr),
+        )
         with settings.precision.autocast():
             out = method(views)
         settings.precision.backward(out["loss"])
@@ -355,9 +437,14 @@ def plain_loop(recipe, device: torch.device, sizes: Sizes, budget: Budget) -> di
             break
     synchronize()
     seconds = time.perf_counter() - start
-    result = {"images_per_s": round(steps * batch / seconds, 1), "step_ms": round(seconds / steps * 1e3, 1),
-              "steps": steps, "warmup_steps": sizes.plain_warmup_steps, "warmup_s": round(warmup_s, 1),
-              "last_loss": float(loss)}
+    result = {
+        "images_per_s": round(steps * batch / seconds, 1),
+        "step_ms": round(seconds / steps * 1e3, 1),
+        "steps": steps,
+        "warmup_steps": sizes.plain_warmup_steps,
+        "warmup_s": round(warmup_s, 1),
+        "last_loss": float(loss),
+    }
     if device.type == "cuda":
         result["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     return result
@@ -430,11 +517,20 @@ def sslray_run(case: Case, overrides: list[str], run_dir: Path, budget: Budget) 
         return {"status": f"failed: sslray train exited with {code}", "wall_s": wall_s}
     metrics = json.loads(summary_file.read_text())["metrics"]
     if metrics.get("epoch") != 2 or "images_per_s" not in metrics:
-        return {"status": f"failed: the run ended at epoch {metrics.get('epoch')} "
-                          f"({metrics.get('stop_reason', 'no reason given')})", "wall_s": wall_s}
-    result = {"status": "ok", "images_per_s": round(metrics["images_per_s"], 1),
-              "data_wait_frac": round(metrics["data_wait_frac"], 4), "epoch_seconds": round(metrics["seconds"], 2),
-              "wall_s": wall_s, "run_dir": str(run_dir), "last_loss": metrics.get("loss")}
+        return {
+            "status": f"failed: the run ended at epoch {metrics.get('epoch')} "
+            f"({metrics.get('stop_reason', 'no reason given')})",
+            "wall_s": wall_s,
+        }
+    result = {
+        "status": "ok",
+        "images_per_s": round(metrics["images_per_s"], 1),
+        "data_wait_frac": round(metrics["data_wait_frac"], 4),
+        "epoch_seconds": round(metrics["seconds"], 2),
+        "wall_s": wall_s,
+        "run_dir": str(run_dir),
+        "last_loss": metrics.get("loss"),
+    }
     if "peak_gpu_memory_gb" in metrics:
         result["peak_gpu_memory_gb"] = round(metrics["peak_gpu_memory_gb"], 2)
     return result
@@ -449,8 +545,9 @@ def machine_info(device: torch.device) -> dict:
     info = {"cpus": os.cpu_count(), "torch": torch.__version__, "ray": ray.__version__, "device": device.type}
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
-        info.update(gpu=properties.name, gpu_memory_gb=round(properties.total_memory / 2**30, 1),
-                    cuda=torch.version.cuda)
+        info.update(
+            gpu=properties.name, gpu_memory_gb=round(properties.total_memory / 2**30, 1), cuda=torch.version.cuda
+        )
     return info
 
 
@@ -461,44 +558,63 @@ def _fmt(value, pattern: str, missing: str = "-") -> str:
 def markdown(report: dict) -> str:
     """``gpu_bench.md``: the table of cases, then the feed alone."""
     machine, data = report["machine"], report["data"]
-    where = (f"{machine['gpu']} ({machine['gpu_memory_gb']} GiB), CUDA {machine['cuda']}" if "gpu" in machine
-             else "no GPU")
+    where = (
+        f"{machine['gpu']} ({machine['gpu_memory_gb']} GiB), CUDA {machine['cuda']}" if "gpu" in machine else "no GPU"
+    )
     lines = ["# GPU benchmark: `sslray train` vs a plain PyTorch loop", ""]
     if report["smoke"]:
-        lines += ["**SMOKE on CPU: tiny stand-in models at 32 px; a check of the code paths, not a GPU measurement.**",
-                  ""]
-    lines += [f"{where}; {machine['cpus']} CPU cores; torch {machine['torch']}, ray {machine['ray']}. "
-              f"{data['images']:,} synthetic JPEGs ({data['sides_px'][0]}-{data['sides_px'][1]} px, "
-              f"{data['mean_kb']} KB mean), {report['view_px']} px views, bf16. Wall time "
-              f"{report['wall_s'] / 60:.1f} min (budget {report['budget_s'] / 60:g} min).", "",
-              "| case | compile | batch | plain img/s | sslray img/s | ratio | data wait | timed epoch | "
-              "peak GPU mem plain / sslray (GiB) | feed img/s per CPU core | CPU cores per GPU for the feed | status |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            "**SMOKE on CPU: tiny stand-in models at 32 px; a check of the code paths, not a GPU measurement.**",
+            "",
+        ]
+    lines += [
+        f"{where}; {machine['cpus']} CPU cores; torch {machine['torch']}, ray {machine['ray']}. "
+        f"{data['images']:,} synthetic JPEGs ({data['sides_px'][0]}-{data['sides_px'][1]} px, "
+        f"{data['mean_kb']} KB mean), {report['view_px']} px views, bf16. Wall time "
+        f"{report['wall_s'] / 60:.1f} min (budget {report['budget_s'] / 60:g} min).",
+        "",
+        "| case | compile | batch | plain img/s | sslray img/s | ratio | data wait | timed epoch | "
+        "peak GPU mem plain / sslray (GiB) | feed img/s per CPU core | CPU cores per GPU for the feed | status |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for run in report["runs"]:
         plain, ours = run.get("plain") or {}, run.get("sslray") or {}
-        memory = (f"{_fmt(plain.get('peak_gpu_memory_gb'), '.1f')} / {_fmt(ours.get('peak_gpu_memory_gb'), '.1f')}"
-                  if "peak_gpu_memory_gb" in plain or "peak_gpu_memory_gb" in ours else "- (CPU)")
-        epoch = (f"{ours['epoch_images']:,} img, {ours['epoch_seconds']:.1f} s" if "epoch_seconds" in ours else "-")
+        memory = (
+            f"{_fmt(plain.get('peak_gpu_memory_gb'), '.1f')} / {_fmt(ours.get('peak_gpu_memory_gb'), '.1f')}"
+            if "peak_gpu_memory_gb" in plain or "peak_gpu_memory_gb" in ours
+            else "- (CPU)"
+        )
+        epoch = f"{ours['epoch_images']:,} img, {ours['epoch_seconds']:.1f} s" if "epoch_seconds" in ours else "-"
         goal = run.get("goal_met")
         verdict = "" if goal is None or report["smoke"] else " (goal met)" if goal else " (goal not met)"
         status = run["status"] + verdict
-        lines.append(f"| {run['title']} | {'yes' if run['compile'] else 'no'} | {_fmt(run.get('batch'), 'd')} | "
-                     f"{_fmt(plain.get('images_per_s'), ',.0f')} | {_fmt(ours.get('images_per_s'), ',.0f')} | "
-                     f"{_fmt(run.get('ratio'), '.3f')} | {_fmt(ours.get('data_wait_frac'), '.1%')} | {epoch} | "
-                     f"{memory} | {_fmt(run.get('feed_images_per_s_per_cpu'), ',.1f')} | "
-                     f"{_fmt(run.get('cpu_cores_per_gpu_for_feed'), '.3g')} | {status} |")
-    lines += ["", f"Goal: ratio >= {GOAL_RATIO} and data wait < {GOAL_DATA_WAIT:.0%}. Ratio = sslray img/s (epoch 2 "
-              "of `sslray train`, that epoch's Ray Data start-up included) / plain-loop img/s (random uint8 views "
-              "already on the device). CPU cores per GPU for the feed = plain img/s / feed img/s per CPU core.", "",
-              "Feed alone (Ray Data read + decode + augment, no model; per CPU core = images / CPU seconds of "
-              "Ray's worker processes):", "",
-              "| case | views | Ray Data CPUs | images | first batch after (s) | img/s | CPUs kept busy | "
-              "img/s per CPU core |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {run['title']} | {'yes' if run['compile'] else 'no'} | {_fmt(run.get('batch'), 'd')} | "
+            f"{_fmt(plain.get('images_per_s'), ',.0f')} | {_fmt(ours.get('images_per_s'), ',.0f')} | "
+            f"{_fmt(run.get('ratio'), '.3f')} | {_fmt(ours.get('data_wait_frac'), '.1%')} | {epoch} | "
+            f"{memory} | {_fmt(run.get('feed_images_per_s_per_cpu'), ',.1f')} | "
+            f"{_fmt(run.get('cpu_cores_per_gpu_for_feed'), '.3g')} | {status} |"
+        )
+    lines += [
+        "",
+        f"Goal: ratio >= {GOAL_RATIO} and data wait < {GOAL_DATA_WAIT:.0%}. Ratio = sslray img/s (epoch 2 "
+        "of `sslray train`, that epoch's Ray Data start-up included) / plain-loop img/s (random uint8 views "
+        "already on the device). CPU cores per GPU for the feed = plain img/s / feed img/s per CPU core.",
+        "",
+        "Feed alone (Ray Data read + decode + augment, no model; per CPU core = images / CPU seconds of "
+        "Ray's worker processes):",
+        "",
+        "| case | views | Ray Data CPUs | images | first batch after (s) | img/s | CPUs kept busy | "
+        "img/s per CPU core |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, feed in report["feed"].items():
         cut = "" if feed["complete_pass"] else " (cut at the time limit)"
-        lines.append(f"| {name} | {feed['views']} x {feed['view_px']} px | {feed['ray_data_cpus']:g} | "
-                     f"{feed['images']:,}{cut} | {feed['first_batch_s']:.1f} | {feed['images_per_s']:,.0f} | "
-                     f"{feed['cpus_busy']:.1f} | {feed['images_per_s_per_cpu']:,.1f} |")
+        lines.append(
+            f"| {name} | {feed['views']} x {feed['view_px']} px | {feed['ray_data_cpus']:g} | "
+            f"{feed['images']:,}{cut} | {feed['first_batch_s']:.1f} | {feed['images_per_s']:,.0f} | "
+            f"{feed['cpus_busy']:.1f} | {feed['images_per_s_per_cpu']:,.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -514,21 +630,38 @@ def write_report(out: Path, report: dict, budget: Budget) -> None:
 class Bench:
     """The stages in order, each adding to ``report`` (written out after every stage)."""
 
-    def __init__(self, args: argparse.Namespace, sizes: Sizes, data_path: Path, prepared, device: torch.device,
-                 budget: Budget, report: dict):
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        sizes: Sizes,
+        data_path: Path,
+        prepared,
+        device: torch.device,
+        budget: Budget,
+        report: dict,
+    ):
         self.args, self.sizes, self.data_path, self.prepared = args, sizes, data_path, prepared
         self.device, self.budget, self.report = device, budget, report
         self.batches: dict[str, int] = {}  # case -> the batch found by its first plain loop
 
     def overrides(self, case: Case, *, compiled: bool, batch: int, limit: int) -> list[str]:
-        return run_overrides(case, self.sizes, self.args.smoke, self.data_path, compiled=compiled, batch=batch,
-                             limit=limit, use_gpu=self.device.type == "cuda")
+        return run_overrides(
+            case,
+            self.sizes,
+            self.args.smoke,
+            self.data_path,
+            compiled=compiled,
+            batch=batch,
+            limit=limit,
+            use_gpu=self.device.type == "cuda",
+        )
 
     def recipe(self, case: Case, *, compiled: bool, batch: int):
         from sslray.recipe import load_recipe
 
-        return load_recipe(case.recipe, self.overrides(case, compiled=compiled, batch=batch,
-                                                       limit=self.prepared.num_rows))
+        return load_recipe(
+            case.recipe, self.overrides(case, compiled=compiled, batch=batch, limit=self.prepared.num_rows)
+        )
 
     def save(self) -> None:
         write_report(self.args.out, self.report, self.budget)
@@ -537,13 +670,19 @@ class Bench:
         """One row of the table: the plain loop, the feed alone (once per case), then ``sslray train``."""
         compiled = name.endswith(COMPILED)
         case = CASES[name.removesuffix(COMPILED)]
-        row: dict = {"name": name, "case": case.name, "title": case.smoke_title if self.args.smoke else case.title,
-                     "compile": compiled, "status": "ok"}
+        row: dict = {
+            "name": name,
+            "case": case.name,
+            "title": case.smoke_title if self.args.smoke else case.title,
+            "compile": compiled,
+            "status": "ok",
+        }
         self.report["runs"].append(row)
         needs = PLAIN_EAGER_S + (COMPILE_S if compiled else 0.0)
         if self.budget.left() < needs:
-            row["status"] = (f"skipped: {self.budget.left():.0f} s of the budget left, the plain loop needs "
-                             f"~{needs:.0f} s")
+            row["status"] = (
+                f"skipped: {self.budget.left():.0f} s of the budget left, the plain loop needs ~{needs:.0f} s"
+            )
             return row
         self.plain(row, case, compiled)
         self.save()
@@ -562,8 +701,10 @@ class Bench:
         limit -= limit % row["batch"]
         needs = overhead + 2 * limit / rate
         if target_s < MIN_EPOCH_SECONDS or needs > self.budget.left():
-            row["status"] = (f"skipped sslray side: {self.budget.left():.0f} s of the budget left, "
-                             f"2 epochs of {limit:,} images at {rate:,.0f} img/s need ~{needs:.0f} s")
+            row["status"] = (
+                f"skipped sslray side: {self.budget.left():.0f} s of the budget left, "
+                f"2 epochs of {limit:,} images at {rate:,.0f} img/s need ~{needs:.0f} s"
+            )
             return row
         overrides = self.overrides(case, compiled=compiled, batch=row["batch"], limit=limit)
         row["sslray"] = sslray_run(case, overrides, self.args.out / "runs" / name, self.budget)
@@ -584,18 +725,23 @@ class Bench:
 
     def plain(self, row: dict, case: Case, compiled: bool) -> None:
         if self.device.type == "cpu":  # as many threads as the Train worker (Ray sets its OMP_NUM_THREADS)
-            torch.set_num_threads(max(1, int(self.worker_cpus(self.recipe(case, compiled=compiled,
-                                                                          batch=self.sizes.batch)))))
+            torch.set_num_threads(
+                max(1, int(self.worker_cpus(self.recipe(case, compiled=compiled, batch=self.sizes.batch))))
+            )
         start = time.perf_counter()
         try:
             if case.name in self.batches:
                 row["batch"] = self.batches[case.name]
-                row["plain"] = plain_loop(self.recipe(case, compiled=compiled, batch=row["batch"]), self.device,
-                                          self.sizes, self.budget)
+                row["plain"] = plain_loop(
+                    self.recipe(case, compiled=compiled, batch=row["batch"]), self.device, self.sizes, self.budget
+                )
             else:
                 row["batch"], row["plain"] = plain_with_batch_search(
-                    lambda batch: self.recipe(case, compiled=compiled, batch=batch), self.device, self.sizes,
-                    self.budget)
+                    lambda batch: self.recipe(case, compiled=compiled, batch=batch),
+                    self.device,
+                    self.sizes,
+                    self.budget,
+                )
                 self.batches[case.name] = row["batch"]
         finally:
             release_memory(self.device)
@@ -605,9 +751,14 @@ class Bench:
     def feed(self, case: Case, batch: int) -> None:
         recipe = self.recipe(case, compiled=False, batch=batch)
         start = time.perf_counter()
-        feed = measure_feed(recipe, self.prepared, self.worker_cpus(recipe), self.sizes.rows_per_group,
-                            min(self.prepared.num_rows, self.sizes.feed_images),
-                            max(1.0, min(self.sizes.feed_max_seconds, self.budget.left())))
+        feed = measure_feed(
+            recipe,
+            self.prepared,
+            self.worker_cpus(recipe),
+            self.sizes.rows_per_group,
+            min(self.prepared.num_rows, self.sizes.feed_images),
+            max(1.0, min(self.sizes.feed_max_seconds, self.budget.left())),
+        )
         feed["wall_s"] = round(time.perf_counter() - start, 1)
         self.report["feed"][case.name] = feed
         print(f"feed alone {case.name}: {feed}", flush=True)
@@ -616,12 +767,18 @@ class Bench:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="the same code paths, tiny, on CPU")
-    parser.add_argument("--out", type=Path,
-                        default=REPO / "benchmarks" / "results" / f"gpu-{time.strftime('%Y%m%d-%H%M%S')}",
-                        help="folder for gpu_bench.json, gpu_bench.md and runs/ (must not exist or be empty)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "benchmarks" / "results" / f"gpu-{time.strftime('%Y%m%d-%H%M%S')}",
+        help="folder for gpu_bench.json, gpu_bench.md and runs/ (must not exist or be empty)",
+    )
     parser.add_argument("--minutes", type=float, help="wall-time budget (default: 8 on a GPU, 10 for --smoke)")
-    parser.add_argument("--cases", help=f"comma-separated, run in this order: {', '.join(RUNS)} "
-                                        f"(default: all on a GPU, {', '.join(SMOKE_RUNS)} for --smoke)")
+    parser.add_argument(
+        "--cases",
+        help=f"comma-separated, run in this order: {', '.join(RUNS)} "
+        f"(default: all on a GPU, {', '.join(SMOKE_RUNS)} for --smoke)",
+    )
     args = parser.parse_args()
     if args.cases is not None:
         chosen = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -653,8 +810,14 @@ def main() -> int:
 
     from sslray.data.pipeline import open_prepared
 
-    report: dict = {"smoke": args.smoke, "budget_s": budget.seconds, "view_px": sizes.view_size,
-                    "goal": {"ratio": GOAL_RATIO, "data_wait_frac": GOAL_DATA_WAIT}, "runs": [], "feed": {}}
+    report: dict = {
+        "smoke": args.smoke,
+        "budget_s": budget.seconds,
+        "view_px": sizes.view_size,
+        "goal": {"ratio": GOAL_RATIO, "data_wait_frac": GOAL_DATA_WAIT},
+        "runs": [],
+        "feed": {},
+    }
     failed = False
     with tempfile.TemporaryDirectory(prefix="sslray-gpu-bench-") as tmp:
         data_path, report["data"] = make_dataset(Path(tmp), sizes)

@@ -78,10 +78,10 @@ RECIPE_FILE = Path(__file__).resolve().parent.parent / "search_spaces" / "simclr
 
 @dataclass
 class EpochTime:
-    side: str           # "plain" or "ray"
-    run: int            # 1-based run number of that side
-    epoch: int          # 1-based
-    seconds: float      # training loop only
+    side: str  # "plain" or "ray"
+    run: int  # 1-based run number of that side
+    epoch: int  # 1-based
+    seconds: float  # training loop only
     images_per_s: float
     data_wait_frac: float
     loss: float
@@ -92,12 +92,23 @@ class EpochTime:
 
 
 def benchmark_recipe(data_path: str, images: int, epochs: int, batch_size: int) -> Recipe:
-    return load_recipe(RECIPE_FILE, [
-        f"data.path={data_path}", f"data.limit={images}", "data.knn_bank=null", "data.knn_query=null",
-        "backbone.small_stem=false", "data.augment.size=28",
-        f"train.epochs={epochs}", f"train.batch_size={batch_size}", "train.warmup_epochs=1",
-        "train.knn_every=0", "train.precision=fp32", "scaling.num_workers=1",
-    ])
+    return load_recipe(
+        RECIPE_FILE,
+        [
+            f"data.path={data_path}",
+            f"data.limit={images}",
+            "data.knn_bank=null",
+            "data.knn_query=null",
+            "backbone.small_stem=false",
+            "data.augment.size=28",
+            f"train.epochs={epochs}",
+            f"train.batch_size={batch_size}",
+            "train.warmup_epochs=1",
+            "train.knn_every=0",
+            "train.precision=fp32",
+            "scaling.num_workers=1",
+        ],
+    )
 
 
 @ray.remote
@@ -130,8 +141,12 @@ def _plain_epochs(recipe: Recipe, run: int) -> list[EpochTime]:
     method = build_method(recipe.to_dict()).to(device)
     optimizer = build_optimizer(method, recipe.optim, train.batch_size)
     prepared = open_prepared(data.path)
-    steps = [steps_per_epoch(prepared, seed=train.seed, epoch=e, world=1, batch_per_worker=train.batch_size,
-                             limit=data.limit) for e in range(train.epochs)]
+    steps = [
+        steps_per_epoch(
+            prepared, seed=train.seed, epoch=e, world=1, batch_per_worker=train.batch_size, limit=data.limit
+        )
+        for e in range(train.epochs)
+    ]
     total_steps = sum(steps) // train.grad_accum_steps
     peak_lr = scaled_lr(recipe.optim.base_lr, train.batch_size)
     warmup = train.warmup_epochs * total_steps // train.epochs
@@ -141,11 +156,16 @@ def _plain_epochs(recipe: Recipe, run: int) -> list[EpochTime]:
     for epoch in range(train.epochs):
         torch.manual_seed(train.seed * 1_000_003 + epoch * 1009)  # the worker's per-(epoch, rank) seed, rank 0
         views = EpochViews(data.augment.view_specs(), channels=data.channels, seed=train.seed, epoch=epoch)
-        dataset = rank_views_dataset(prepared, views, MapTasks(num_cpus=data.cpus_per_task), rank=0, world=1,
-                                     limit=data.limit)
-        batches = dataset.iter_torch_batches(batch_size=train.batch_size, drop_last=True, device=device,
-                                             local_shuffle_buffer_size=SHUFFLE_BUFFER_BATCHES * train.batch_size,
-                                             local_shuffle_seed=train.seed * 1_000_003 + epoch * 1009)
+        dataset = rank_views_dataset(
+            prepared, views, MapTasks(num_cpus=data.cpus_per_task), rank=0, world=1, limit=data.limit
+        )
+        batches = dataset.iter_torch_batches(
+            batch_size=train.batch_size,
+            drop_last=True,
+            device=device,
+            local_shuffle_buffer_size=SHUFFLE_BUFFER_BATCHES * train.batch_size,
+            local_shuffle_seed=train.seed * 1_000_003 + epoch * 1009,
+        )
         sums: dict[str, float] = {}
         method.train()
         start = wait_start = time.perf_counter()
@@ -154,8 +174,10 @@ def _plain_epochs(recipe: Recipe, run: int) -> list[EpochTime]:
             if index == steps[epoch]:
                 break
             waited += time.perf_counter() - wait_start
-            views = [normalizer.to_float(batch[f"view_{v}"], channels_last)  # every column but "label"
-                     for v in range(len(batch) - 1)]
+            views = [
+                normalizer.to_float(batch[f"view_{v}"], channels_last)  # every column but "label"
+                for v in range(len(batch) - 1)
+            ]
             set_lr(optimizer, warmup_cosine(step, total_steps, warmup, peak_lr, peak_lr * train.final_lr_fraction))
             out = method(views)
             if not math.isfinite(out["loss"].item()):
@@ -170,8 +192,17 @@ def _plain_epochs(recipe: Recipe, run: int) -> list[EpochTime]:
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
             wait_start = time.perf_counter()
         seconds = time.perf_counter() - start
-        times.append(EpochTime("plain", run, epoch + 1, seconds, steps[epoch] * train.batch_size / seconds,
-                               waited / seconds, sums["loss"] / steps[epoch]))
+        times.append(
+            EpochTime(
+                "plain",
+                run,
+                epoch + 1,
+                seconds,
+                steps[epoch] * train.batch_size / seconds,
+                waited / seconds,
+                sums["loss"] / steps[epoch],
+            )
+        )
     return times
 
 
@@ -184,8 +215,10 @@ def ray_run(recipe: Recipe, run: int, run_dir: Path) -> tuple[list[EpochTime], f
     fit(recipe, run_dir)
     wall = time.perf_counter() - start
     history = read_state(checkpoint_folders(run_dir)[-1])["history"]
-    times = [EpochTime("ray", run, m["epoch"], m["seconds"], m["images_per_s"], m["data_wait_frac"], m["loss"])
-             for m in history]
+    times = [
+        EpochTime("ray", run, m["epoch"], m["seconds"], m["images_per_s"], m["data_wait_frac"], m["loss"])
+        for m in history
+    ]
     return times, wall
 
 
@@ -196,8 +229,10 @@ def print_table(times: list[EpochTime]) -> None:
     print(f"{'side':<6}{'run':>4}{'epoch':>6}{'seconds':>9}{'img/s':>8}{'data wait':>10}{'loss':>9}")
     for t in times:
         note = "  (warm-up, excluded)" if t.warm_up else ""
-        print(f"{t.side:<6}{t.run:>4}{t.epoch:>6}{t.seconds:>9.2f}{t.images_per_s:>8.0f}"
-              f"{t.data_wait_frac:>10.0%}{t.loss:>9.4f}{note}")
+        print(
+            f"{t.side:<6}{t.run:>4}{t.epoch:>6}{t.seconds:>9.2f}{t.images_per_s:>8.0f}"
+            f"{t.data_wait_frac:>10.0%}{t.loss:>9.4f}{note}"
+        )
 
 
 def summarise(times: list[EpochTime], fit_walls: list[float]) -> None:
@@ -205,22 +240,33 @@ def summarise(times: list[EpochTime], fit_walls: list[float]) -> None:
     same = all(len({round(t.loss, 6) for t in times if t.epoch == e}) == 1 for e in epochs)
     print(f"same batches and updates on both sides: per-epoch losses {'identical' if same else 'DIFFER'} in every run")
     timed = {side: [t.seconds for t in times if t.side == side and not t.warm_up] for side in ("plain", "ray")}
-    wait = {side: statistics.mean(t.data_wait_frac for t in times if t.side == side and not t.warm_up)
-            for side in ("plain", "ray")}
+    wait = {
+        side: statistics.mean(t.data_wait_frac for t in times if t.side == side and not t.warm_up)
+        for side in ("plain", "ray")
+    }
     for side, seconds in timed.items():
-        print(f"{side:<6} epochs 2..N: median {statistics.median(seconds):.2f} s, "
-              f"mean {statistics.mean(seconds):.2f} s, min {min(seconds):.2f} s over {len(seconds)} epochs; "
-              f"mean data wait {wait[side]:.0%}")
-    outside = [wall - sum(t.seconds for t in times if t.side == "ray" and t.run == run)
-               for run, wall in enumerate(fit_walls, start=1)]
-    print("Ray Train fit() wall time per run: " + ", ".join(f"{w:.1f} s" for w in fit_walls)
-          + "; of which outside the epochs' training loops (start-up, reports, checkpoints, shutdown): "
-          + ", ".join(f"{o:.1f} s" for o in outside))
+        print(
+            f"{side:<6} epochs 2..N: median {statistics.median(seconds):.2f} s, "
+            f"mean {statistics.mean(seconds):.2f} s, min {min(seconds):.2f} s over {len(seconds)} epochs; "
+            f"mean data wait {wait[side]:.0%}"
+        )
+    outside = [
+        wall - sum(t.seconds for t in times if t.side == "ray" and t.run == run)
+        for run, wall in enumerate(fit_walls, start=1)
+    ]
+    print(
+        "Ray Train fit() wall time per run: "
+        + ", ".join(f"{w:.1f} s" for w in fit_walls)
+        + "; of which outside the epochs' training loops (start-up, reports, checkpoints, shutdown): "
+        + ", ".join(f"{o:.1f} s" for o in outside)
+    )
     ratio = statistics.median(timed["ray"]) / statistics.median(timed["plain"])
     mean_ratio = statistics.mean(timed["ray"]) / statistics.mean(timed["plain"])
     min_ratio = min(timed["ray"]) / min(timed["plain"])
-    print(f"ratio Ray Train / plain epoch time: {ratio:.3f} (median)  {mean_ratio:.3f} (mean)  "
-          f"{min_ratio:.3f} (fastest epochs)  goal <= 1.10 (median) -> {'OK' if ratio <= 1.10 else 'ABOVE GOAL'}")
+    print(
+        f"ratio Ray Train / plain epoch time: {ratio:.3f} (median)  {mean_ratio:.3f} (mean)  "
+        f"{min_ratio:.3f} (fastest epochs)  goal <= 1.10 (median) -> {'OK' if ratio <= 1.10 else 'ABOVE GOAL'}"
+    )
 
 
 def main() -> None:
@@ -238,18 +284,24 @@ def main() -> None:
     init_ray(num_cpus=cpus)
     with tempfile.TemporaryDirectory(prefix="sslray-ray-overhead-") as tmp:
         prepare("fashion-mnist", tmp, split="train", limit=args.images, options=ShardOptions(log=lambda msg: None))
-        make_recipe = functools.partial(benchmark_recipe, str(Path(tmp) / "train"), args.images, args.epochs,
-                                        args.batch_size)  # a fresh Recipe per run: fit() edits its paths
+        make_recipe = functools.partial(
+            benchmark_recipe, str(Path(tmp) / "train"), args.images, args.epochs, args.batch_size
+        )  # a fresh Recipe per run: fit() edits its paths
         recipe = make_recipe()
         worker_cpus = worker_resources(recipe, ray.cluster_resources()["CPU"])["CPU"]
         threads, worker_niceness = ray.get(ray_worker_threads_and_niceness.options(num_cpus=worker_cpus).remote())
-        print(f"CPUs: {cpus} (os.cpu_count {os.cpu_count()}), Ray Train worker CPUs: {worker_cpus:g}, torch threads: "
-              f"{threads} on both sides, niceness: plain loop {os.nice(0)}, Ray workers {worker_niceness}")
-        print(f"images: {args.images}, batch: {args.batch_size}, epochs per run: {args.epochs}, rounds: {args.rounds}, "
-              f"method: {recipe.method_name}, backbone: {recipe.backbone.name} (small_stem="
-              f"{recipe.backbone.small_stem}, in_chans={recipe.backbone.in_chans}), views: "
-              f"{len(recipe.data.augment.view_specs())} x {recipe.data.augment.size} px, "
-              f"torch {torch.__version__}, ray {ray.__version__}", flush=True)
+        print(
+            f"CPUs: {cpus} (os.cpu_count {os.cpu_count()}), Ray Train worker CPUs: {worker_cpus:g}, torch threads: "
+            f"{threads} on both sides, niceness: plain loop {os.nice(0)}, Ray workers {worker_niceness}"
+        )
+        print(
+            f"images: {args.images}, batch: {args.batch_size}, epochs per run: {args.epochs}, rounds: {args.rounds}, "
+            f"method: {recipe.method_name}, backbone: {recipe.backbone.name} (small_stem="
+            f"{recipe.backbone.small_stem}, in_chans={recipe.backbone.in_chans}), views: "
+            f"{len(recipe.data.augment.view_specs())} x {recipe.data.augment.size} px, "
+            f"torch {torch.__version__}, ray {ray.__version__}",
+            flush=True,
+        )
         times: list[EpochTime] = []
         fit_walls: list[float] = []
         for run in range(1, args.rounds + 1):

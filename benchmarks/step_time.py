@@ -54,8 +54,10 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run only cases whose name contains this")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} interleaved repeats "
-          f"after {args.warmup} warm-up steps")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} interleaved repeats "
+        f"after {args.warmup} warm-up steps"
+    )
     print(f"| {'case':<30} | {'sslray ms':>10} | {'reference ms':>12} | {'ratio':>6} |")
     print(f"|{'-' * 32}|{'-' * 12}:|{'-' * 14}:|{'-' * 8}:|")
     for name, make_sslray, make_reference in CONTRASTIVE_CASES + MASKED_CASES:

@@ -47,12 +47,17 @@ def _train_step(model: nn.Module, loss_fn: Callable[[], Tensor], after: Callable
         loss_fn().backward()
         optimizer.step()
         after()
+
     return step
 
 
 def _sslray_step(method: str, num_local: int = 0, **knobs) -> Step:
-    model = build_method({"method": {"name": method, **knobs},
-                          "backbone": {"name": "resnet18", "small_stem": True, "in_chans": IN_CHANS}})
+    model = build_method(
+        {
+            "method": {"name": method, **knobs},
+            "backbone": {"name": "resnet18", "small_stem": True, "in_chans": IN_CHANS},
+        }
+    )
     views = _views(2, num_local)
     steps = iter(range(10**9))
     return _train_step(model, lambda: model(views)["loss"], lambda: model.on_step(next(steps), 10**6))
@@ -99,8 +104,13 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 
 
 def reference_simclr_step() -> Step:
-    encoder = nn.Sequential(plain_resnet18(), nn.Linear(512, 2048, bias=False), nn.BatchNorm1d(2048),
-                            nn.ReLU(inplace=True), nn.Linear(2048, 128))
+    encoder = nn.Sequential(
+        plain_resnet18(),
+        nn.Linear(512, 2048, bias=False),
+        nn.BatchNorm1d(2048),
+        nn.ReLU(inplace=True),
+        nn.Linear(2048, 128),
+    )
     x0, x1 = _views(2)
 
     def loss() -> Tensor:  # classic NT-Xent: one (2N x 2N) similarity matrix, diagonal masked
@@ -110,6 +120,7 @@ def reference_simclr_step() -> Step:
         n = x0.shape[0]
         labels = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
         return F.cross_entropy(sim, labels)
+
     return _train_step(encoder, loss, lambda: None)
 
 
@@ -131,9 +142,10 @@ def reference_moco_v2_step() -> Step:
         l_pos = torch.einsum("nc,nc->n", q, k).unsqueeze(-1)
         l_neg = torch.einsum("nc,ck->nk", q, queue.clone().detach())
         logits = torch.cat([l_pos, l_neg], dim=1) / 0.2
-        queue[:, pointer[0]:pointer[0] + BATCH] = k.T
+        queue[:, pointer[0] : pointer[0] + BATCH] = k.T
         pointer[0] = (pointer[0] + BATCH) % QUEUE_SIZE
         return F.cross_entropy(logits, torch.zeros(BATCH, dtype=torch.long))
+
     return _train_step(encoder_q, loss, lambda: ema_loop(encoder_q, encoder_k, 0.999))
 
 
@@ -158,6 +170,7 @@ def reference_moco_v3_step() -> Step:
         with torch.no_grad():
             k1, k2 = momentum(x0), momentum(x1)
         return contrastive(q1, k2) + contrastive(q2, k1)
+
     return _train_step(model, loss, lambda: ema_loop(base, momentum, 0.99))
 
 
@@ -179,6 +192,7 @@ def reference_byol_step() -> Step:
         with torch.no_grad():
             z0, z1 = target(x0), target(x1)
         return regression(p0, z1) + regression(p1, z0)
+
     return _train_step(model, loss, lambda: ema_loop(online, target, 0.996))
 
 
@@ -188,8 +202,9 @@ def reference_byol_step() -> Step:
 def reference_simsiam_step() -> Step:
     """simsiam/builder.py: 3-layer projector with BN on the output, 2048 -> 512 -> 2048 predictor."""
     encoder = nn.Sequential(plain_resnet18(), plain_mlp(3, 512, 2048, 2048, last_bn=True))
-    predictor = nn.Sequential(nn.Linear(2048, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
-                              nn.Linear(512, 2048))
+    predictor = nn.Sequential(
+        nn.Linear(2048, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Linear(512, 2048)
+    )
     model = nn.ModuleDict({"encoder": encoder, "predictor": predictor})
     x0, x1 = _views(2)
 
@@ -197,6 +212,7 @@ def reference_simsiam_step() -> Step:
         z1, z2 = encoder(x0), encoder(x1)
         p1, p2 = predictor(z1), predictor(z2)
         return -(F.cosine_similarity(p1, z2.detach()).mean() + F.cosine_similarity(p2, z1.detach()).mean()) * 0.5
+
     return _train_step(model, loss, lambda: None)
 
 
@@ -206,8 +222,9 @@ def reference_simsiam_step() -> Step:
 class PlainDINOHead(nn.Module):
     def __init__(self, in_dim: int) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_dim, 2048), nn.GELU(), nn.Linear(2048, 2048), nn.GELU(),
-                                 nn.Linear(2048, 256))
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, 2048), nn.GELU(), nn.Linear(2048, 2048), nn.GELU(), nn.Linear(2048, 256)
+        )
         self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(256, DINO_OUT_DIM, bias=False))
         self.last_layer.parametrizations.weight.original0.data.fill_(1)
         self.last_layer.parametrizations.weight.original0.requires_grad = False
@@ -247,6 +264,7 @@ def reference_dino_step() -> Step:
                 terms += 1
         center = center * 0.9 + teacher_raw.mean(dim=0, keepdim=True) * 0.1
         return total / terms
+
     return _train_step(student, loss, lambda: ema_loop(student, teacher, 0.996))
 
 
@@ -278,6 +296,7 @@ def reference_vicreg_step() -> Step:
         cov_z_b = (z_b.T @ z_b) / (n - 1)
         cov_loss = off_diagonal(cov_z_a).pow(2).sum() / d + off_diagonal(cov_z_b).pow(2).sum() / d
         return 25.0 * sim_loss + 25.0 * std_loss + 1.0 * cov_loss
+
     return _train_step(net, loss, lambda: None)
 
 
@@ -294,6 +313,7 @@ def reference_barlow_twins_step() -> Step:
         on_diag = (torch.diagonal(c) - 1).pow(2).sum()
         off_diag = off_diagonal(c).pow(2).sum()
         return on_diag + 5e-3 * off_diag
+
     return _train_step(net, loss, lambda: None)
 
 
@@ -303,8 +323,11 @@ CASES: list[tuple[str, Callable[[], Step], Callable[[], Step]]] = [
     ("moco_v3 / resnet18", lambda: _sslray_step("moco_v3"), reference_moco_v3_step),
     ("byol / resnet18", lambda: _sslray_step("byol"), reference_byol_step),
     ("simsiam / resnet18", lambda: _sslray_step("simsiam"), reference_simsiam_step),
-    ("dino / resnet18, 2+2 crops", lambda: _sslray_step("dino", num_local=2, out_dim=DINO_OUT_DIM),
-     reference_dino_step),
+    (
+        "dino / resnet18, 2+2 crops",
+        lambda: _sslray_step("dino", num_local=2, out_dim=DINO_OUT_DIM),
+        reference_dino_step,
+    ),
     ("vicreg / resnet18", lambda: _sslray_step("vicreg"), reference_vicreg_step),
     ("barlow_twins / resnet18", lambda: _sslray_step("barlow_twins"), reference_barlow_twins_step),
 ]

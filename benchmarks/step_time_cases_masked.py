@@ -71,10 +71,12 @@ class ReferenceMaskedViT(nn.Module):
         self.norm = nn.LayerNorm(EMBED_DIM, eps=1e-6)
         self.decoder_embed = nn.Linear(EMBED_DIM, DECODER_DIM)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, DECODER_DIM))
-        self.decoder_pos_embed = nn.Parameter(sincos_pos_embed_2d(DECODER_DIM, grid, cls_token=True)[None],
-                                              requires_grad=False)
-        self.decoder_blocks = nn.ModuleList([Block(DECODER_DIM, DECODER_HEADS, 4.0, qkv_bias=True)
-                                             for _ in range(decoder_depth)])
+        self.decoder_pos_embed = nn.Parameter(
+            sincos_pos_embed_2d(DECODER_DIM, grid, cls_token=True)[None], requires_grad=False
+        )
+        self.decoder_blocks = nn.ModuleList(
+            [Block(DECODER_DIM, DECODER_HEADS, 4.0, qkv_bias=True) for _ in range(decoder_depth)]
+        )
         self.decoder_norm = nn.LayerNorm(DECODER_DIM)
         self.decoder_pred = nn.Linear(DECODER_DIM, PATCH_SIZE**2 * IN_CHANS)
         self.num_patches = num_patches
@@ -147,6 +149,7 @@ def _train_step(model: nn.Module, loss_fn: Callable[[], Tensor], after: Callable
         optimizer.step()
         if after is not None:
             after()
+
     return step
 
 
@@ -155,8 +158,16 @@ def _train_step(model: nn.Module, loss_fn: Callable[[], Tensor], after: Callable
 
 def make_sslray_mae_step() -> Step:
     torch.manual_seed(0)
-    model = MAE(_sslray_backbone(), MAEConfig(mask_ratio=MASK_RATIO, decoder_dim=DECODER_DIM, decoder_depth=2,
-                                              decoder_num_heads=DECODER_HEADS, norm_pix_loss=True)).train()
+    model = MAE(
+        _sslray_backbone(),
+        MAEConfig(
+            mask_ratio=MASK_RATIO,
+            decoder_dim=DECODER_DIM,
+            decoder_depth=2,
+            decoder_num_heads=DECODER_HEADS,
+            norm_pix_loss=True,
+        ),
+    ).train()
     views = _inputs(1)
     return _train_step(model, lambda: model(views)["loss"])
 
@@ -173,9 +184,17 @@ def make_reference_mae_step() -> Step:
 
 def make_sslray_macrl_step() -> Step:
     torch.manual_seed(0)
-    cfg = MACRLConfig(mask_ratio=MASK_RATIO, temperature=TEMPERATURE, momentum=MOMENTUM, alpha=1.0,
-                      decoder_dim=DECODER_DIM, decoder_depth=1, decoder_num_heads=DECODER_HEADS,
-                      proj_hidden_dim=PROJ_HIDDEN, proj_dim=PROJ_DIM)
+    cfg = MACRLConfig(
+        mask_ratio=MASK_RATIO,
+        temperature=TEMPERATURE,
+        momentum=MOMENTUM,
+        alpha=1.0,
+        decoder_dim=DECODER_DIM,
+        decoder_depth=1,
+        decoder_num_heads=DECODER_HEADS,
+        proj_hidden_dim=PROJ_HIDDEN,
+        proj_dim=PROJ_DIM,
+    )
     model = MACRL(_sslray_backbone(), cfg).train()
     views = _inputs(2)
     counter = iter(range(10**9))
@@ -189,8 +208,12 @@ class ReferenceMACRL(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.online = ReferenceMaskedViT(decoder_depth=1)
-        self.projector = nn.Sequential(nn.Linear(EMBED_DIM, PROJ_HIDDEN, bias=False), nn.BatchNorm1d(PROJ_HIDDEN),
-                                       nn.ReLU(), nn.Linear(PROJ_HIDDEN, PROJ_DIM))
+        self.projector = nn.Sequential(
+            nn.Linear(EMBED_DIM, PROJ_HIDDEN, bias=False),
+            nn.BatchNorm1d(PROJ_HIDDEN),
+            nn.ReLU(),
+            nn.Linear(PROJ_HIDDEN, PROJ_DIM),
+        )
         self.momentum_encoder = copy.deepcopy(self.online)
         self.momentum_projector = copy.deepcopy(self.projector)
         for p in list(self.momentum_encoder.parameters()) + list(self.momentum_projector.parameters()):
@@ -240,8 +263,13 @@ LN_EPS6 = partial(nn.LayerNorm, eps=1e-6)  # the official ViT's and predictor's 
 
 def make_sslray_ijepa_step() -> Step:
     torch.manual_seed(0)
-    cfg = IJEPAConfig(num_targets=NUM_TARGETS, predictor_dim=PRED_DIM, predictor_depth=PRED_DEPTH,
-                      predictor_num_heads=PRED_HEADS, momentum=IJEPA_MOMENTUM)
+    cfg = IJEPAConfig(
+        num_targets=NUM_TARGETS,
+        predictor_dim=PRED_DIM,
+        predictor_depth=PRED_DEPTH,
+        predictor_num_heads=PRED_HEADS,
+        momentum=IJEPA_MOMENTUM,
+    )
     model = IJEPA(_sslray_backbone(), cfg).train()
     views = _inputs(1)
     counter = iter(range(10**9))
@@ -250,6 +278,7 @@ def make_sslray_ijepa_step() -> Step:
     def loss() -> Tensor:
         torch.manual_seed(MASK_SEED + next(seeds) % MASK_BATCHES)  # the reference's masks, in its order
         return model(views)["loss"]
+
     return _train_step(model, loss, after=lambda: model.on_step(next(counter), 10**6))
 
 
@@ -260,7 +289,7 @@ def _apply_masks(x: Tensor, masks: list[Tensor]) -> Tensor:
 
 def _repeat_interleave_batch(x: Tensor, b: int, repeat: int) -> Tensor:
     n = len(x) // b
-    return torch.cat([torch.cat([x[i * b:(i + 1) * b] for _ in range(repeat)], dim=0) for i in range(n)], dim=0)
+    return torch.cat([torch.cat([x[i * b : (i + 1) * b] for _ in range(repeat)], dim=0) for i in range(n)], dim=0)
 
 
 class ReferenceJEPAEncoder(nn.Module):
@@ -272,8 +301,9 @@ class ReferenceJEPAEncoder(nn.Module):
         self.patch_embed = PatchEmbed(IMG_SIZE, PATCH_SIZE, IN_CHANS, EMBED_DIM)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, EMBED_DIM))
         self.pos_embed = nn.Parameter(sincos_pos_embed_2d(EMBED_DIM, grid, cls_token=True)[None], requires_grad=False)
-        self.blocks = nn.ModuleList([Block(EMBED_DIM, NUM_HEADS, 4.0, qkv_bias=True, norm_layer=LN_EPS6)
-                                     for _ in range(DEPTH)])
+        self.blocks = nn.ModuleList(
+            [Block(EMBED_DIM, NUM_HEADS, 4.0, qkv_bias=True, norm_layer=LN_EPS6) for _ in range(DEPTH)]
+        )
         self.norm = nn.LayerNorm(EMBED_DIM, eps=1e-6)
 
     def forward(self, imgs: Tensor, masks: list[Tensor] | None = None) -> Tensor:
@@ -295,8 +325,9 @@ class ReferenceJEPAPredictor(nn.Module):
         self.predictor_embed = nn.Linear(EMBED_DIM, PRED_DIM)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, PRED_DIM))
         self.predictor_pos_embed = nn.Parameter(sincos_pos_embed_2d(PRED_DIM, grid)[None], requires_grad=False)
-        self.predictor_blocks = nn.ModuleList([Block(PRED_DIM, PRED_HEADS, 4.0, qkv_bias=True, norm_layer=LN_EPS6)
-                                               for _ in range(PRED_DEPTH)])
+        self.predictor_blocks = nn.ModuleList(
+            [Block(PRED_DIM, PRED_HEADS, 4.0, qkv_bias=True, norm_layer=LN_EPS6) for _ in range(PRED_DEPTH)]
+        )
         self.predictor_norm = nn.LayerNorm(PRED_DIM, eps=1e-6)
         self.predictor_proj = nn.Linear(PRED_DIM, EMBED_DIM)
 
@@ -351,6 +382,7 @@ def make_reference_ijepa_step() -> Step:
     def loss() -> Tensor:
         masks = batches[next(counter) % len(batches)]
         return model.loss(imgs, [masks.context], list(masks.targets.unbind(1)))
+
     return _train_step(model, loss, after=lambda: model.update_momentum(IJEPA_MOMENTUM))
 
 

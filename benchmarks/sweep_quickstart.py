@@ -52,15 +52,20 @@ def main() -> None:
         inside = sum(r.get("seconds", 0.0) + r.get("eval_seconds", 0.0) for r in results)
         totals.append(total)
         ratio = f"{total / inside:6.2f}" if inside else "     -"
-        print(f"{row['trial']:<22} {row['status'][:28]:<28} {row['epochs']:>6} {total:8.1f} {inside:8.1f} "
-              f"{total - inside:8.1f} {ratio}")
+        print(
+            f"{row['trial']:<22} {row['status'][:28]:<28} {row['epochs']:>6} {total:8.1f} {inside:8.1f} "
+            f"{total - inside:8.1f} {ratio}"
+        )
     stopped = sum(r["status"].startswith("stopped early") for r in rows)
     best = rows[0]["best"] if rows else None
     print(f"\nwall time {wall / 60:.1f} min (ray.init {ray_start:.1f} s, Tuner.fit {fit_wall / 60:.1f} min)")
-    print(f"trials {len(rows)}, stopped early by ASHA {stopped}, best {space.tune.metric} {best:.4f} "
-          f"({rows[0]['trial']})")
-    print(f"Ray overhead per trial outside the trials: {(fit_wall - sum(totals)) / max(1, len(rows)):.1f} s "
-          f"(Tuner.fit {fit_wall:.0f} s - trials {sum(totals):.0f} s, over {len(rows)} trials)")
+    print(
+        f"trials {len(rows)}, stopped early by ASHA {stopped}, best {space.tune.metric} {best:.4f} ({rows[0]['trial']})"
+    )
+    print(
+        f"Ray overhead per trial outside the trials: {(fit_wall - sum(totals)) / max(1, len(rows)):.1f} s "
+        f"(Tuner.fit {fit_wall:.0f} s - trials {sum(totals):.0f} s, over {len(rows)} trials)"
+    )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,12 @@ def warn_if_no_node_matches(label_selector: dict[str, str] | None, where: str = 
 
     nodes = [node for node in ray.nodes() if node.get("Alive")]
     if not any(all(node.get("Labels", {}).get(k) == v for k, v in label_selector.items()) for node in nodes):
-        seen = sorted({f"{k}={v}" for node in nodes for k, v in node.get("Labels", {}).items()
-                       if not k.startswith("ray.io/")})
-        print(f"warning: {where} {label_selector}: no node of this cluster has these labels "
-              f"(labels present: {', '.join(seen) or 'none'}); decode/augment tasks wait until such a node "
-              "joins (ray start --labels k=v, or an autoscaled node type with them)", file=sys.stderr)
+        seen = sorted(
+            {f"{k}={v}" for node in nodes for k, v in node.get("Labels", {}).items() if not k.startswith("ray.io/")}
+        )
+        print(
+            f"warning: {where} {label_selector}: no node of this cluster has these labels "
+            f"(labels present: {', '.join(seen) or 'none'}); decode/augment tasks wait until such a node "
+            "joins (ray start --labels k=v, or an autoscaled node type with them)",
+            file=sys.stderr,
+        )

@@ -105,8 +105,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def check_range(where: str, value: float, low: float | None = None, high: float | None = None,
-                low_open: bool = False, high_open: bool = False) -> None:
+def check_range(
+    where: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
     """Raise a UserError naming ``where`` if ``value`` is outside [low, high] (open ends optional)."""
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)

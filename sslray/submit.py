@@ -30,13 +30,13 @@ from sslray.runs.folders import SWEEP, check_out
 
 # Never shipped with the job: results, datasets, the local virtualenv, caches. (Ray also skips what
 # .gitignore lists.) Paths are relative to the working dir, as in runtime_env "excludes".
-EXCLUDES = [".venv", ".git", "data", "runs", "sweeps", "*.egg-info", "__pycache__", ".pytest_cache",
-            "benchmarks/out"]
+EXCLUDES = [".venv", ".git", "data", "runs", "sweeps", "*.egg-info", "__pycache__", ".pytest_cache", "benchmarks/out"]
 EXCLUDED_FOLDERS = {"data", "runs", "sweeps", ".venv", ".git"}
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
 # ---- connecting ------------------------------------------------------------------------------------
+
 
 def job_server_address(address: str | None) -> str:
     """``--address``, else ``RAY_API_SERVER_ADDRESS``, else ``RAY_ADDRESS`` when it is a dashboard URL."""
@@ -44,11 +44,15 @@ def job_server_address(address: str | None) -> str:
     if not address and os.environ.get("RAY_ADDRESS", "").startswith(("http://", "https://")):
         address = os.environ["RAY_ADDRESS"]
     if not address:
-        raise UserError("--address: give the cluster's job server, e.g. --address http://127.0.0.1:8265 "
-                        "(the head's dashboard port; `ray dashboard jobs/cluster.yaml` tunnels it here)")
+        raise UserError(
+            "--address: give the cluster's job server, e.g. --address http://127.0.0.1:8265 "
+            "(the head's dashboard port; `ray dashboard jobs/cluster.yaml` tunnels it here)"
+        )
     if not address.startswith(("http://", "https://")):
-        raise UserError(f"--address: {address} is not a job server URL; use http://HEAD:8265 "
-                        "(the dashboard address, not the GCS port 6379)")
+        raise UserError(
+            f"--address: {address} is not a job server URL; use http://HEAD:8265 "
+            "(the dashboard address, not the GCS port 6379)"
+        )
     return address.rstrip("/")
 
 
@@ -78,12 +82,16 @@ def connect(address: str | None):
     try:
         return JobSubmissionClient(address)
     except ConnectionError:
-        raise UserError(f"--address: no Ray job server answers at {address}; is the cluster up and its "
-                        "dashboard port reachable from here?") from None
+        raise UserError(
+            f"--address: no Ray job server answers at {address}; is the cluster up and its "
+            "dashboard port reachable from here?"
+        ) from None
     except AuthenticationError as err:
-        raise UserError(f"--address: {address} refused the request: {_first_line(err)} "
-                        "(copy the head's token, `ray get-auth-token` on the head, to ~/.ray/auth_token here, "
-                        "or set RAY_AUTH_TOKEN; RAY_AUTH_MODE=token)") from None
+        raise UserError(
+            f"--address: {address} refused the request: {_first_line(err)} "
+            "(copy the head's token, `ray get-auth-token` on the head, to ~/.ray/auth_token here, "
+            "or set RAY_AUTH_TOKEN; RAY_AUTH_MODE=token)"
+        ) from None
 
 
 def _first_line(err: BaseException) -> str:
@@ -93,15 +101,17 @@ def _first_line(err: BaseException) -> str:
 
 # ---- the job ---------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class SweepJob:
     """The sweep a job runs, as ``sslray submit`` was given it."""
-    space_file: str                                          # search-space YAML inside working_dir
-    overrides: list[str] = field(default_factory=list)       # key.path=value overrides of the space
-    out: str | None = None                                   # sweep folder or URI; None: ./sweeps/<space>-<time>
-    working_dir: str = "."                                   # the folder shipped with the job
-    env: dict[str, str] = field(default_factory=dict)        # environment variables of the job
-    overwrite: bool = False                                  # let the job replace an existing sweep folder
+
+    space_file: str  # search-space YAML inside working_dir
+    overrides: list[str] = field(default_factory=list)  # key.path=value overrides of the space
+    out: str | None = None  # sweep folder or URI; None: ./sweeps/<space>-<time>
+    working_dir: str = "."  # the folder shipped with the job
+    env: dict[str, str] = field(default_factory=dict)  # environment variables of the job
+    overwrite: bool = False  # let the job replace an existing sweep folder
 
 
 def sweep_job(job: SweepJob) -> tuple[str, dict, str]:
@@ -116,11 +126,15 @@ def sweep_job(job: SweepJob) -> tuple[str, dict, str]:
     try:
         relative = space_path.relative_to(root)
     except ValueError:
-        raise UserError(f"SPACE: {space_file} is outside --working-dir {root}; only files inside it reach "
-                        "the cluster (move it there or give --working-dir)") from None
+        raise UserError(
+            f"SPACE: {space_file} is outside --working-dir {root}; only files inside it reach "
+            "the cluster (move it there or give --working-dir)"
+        ) from None
     if relative.parts[0] in EXCLUDED_FOLDERS:
-        raise UserError(f"SPACE: {space_file} is under {relative.parts[0]}/, which is not shipped with the job "
-                        f"(excluded: {', '.join(sorted(EXCLUDED_FOLDERS))}); put it elsewhere, e.g. search_spaces/")
+        raise UserError(
+            f"SPACE: {space_file} is under {relative.parts[0]}/, which is not shipped with the job "
+            f"(excluded: {', '.join(sorted(EXCLUDED_FOLDERS))}); put it elsewhere, e.g. search_spaces/"
+        )
     space = load_space(space_path, overrides)  # every mistake in the YAML fails here, before anything is sent
     data = space.first_recipe().data
     pinned = []
@@ -135,10 +149,23 @@ def sweep_job(job: SweepJob) -> tuple[str, dict, str]:
     if not storage.is_uri(out):  # a URI is checked by the job's own `sslray sweep`, where it runs
         check_out(out, SWEEP, job.overwrite)
     # The job's own `sslray sweep` checks --out again where it runs (a URI, or a path on the cluster).
-    command = ["python", "-m", "sslray.cli", "sweep", relative.as_posix(), *overrides, *pinned, "--out", out,
-               *(["--overwrite"] if job.overwrite else [])]
-    runtime_env: dict = {"working_dir": str(root), "excludes": EXCLUDES,
-                         "env_vars": {"PYTHONUNBUFFERED": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1", **job.env}}
+    command = [
+        "python",
+        "-m",
+        "sslray.cli",
+        "sweep",
+        relative.as_posix(),
+        *overrides,
+        *pinned,
+        "--out",
+        out,
+        *(["--overwrite"] if job.overwrite else []),
+    ]
+    runtime_env: dict = {
+        "working_dir": str(root),
+        "excludes": EXCLUDES,
+        "env_vars": {"PYTHONUNBUFFERED": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1", **job.env},
+    }
     if not (root / "sslray" / "__init__.py").is_file():  # a project of its own: ship sslray beside it
         import sslray
 
@@ -152,18 +179,25 @@ def submit(address: str | None, job: SweepJob) -> tuple[object, str, str]:
     client = connect(address)
     job_id = f"sslray-{Path(job.space_file).stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     try:
-        client.submit_job(entrypoint=entrypoint, submission_id=job_id, runtime_env=runtime_env,
-                          metadata={"sslray_space": Path(job.space_file).name, "sslray_out": out})
+        client.submit_job(
+            entrypoint=entrypoint,
+            submission_id=job_id,
+            runtime_env=runtime_env,
+            metadata={"sslray_space": Path(job.space_file).name, "sslray_out": out},
+        )
     except RuntimeError as err:  # the job server's answer (e.g. a working dir over Ray's size limit)
         raise UserError(f"the job server refused the job: {_first_line(err)}") from None
-    print(f"submitted job {job_id}\n  entrypoint: {entrypoint}\n  results:    {out}"
-          + ("" if storage.is_uri(out) else " (a path on the cluster's nodes)"))
+    print(
+        f"submitted job {job_id}\n  entrypoint: {entrypoint}\n  results:    {out}"
+        + ("" if storage.is_uri(out) else " (a path on the cluster's nodes)")
+    )
     return client, job_id, out
 
 
 def follow(client, job_id: str) -> int:
     """Stream the job's logs until it ends; 0 when it SUCCEEDED, else its exit code (2: a user mistake
     in the sweep, as `sslray sweep` reports it), 1 when it has none."""
+
     async def tail() -> None:
         async for chunk in client.tail_job_logs(job_id):
             sys.stdout.write(chunk)
@@ -174,8 +208,11 @@ def follow(client, job_id: str) -> int:
     except RuntimeError as err:
         print(f"(log stream interrupted: {_first_line(err)})", file=sys.stderr)
     except KeyboardInterrupt:
-        print(f"\nstopped following; job {job_id} goes on. Stop it with: sslray submit --address "
-              f"{client.get_address()} --stop {job_id}", file=sys.stderr)
+        print(
+            f"\nstopped following; job {job_id} goes on. Stop it with: sslray submit --address "
+            f"{client.get_address()} --stop {job_id}",
+            file=sys.stderr,
+        )
         return 130
     info = client.get_job_info(job_id)
     while info.status.value not in TERMINAL:  # the stream can close a moment before the status is final

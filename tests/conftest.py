@@ -54,9 +54,17 @@ def tiny_recipe(data: Path, method: dict = TINY_SIMCLR, backbone: dict = TINY_VI
     """A recipe on ``tiny_fmnist`` (``data``): 128 images at 16 px, one epoch on one worker, online kNN
     on the whole prepared folder; seconds per epoch on one CPU. ``train`` updates the train section."""
     return {
-        "method": dict(method), "backbone": dict(backbone),
-        "data": {"path": str(data / "train"), "knn_bank": str(data / "train"), "knn_query": str(data / "test"),
-                 "limit": 128, "knn_bank_limit": 256, "knn_query_limit": 128, "augment": {"size": 16}},
+        "method": dict(method),
+        "backbone": dict(backbone),
+        "data": {
+            "path": str(data / "train"),
+            "knn_bank": str(data / "train"),
+            "knn_query": str(data / "test"),
+            "limit": 128,
+            "knn_bank_limit": 256,
+            "knn_query_limit": 128,
+            "augment": {"size": 16},
+        },
         "optim": {"name": "adamw", "base_lr": 1e-3},
         "train": {"epochs": 1, "batch_size": 32, "warmup_epochs": 0, **train},
         "scaling": {"num_workers": 1},

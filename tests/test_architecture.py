@@ -30,8 +30,17 @@ LAYERS = [
     ("sslray.submit",),
     ("sslray.cli",),
 ]
-RAY_FREE = ("sslray.errors", "sslray.sections", "sslray.nn", "sslray.losses", "sslray.methods",
-            "sslray.data.readers", "sslray.data.augment", "sslray.data.batched_transforms", "sslray.recipe")
+RAY_FREE = (
+    "sslray.errors",
+    "sslray.sections",
+    "sslray.nn",
+    "sslray.losses",
+    "sslray.methods",
+    "sslray.data.readers",
+    "sslray.data.augment",
+    "sslray.data.batched_transforms",
+    "sslray.recipe",
+)
 MAX_LINES = 300
 
 
@@ -72,9 +81,12 @@ def layer_of(name: str) -> int:
 
 def test_every_import_goes_down_the_layers():
     known = modules()
-    upward = [f"{name} (layer {layer_of(name)}) imports {target} (layer {layer_of(target)})"
-              for name, path in known.items() for target in sorted(imports_of(name, path, known))
-              if layer_of(target) > layer_of(name)]
+    upward = [
+        f"{name} (layer {layer_of(name)}) imports {target} (layer {layer_of(target)})"
+        for name, path in known.items()
+        for target in sorted(imports_of(name, path, known))
+        if layer_of(target) > layer_of(name)
+    ]
     assert not upward, "\n".join(upward)
 
 
@@ -88,7 +100,7 @@ def test_no_import_cycle_between_modules():
         state[node] = 1
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                cycles.append(" -> ".join([*path[path.index(target):], target]))
+                cycles.append(" -> ".join([*path[path.index(target) :], target]))
             elif target not in state:
                 visit(target, [*path, target])
         state[node] = 2
@@ -105,14 +117,21 @@ def test_the_math_and_the_readers_import_no_ray():
         if not name.startswith(RAY_FREE):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             offenders += [f"{name} imports {n}" for n in names if n == "ray" or n.startswith("ray.")]
     assert not offenders, "\n".join(offenders)
 
 
 def test_no_file_over_300_lines():
-    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    long = {
+        str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
     assert not long, long
 
 

@@ -42,15 +42,24 @@ from .data.samples import (
 )
 
 SEARCH_SPACES = Path(__file__).parents[1] / "search_spaces"
-BASES = [SEARCH_SPACES / name for name in ("simclr_fmnist.yaml", "quickstart.yaml", "dino_fmnist.yaml",
-                                           "mae_fmnist.yaml", "ablations/simclr_temperature.yaml")]
+BASES = [
+    SEARCH_SPACES / name
+    for name in (
+        "simclr_fmnist.yaml",
+        "quickstart.yaml",
+        "dino_fmnist.yaml",
+        "mae_fmnist.yaml",
+        "ablations/simclr_temperature.yaml",
+    )
+]
 LOADERS = {"recipe": load_recipe, "space": load_space}
 
 
 def ci(examples: int) -> settings:
     """CI-sized: a fixed number of examples, no per-example deadline (the first load imports Ray Tune)."""
-    return settings(max_examples=examples, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    return settings(
+        max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    )
 
 
 def loads_or_user_error(load, path: Path, overrides: list[str] = ()) -> None:
@@ -76,18 +85,40 @@ CONTROL = _encoded(_RGB, "PNG")
 GRAY_JPEG = _encoded(_RGB.convert("L"), "JPEG")
 # Small valid images in every format PIL reads here: the seeds that damaged_image() corrupts.
 SEED_IMAGES = [
-    CONTROL, _encoded(_RGB.convert("L"), "PNG"), _encoded(_RGB.convert("P"), "PNG"),
-    _encoded(_RGB.convert("RGBA"), "PNG"), _encoded(_RGB.convert("I;16"), "PNG"),
-    _encoded(_RGB, "JPEG"), GRAY_JPEG, _encoded(_RGB.convert("CMYK"), "JPEG"),
-    _encoded(_RGB, "JPEG", progressive=True), _encoded(_RGB.convert("P"), "GIF"), _encoded(_RGB, "BMP"),
-    _encoded(_RGB, "TIFF"), _encoded(_RGB, "TIFF", compression="tiff_lzw"), _encoded(_RGB.convert("CMYK"), "TIFF"),
-    _encoded(_RGB, "WEBP", lossless=True), _encoded(_RGB, "ICO"), _encoded(_RGB, "PPM"),
-    _encoded(_RGB, "DDS"), _encoded(_RGB.convert("L"), "SPIDER"),
+    CONTROL,
+    _encoded(_RGB.convert("L"), "PNG"),
+    _encoded(_RGB.convert("P"), "PNG"),
+    _encoded(_RGB.convert("RGBA"), "PNG"),
+    _encoded(_RGB.convert("I;16"), "PNG"),
+    _encoded(_RGB, "JPEG"),
+    GRAY_JPEG,
+    _encoded(_RGB.convert("CMYK"), "JPEG"),
+    _encoded(_RGB, "JPEG", progressive=True),
+    _encoded(_RGB.convert("P"), "GIF"),
+    _encoded(_RGB, "BMP"),
+    _encoded(_RGB, "TIFF"),
+    _encoded(_RGB, "TIFF", compression="tiff_lzw"),
+    _encoded(_RGB.convert("CMYK"), "TIFF"),
+    _encoded(_RGB, "WEBP", lossless=True),
+    _encoded(_RGB, "ICO"),
+    _encoded(_RGB, "PPM"),
+    _encoded(_RGB, "DDS"),
+    _encoded(_RGB.convert("L"), "SPIDER"),
     raw_png(3, 2, 16, 2, [bytes(range(18)), bytes(range(18, 36))]),  # 16-bit RGB: PIL cannot write it
     raw_png(4, 2, 2, 0, [b"\x1b", b"\xe4"]),  # 2-bit gray
 ]
-SIGNATURES = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
-              b"RIFF\x00\x01\x00\x00WEBPVP8 ", b"\x00\x00\x01\x00", b"P6\n", b"8BPS"]
+SIGNATURES = [
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff\xe0",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+    b"RIFF\x00\x01\x00\x00WEBPVP8 ",
+    b"\x00\x00\x01\x00",
+    b"P6\n",
+    b"8BPS",
+]
 
 
 @st.composite
@@ -97,7 +128,7 @@ def damaged_image(draw) -> bytes:
     for _ in range(draw(st.integers(0, 6))):
         data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
     if draw(st.booleans()):
-        data = data[:draw(st.integers(0, len(data)))]
+        data = data[: draw(st.integers(0, len(data)))]
     return bytes(data)
 
 
@@ -133,9 +164,17 @@ def check_stored(data: bytes) -> None:
 # and too little image data for the header's size. (Should that come back, this test session dies;
 # tests/data/test_bad_input.py checks the same in a subprocess, and fails cleanly.)
 @example(files=[(".png", png_with_bad_idat_crc(CONTROL))])
-@example(files=[(".png", bytes.fromhex(
-    "89504e470d0a1a0a0000000d494844520000000400000002020000000010733a1e0000000c4944415478016390661e020001"
-    "390100bf8154170000000049454e44ae426082"))])
+@example(
+    files=[
+        (
+            ".png",
+            bytes.fromhex(
+                "89504e470d0a1a0a0000000d494844520000000400000002020000000010733a1e0000000c4944415478016390661e020001"
+                "390100bf8154170000000049454e44ae426082"
+            ),
+        )
+    ]
+)
 # Kept as they were; torchvision raised "Internal error" / "Image is incomplete or truncated" on them.
 @example(files=[(".png", png_with_ihdr_byte(CONTROL, 26, 1))])
 @example(files=[(".jpg", damaged(GRAY_JPEG, {62: 60, 209: 78, 285: 172, 335: 53}, 355))])
@@ -149,8 +188,9 @@ def test_prepare_keeps_or_skips_and_counts_any_bytes(files):
         (photos / "control.png").write_bytes(CONTROL)  # one good image, so the split is never empty
         for i, (suffix, data) in enumerate(files):
             (photos / f"file{i}{suffix}").write_bytes(data)
-        (report,) = prepare("folder", Path(tmp) / "out", path=str(photos),
-                            options=ShardOptions(workers=1, log=lambda msg: None))
+        (report,) = prepare(
+            "folder", Path(tmp) / "out", path=str(photos), options=ShardOptions(workers=1, log=lambda msg: None)
+        )
         assert report.rows + len(report.skipped) == len(files) + 1
         assert all(why.strip() and "\n" not in why for _, why in report.skipped)
         assert "control.png" not in {Path(where).name for where, _ in report.skipped}
@@ -170,29 +210,66 @@ def _fields(cls) -> list[str]:
 
 SECTION_KEYS = {
     "method": sorted({"name", *(name for entry in METHODS.values() for name in _fields(entry.config))}),
-    "backbone": _fields(BackboneConfig), "data": _fields(DataConfig), "data.augment": _fields(AugmentConfig),
-    "data.augment.global_view": _fields(ViewSpec), "data.eval_view": _fields(EvalViewSpec),
-    "optim": _fields(OptimizerConfig), "train": _fields(TrainConfig), "scaling": _fields(ScalingConfig),
+    "backbone": _fields(BackboneConfig),
+    "data": _fields(DataConfig),
+    "data.augment": _fields(AugmentConfig),
+    "data.augment.global_view": _fields(ViewSpec),
+    "data.eval_view": _fields(EvalViewSpec),
+    "optim": _fields(OptimizerConfig),
+    "train": _fields(TrainConfig),
+    "scaling": _fields(ScalingConfig),
     "tune": _fields(TuneSection),
     "tune.scheduler": sorted({"name", *(name for e in SCHEDULERS.values() for name in _fields(e.options))}),
 }
 KNOWN_KEYS = sorted(f"{section}.{name}" for section, names in SECTION_KEYS.items() for name in names)
-WORDS = sorted({part for key in KNOWN_KEYS for part in key.split(".")} | set(METHODS) | set(DISTRIBUTIONS)
-               | set(SCHEDULERS) | {"resnet18", "vit_tiny", "vit_small", "knn_top1", "loss", "max", "min",
-                                    "adamw", "lars", "random", "optuna", "auto", "bf16", "logunifrom", "cpu", "gpu"})
+WORDS = sorted(
+    {part for key in KNOWN_KEYS for part in key.split(".")}
+    | set(METHODS)
+    | set(DISTRIBUTIONS)
+    | set(SCHEDULERS)
+    | {
+        "resnet18",
+        "vit_tiny",
+        "vit_small",
+        "knn_top1",
+        "loss",
+        "max",
+        "min",
+        "adamw",
+        "lars",
+        "random",
+        "optuna",
+        "auto",
+        "bf16",
+        "logunifrom",
+        "cpu",
+        "gpu",
+    }
+)
 
 names = st.one_of(st.sampled_from(WORDS), st.text(max_size=8))
 yaml_keys = st.one_of(names, st.integers(-2, 3), st.none(), st.booleans())
-scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-2, 300), st.floats(),
-                    st.floats(0, 1), st.sampled_from(WORDS), st.text(max_size=12))
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(-2, 300),
+    st.floats(),
+    st.floats(0, 1),
+    st.sampled_from(WORDS),
+    st.text(max_size=12),
+)
 
 
 def _with_distributions(children):
     return st.one_of(
         st.lists(children, max_size=4),
         st.dictionaries(yaml_keys, children, max_size=4),
-        st.builds(lambda form, args: {form: args}, st.sampled_from(DISTRIBUTIONS + ("logunifrom",)),
-                  st.one_of(st.lists(children, max_size=4), children)),
+        st.builds(
+            lambda form, args: {form: args},
+            st.sampled_from(DISTRIBUTIONS + ("logunifrom",)),
+            st.one_of(st.lists(children, max_size=4), children),
+        ),
     )
 
 
@@ -205,11 +282,14 @@ def flow_yaml(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10**6).removesuffix("\n...\n").strip()
 
 
-overrides = st.lists(st.one_of(
-    st.builds(lambda key, value: f"{key}={flow_yaml(value)}", dotted_keys, values),
-    st.builds(lambda key, text: f"{key}={text}", dotted_keys, st.text(max_size=20)),
-    st.text(max_size=30),
-), max_size=4)
+overrides = st.lists(
+    st.one_of(
+        st.builds(lambda key, value: f"{key}={flow_yaml(value)}", dotted_keys, values),
+        st.builds(lambda key, text: f"{key}={text}", dotted_keys, st.text(max_size=20)),
+        st.text(max_size=30),
+    ),
+    max_size=4,
+)
 
 
 def set_dotted(data: dict, key: str, value) -> None:
@@ -270,7 +350,7 @@ def test_arbitrary_bytes_as_a_yaml_file_load_or_are_a_user_error(raw):
 @example(tree={"adamw": None, 0: None})  # TypeError: sorted() of int and str section names
 @example(tree={0: {"choice": []}})  # space: KeyError '0'
 @example(tree={"uniform": None})  # space: KeyError '' (a section named like a distribution)
-@example(tree={"method": {"name": "simclr"}, "optim": {"base_lr": 10 ** 400}})  # OverflowError in float()
+@example(tree={"method": {"name": "simclr"}, "optim": {"base_lr": 10**400}})  # OverflowError in float()
 def test_random_structured_yaml_loads_or_is_a_user_error(tree):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "recipe.yaml"

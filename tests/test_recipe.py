@@ -26,7 +26,8 @@ def write(tmp_path, text: str) -> Path:
 
 def test_there_is_a_recipe_per_method_with_resnet_and_vit_variants():
     assert sorted(p.name.removesuffix("_fmnist.yaml") for p in RECIPES if p.name.endswith("_fmnist.yaml")) == sorted(
-        METHODS)
+        METHODS
+    )
     backbones = {}
     for path in RECIPES:
         recipe = load_recipe(path)
@@ -55,38 +56,70 @@ def test_shipped_recipe_builds_and_runs_one_forward(path):
 
 def test_overrides_are_typed_yaml_values_on_dotted_paths(tmp_path):
     path = write(tmp_path, "method: {name: simclr}\nbackbone: {in_chans: 1}\n")
-    recipe = load_recipe(path, ["method.temperature=0.2", "train.epochs=3", "data.limit=512",
-                                "data.augment.global_view={blur_p: 0.0}", "train.sync_batchnorm=true"])
+    recipe = load_recipe(
+        path,
+        [
+            "method.temperature=0.2",
+            "train.epochs=3",
+            "data.limit=512",
+            "data.augment.global_view={blur_p: 0.0}",
+            "train.sync_batchnorm=true",
+        ],
+    )
     assert recipe.method.temperature == 0.2 and recipe.train.epochs == 3 and recipe.data.limit == 512
     assert recipe.data.augment.view_specs()[0].blur_p == 0.0 and recipe.train.sync_batchnorm is True
     assert recipe.data.augment.recipe == "simclr"  # the method's default views
 
 
-@pytest.mark.parametrize("text, overrides, message", [
-    ("method: {name: simclr}\nbackbone: {in_chans: 1}\n", ["method.temprature=0.1"],
-     r"method\.temprature: unknown key \(did you mean 'temperature'\?\)"),
-    ("method: {name: mae}\nbackbone: {name: vit_tiny, in_chans: 1, img_size: 32}\n", ["method.mask_ratio=1.5"],
-     r"method\.mask_ratio: 1\.5 is out of range"),
-    ("method: {name: simclr}\nbackbone: {in_chans: 1}\n", ["scaling.num_workers=3"],
-     r"train\.batch_size: 256 does not split evenly across scaling\.num_workers=3"),
-    ("method: {name: simclr}\nbackbone: {in_chans: 3}\n", [], r"backbone\.in_chans: 3 but data\.channels is 1"),
-    ("method: {name: simclr}\nbackbone: {in_chans: 1}\ntrainn: {}\n", [], r"trainn: unknown section"),
-    ("method: {name: simclrr}\n", [], r"method\.name: unknown method 'simclrr'; choose one of simclr"),
-    ("method: {name: simclr, temperature: {loguniform: [0.05, 0.5]}}\nbackbone: {in_chans: 1}\n", [],
-     r"method\.temperature: is a search distribution.*sslray sweep"),
-    ("method: {name: simclr}\nbackbone: {in_chans: 1}\n", ["train.epochs"], r"expected key\.path=value"),
-    ("method: {name: simclr}\nbackbone: {in_chans: 1}\n", ["train.precision=fp8"], r"train\.precision: 'fp8'"),
-    ("method: {name: simclr}\nbackbone: {in_chans: 1}\n", ["data.mean=[0.5, 0.5]"],
-     r"data\.mean: \[0\.5, 0\.5\] has 2 values; data\.channels is 1"),
-    ("method: {name: simclr\n", [], r"recipe\.yaml:2:1: "),
-    ("method: !!python/object/apply:os.system ['touch pwned']\n", [], r"recipe\.yaml:1:9: .*safe_load"),
-    ("- just\n- a list\n", [], r"expected a mapping of sections"),
-    ("method: {name: mae}\nbackbone: {in_chans: 1}\n", [], r"backbone\.name: method mae needs a ViT backbone"),
-    ("method: {name: simclr}\nbackbone: {in_chans: 1}\n", ["train.sync_batchnorm=true", "scaling.num_workers=2"],
-     r"train\.sync_batchnorm: SyncBatchNorm runs on GPUs only"),
-    ("method: {name: moco_v2, bn_mode: sync}\nbackbone: {in_chans: 1}\n", ["scaling.num_workers=4"],
-     r"method\.bn_mode: SyncBatchNorm runs on GPUs only"),
-])
+@pytest.mark.parametrize(
+    "text, overrides, message",
+    [
+        (
+            "method: {name: simclr}\nbackbone: {in_chans: 1}\n",
+            ["method.temprature=0.1"],
+            r"method\.temprature: unknown key \(did you mean 'temperature'\?\)",
+        ),
+        (
+            "method: {name: mae}\nbackbone: {name: vit_tiny, in_chans: 1, img_size: 32}\n",
+            ["method.mask_ratio=1.5"],
+            r"method\.mask_ratio: 1\.5 is out of range",
+        ),
+        (
+            "method: {name: simclr}\nbackbone: {in_chans: 1}\n",
+            ["scaling.num_workers=3"],
+            r"train\.batch_size: 256 does not split evenly across scaling\.num_workers=3",
+        ),
+        ("method: {name: simclr}\nbackbone: {in_chans: 3}\n", [], r"backbone\.in_chans: 3 but data\.channels is 1"),
+        ("method: {name: simclr}\nbackbone: {in_chans: 1}\ntrainn: {}\n", [], r"trainn: unknown section"),
+        ("method: {name: simclrr}\n", [], r"method\.name: unknown method 'simclrr'; choose one of simclr"),
+        (
+            "method: {name: simclr, temperature: {loguniform: [0.05, 0.5]}}\nbackbone: {in_chans: 1}\n",
+            [],
+            r"method\.temperature: is a search distribution.*sslray sweep",
+        ),
+        ("method: {name: simclr}\nbackbone: {in_chans: 1}\n", ["train.epochs"], r"expected key\.path=value"),
+        ("method: {name: simclr}\nbackbone: {in_chans: 1}\n", ["train.precision=fp8"], r"train\.precision: 'fp8'"),
+        (
+            "method: {name: simclr}\nbackbone: {in_chans: 1}\n",
+            ["data.mean=[0.5, 0.5]"],
+            r"data\.mean: \[0\.5, 0\.5\] has 2 values; data\.channels is 1",
+        ),
+        ("method: {name: simclr\n", [], r"recipe\.yaml:2:1: "),
+        ("method: !!python/object/apply:os.system ['touch pwned']\n", [], r"recipe\.yaml:1:9: .*safe_load"),
+        ("- just\n- a list\n", [], r"expected a mapping of sections"),
+        ("method: {name: mae}\nbackbone: {in_chans: 1}\n", [], r"backbone\.name: method mae needs a ViT backbone"),
+        (
+            "method: {name: simclr}\nbackbone: {in_chans: 1}\n",
+            ["train.sync_batchnorm=true", "scaling.num_workers=2"],
+            r"train\.sync_batchnorm: SyncBatchNorm runs on GPUs only",
+        ),
+        (
+            "method: {name: moco_v2, bn_mode: sync}\nbackbone: {in_chans: 1}\n",
+            ["scaling.num_workers=4"],
+            r"method\.bn_mode: SyncBatchNorm runs on GPUs only",
+        ),
+    ],
+)
 def test_bad_recipes_name_the_key_and_value(tmp_path, monkeypatch, text, overrides, message):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match=message):
@@ -100,8 +133,11 @@ def test_missing_recipe_file_is_a_user_error(tmp_path):
 
 
 def test_distributions_are_found_anywhere():
-    space = {"method": {"name": {"choice": ["simclr", "byol"]}, "temperature": {"uniform": [0.1, 0.5]}},
-             "optim": {"base_lr": 0.1}, "data": {"augment": {"views": [{"blur_p": 0.5}]}}}
+    space = {
+        "method": {"name": {"choice": ["simclr", "byol"]}, "temperature": {"uniform": [0.1, 0.5]}},
+        "optim": {"base_lr": 0.1},
+        "data": {"augment": {"views": [{"blur_p": 0.5}]}},
+    }
     assert find_distributions(space) == ["method.name", "method.temperature"]
     assert apply_overrides(space, ["optim.base_lr=0.2"])["optim"]["base_lr"] == 0.2
     assert space["optim"]["base_lr"] == 0.1  # the input is not modified

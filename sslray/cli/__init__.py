@@ -1,8 +1,8 @@
 """The ``sslray`` command line: thin argparse subcommands over the library.
 
 One module per subcommand, each with ``add_<name>(subparsers)`` and the function it runs; this
-package is the only place that parses arguments. Exit codes (docs/architecture.md): 0 success, 2 a user's mistake (one clear message, no traceback),
-1 anything else.
+package is the only place that parses arguments. Exit codes (docs/architecture.md): 0 success,
+2 a user's mistake (one clear message, no traceback), 1 anything else.
 """
 
 from __future__ import annotations

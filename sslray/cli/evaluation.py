@@ -20,8 +20,11 @@ def _epochs(text: str) -> list[int]:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", metavar="PREPARED", help="prepared folder with train/ and test/ splits "
-                        "(default: the run's data.knn_bank and data.knn_query)")
+    parser.add_argument(
+        "--data",
+        metavar="PREPARED",
+        help="prepared folder with train/ and test/ splits (default: the run's data.knn_bank and data.knn_query)",
+    )
     parser.add_argument("--train-limit", type=positive_int, help="use the first N train images")
     parser.add_argument("--val-limit", type=positive_int, help="use the first N val images")
     parser.add_argument("--k", type=positive_int, help="kNN neighbours (default 20)")
@@ -37,30 +40,46 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("eval", help="evaluate a run's checkpoint(s): kNN, linear probe or fine-tune",
-                            description="Evaluate RUN_DIR's best checkpoint (or a checkpoint folder) with one "
-                                        "protocol; --every K probes its checkpoints at epochs K, 2K, ...")
+    parser = sub.add_parser(
+        "eval",
+        help="evaluate a run's checkpoint(s): kNN, linear probe or fine-tune",
+        description="Evaluate RUN_DIR's best checkpoint (or a checkpoint folder) with one "
+        "protocol; --every K probes its checkpoints at epochs K, 2K, ...",
+    )
     parser.add_argument("target", metavar="RUN_DIR|CHECKPOINT")
     parser.add_argument("--protocol", default="linear", choices=list(PROTOCOLS))
-    parser.add_argument("--every", type=positive_int, metavar="K",
-                        help="evaluate the checkpoints at epochs K, 2K, ...")
-    parser.add_argument("--augment", action="store_true", help="linear probe on augmented images "
-                        "(random-resized crop + flip) through the frozen backbone, instead of cached features")
-    parser.add_argument("--label-fraction", type=float, help="fine-tune on this fraction of the labels, "
-                        "per class (e.g. 0.01, 0.1; default 1)")
+    parser.add_argument("--every", type=positive_int, metavar="K", help="evaluate the checkpoints at epochs K, 2K, ...")
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="linear probe on augmented images "
+        "(random-resized crop + flip) through the frozen backbone, instead of cached features",
+    )
+    parser.add_argument(
+        "--label-fraction",
+        type=float,
+        help="fine-tune on this fraction of the labels, per class (e.g. 0.01, 0.1; default 1)",
+    )
     parser.add_argument("--layer-decay", type=float, help="fine-tune: ViT layer-wise lr decay (default 0.75)")
     _add_common(parser)
     parser.set_defaults(run=_run_eval)
 
 
 def add_report(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("report", help="compare the runs of a run or sweep folder: tables and PNG plots",
-                            description="kNN and linear probe of every run's best checkpoint next to a "
-                                        "random-init and a raw-pixel baseline; loss/kNN/probe curves, t-SNE, "
-                                        "confusion matrix and per-class report, as summary.md + index.html.")
+    parser = sub.add_parser(
+        "report",
+        help="compare the runs of a run or sweep folder: tables and PNG plots",
+        description="kNN and linear probe of every run's best checkpoint next to a "
+        "random-init and a raw-pixel baseline; loss/kNN/probe curves, t-SNE, "
+        "confusion matrix and per-class report, as summary.md + index.html.",
+    )
     parser.add_argument("target", metavar="RUN_OR_SWEEP_DIR")
-    parser.add_argument("--tsne-epochs", type=_epochs, metavar="E1,E2,...",
-                        help="t-SNE at these pretraining epochs (default: each run's best checkpoint)")
+    parser.add_argument(
+        "--tsne-epochs",
+        type=_epochs,
+        metavar="E1,E2,...",
+        help="t-SNE at these pretraining epochs (default: each run's best checkpoint)",
+    )
     _add_common(parser)
     parser.set_defaults(run=_run_report)
 
@@ -68,14 +87,24 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 def _options(args: argparse.Namespace, protocol: str):
     from sslray.eval.protocols import EvalOptions
 
-    options = EvalOptions(protocol=protocol, data=args.data, train_limit=args.train_limit, val_limit=args.val_limit,
-                          every=getattr(args, "every", None), augment=getattr(args, "augment", False))
+    options = EvalOptions(
+        protocol=protocol,
+        data=args.data,
+        train_limit=args.train_limit,
+        val_limit=args.val_limit,
+        every=getattr(args, "every", None),
+        augment=getattr(args, "augment", False),
+    )
     for name, value in (("k", args.k), ("temperature", args.temperature)):
         if value is not None:
             setattr(options.knn, name, value)
     for section in (options.probe, options.finetune):
-        for name, value in (("epochs", args.epochs), ("batch_size", args.batch_size), ("base_lr", args.lr),
-                            ("weight_decay", args.weight_decay)):
+        for name, value in (
+            ("epochs", args.epochs),
+            ("batch_size", args.batch_size),
+            ("base_lr", args.lr),
+            ("weight_decay", args.weight_decay),
+        ):
             if value is not None:
                 setattr(section, name, value)
     if args.optimizer:
@@ -115,6 +144,12 @@ def _run_report(args: argparse.Namespace) -> int:
     find_runs(target)  # a wrong folder fails before Ray starts
     check_out(str(args.out or target / "report"), REPORT, args.overwrite)
     init_ray(args.address)
-    build_report(target, Path(args.out) if args.out else target / "report", options, args.tsne_epochs,
-                 args.overwrite, device_for())
+    build_report(
+        target,
+        Path(args.out) if args.out else target / "report",
+        options,
+        args.tsne_epochs,
+        args.overwrite,
+        device_for(),
+    )
     return 0

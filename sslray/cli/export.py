@@ -19,6 +19,8 @@ def _run_export(args: argparse.Namespace) -> int:
     from sslray.train.export import export_backbone
 
     info = export_backbone(Path(args.run_dir), Path(args.out), overwrite=args.overwrite)
-    print(f"{args.out}: {info['backbone']['name']} backbone of {info['method']} ({info['num_features']} features) "
-          f"from {info['checkpoint']}\nload with: {info['load']}")
+    print(
+        f"{args.out}: {info['backbone']['name']} backbone of {info['method']} ({info['num_features']} features) "
+        f"from {info['checkpoint']}\nload with: {info['load']}"
+    )
     return 0

@@ -8,20 +8,30 @@ from sslray.errors import UserError
 
 
 def add_sweep(sub: argparse._SubParsersAction) -> None:
-    sweep = sub.add_parser("sweep", help="explore a search space with Ray Tune (ASHA, PBT, ...)",
-                           description="Run every trial of a search-space YAML (a recipe with distributions "
-                                       "and a tune: section) on Ray Tune, then print the leaderboard. "
-                                       "Overrides are dotted key=value pairs; a value may be a distribution, "
-                                       "e.g. 'method.temperature={choice: [0.1, 0.2]}'.")
-    sweep.add_argument("space", nargs="?", metavar="SPACE",
-                       help="search-space YAML (see search_spaces/quickstart.yaml)")
+    sweep = sub.add_parser(
+        "sweep",
+        help="explore a search space with Ray Tune (ASHA, PBT, ...)",
+        description="Run every trial of a search-space YAML (a recipe with distributions "
+        "and a tune: section) on Ray Tune, then print the leaderboard. "
+        "Overrides are dotted key=value pairs; a value may be a distribution, "
+        "e.g. 'method.temperature={choice: [0.1, 0.2]}'.",
+    )
+    sweep.add_argument(
+        "space", nargs="?", metavar="SPACE", help="search-space YAML (see search_spaces/quickstart.yaml)"
+    )
     sweep.add_argument("overrides", nargs="*", metavar="key.path=value", help="override values of SPACE")
-    sweep.add_argument("--out", help="sweep folder, a path or a URI such as s3://BUCKET/sweeps/NAME "
-                                     "(default: sweeps/<space>-<date>-<time>); must not exist yet")
+    sweep.add_argument(
+        "--out",
+        help="sweep folder, a path or a URI such as s3://BUCKET/sweeps/NAME "
+        "(default: sweeps/<space>-<date>-<time>); must not exist yet",
+    )
     sweep.add_argument("--resume", metavar="SWEEP_DIR", help="continue a sweep whose driver stopped")
     sweep.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    sweep.add_argument("--overwrite", action="store_true",
-                       help="replace --out if it is an existing sweep folder (its contents are deleted)")
+    sweep.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out if it is an existing sweep folder (its contents are deleted)",
+    )
     sweep.set_defaults(run=_run_sweep)
 
 
@@ -34,8 +44,9 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
     if args.resume:
         if args.space or args.overrides or args.out or args.overwrite:
-            raise UserError("--resume: a resumed sweep reruns its own space.yaml; give no SPACE, overrides, "
-                            "--out or --overwrite")
+            raise UserError(
+                "--resume: a resumed sweep reruns its own space.yaml; give no SPACE, overrides, --out or --overwrite"
+            )
         from sslray.runs import storage
         from sslray.tune.sweep import SPACE_FILE, resume_sweep
 

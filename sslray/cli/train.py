@@ -8,16 +8,22 @@ from sslray.errors import UserError
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
-    train = sub.add_parser("train", help="pretrain one recipe with Ray Train",
-                           description="Pretrain the method a YAML recipe describes. Overrides are dotted "
-                                       "key=value pairs, e.g. train.epochs=1 data.limit=512.")
+    train = sub.add_parser(
+        "train",
+        help="pretrain one recipe with Ray Train",
+        description="Pretrain the method a YAML recipe describes. Overrides are dotted "
+        "key=value pairs, e.g. train.epochs=1 data.limit=512.",
+    )
     train.add_argument("recipe", metavar="RECIPE", help="YAML recipe (see search_spaces/*_fmnist.yaml)")
     train.add_argument("overrides", nargs="*", metavar="key.path=value", help="override recipe values")
     train.add_argument("--out", help="run folder (default: runs/<method>-<date>-<time>); must not exist yet")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint")
     train.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    train.add_argument("--overwrite", action="store_true",
-                       help="replace --out if it is an existing run folder (its contents are deleted)")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out if it is an existing run folder (its contents are deleted)",
+    )
     train.set_defaults(run=_run_train)
 
 
@@ -31,8 +37,10 @@ def _run_train(args: argparse.Namespace) -> int:
     from sslray.train.trainer import check_data, fit
 
     if args.resume and (args.out or args.overwrite):
-        raise UserError(f"--resume and {'--out' if args.out else '--overwrite'}: a resumed run continues in its "
-                        "own folder; give one of them")
+        raise UserError(
+            f"--resume and {'--out' if args.out else '--overwrite'}: a resumed run continues in its "
+            "own folder; give one of them"
+        )
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
@@ -53,11 +61,13 @@ def _run_train(args: argparse.Namespace) -> int:
     knn = f", knn_top1 {metrics['knn_top1']:.4f}" if "knn_top1" in metrics else ""
     print(f"done in {summary['minutes']:.1f} min: loss {metrics.get('loss', float('nan')):.4f}{knn}")
     for restart in summary["restarts"]:
-        print(f"restarted once from the checkpoint of epoch {restart['restored_epoch']} "
-              f"(epochs trained again: {restart['epochs_redone']}, plus part of epoch {restart['partial_epoch']})"
-              if restart["partial_epoch"] else
-              f"restarted once from the checkpoint of epoch {restart['restored_epoch']} "
-              f"(epochs trained again: {restart['epochs_redone']})")
+        print(
+            f"restarted once from the checkpoint of epoch {restart['restored_epoch']} "
+            f"(epochs trained again: {restart['epochs_redone']}, plus part of epoch {restart['partial_epoch']})"
+            if restart["partial_epoch"]
+            else f"restarted once from the checkpoint of epoch {restart['restored_epoch']} "
+            f"(epochs trained again: {restart['epochs_redone']})"
+        )
     if "stop_reason" in metrics:
         print(f"stopped early, {metrics['stop_reason']}")
     print(f"run folder: {run_dir}\ncurves:     tensorboard --logdir {run_dir}")

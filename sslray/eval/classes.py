@@ -43,8 +43,9 @@ def _checked_pair(labels: Any, predictions: Any, num_classes: int) -> tuple[np.n
     return y_true, y_pred
 
 
-def per_class_report(labels: Any, predictions: Any, num_classes: int,
-                     class_names: list[str] | None = None) -> list[dict[str, Any]]:
+def per_class_report(
+    labels: Any, predictions: Any, num_classes: int, class_names: list[str] | None = None
+) -> list[dict[str, Any]]:
     """One row ``{class, precision, recall, f1, support}`` per class 0..num_classes-1, then "macro avg" and
     "weighted avg" rows (support = number of examples). ``class`` is the class name, or its id as text."""
     y_true, y_pred = _checked_pair(labels, predictions, num_classes)
@@ -53,13 +54,29 @@ def per_class_report(labels: Any, predictions: Any, num_classes: int,
     names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
     ids = list(range(num_classes))
     precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=ids, average=None, zero_division=0)
-    rows = [{"class": names[c], "precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
-             "support": int(support[c])} for c in ids]
+        y_true, y_pred, labels=ids, average=None, zero_division=0
+    )
+    rows = [
+        {
+            "class": names[c],
+            "precision": float(precision[c]),
+            "recall": float(recall[c]),
+            "f1": float(f1[c]),
+            "support": int(support[c]),
+        }
+        for c in ids
+    ]
     for average in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=average, zero_division=0)
-        rows.append({"class": f"{average} avg", "precision": float(p), "recall": float(r), "f1": float(f),
-                     "support": int(y_true.size)})
+        rows.append(
+            {
+                "class": f"{average} avg",
+                "precision": float(p),
+                "recall": float(r),
+                "f1": float(f),
+                "support": int(y_true.size),
+            }
+        )
     return rows
 
 
@@ -107,6 +124,8 @@ def html_table(rows: list[dict[str, Any]], columns: list[str] | None = None, flo
     """The same table as ``markdown_table`` as an HTML ``<table>``, every header and cell escaped."""
     header = _columns(rows, columns)
     head = "".join(f"<th>{html.escape(str(key))}</th>" for key in header)
-    body = ["<tr>" + "".join(f"<td>{html.escape(_cell(row.get(key), floatfmt))}</td>" for key in header) + "</tr>"
-            for row in rows]
+    body = [
+        "<tr>" + "".join(f"<td>{html.escape(_cell(row.get(key), floatfmt))}</td>" for key in header) + "</tr>"
+        for row in rows
+    ]
     return "\n".join(["<table>", f"<thead><tr>{head}</tr></thead>", "<tbody>", *body, "</tbody>", "</table>"])

@@ -35,8 +35,17 @@ from sslray.eval.registry import PROTOCOLS
 from sslray.runs.folders import EVAL, FolderKind, check_out, replace_folder
 from sslray.runs.tensorboard import RunLogger
 
-TABLE_COLUMNS = ["encoder", "method", "backbone", "protocol", "train_top1", "val_top1", "val_top5",
-                 "train_images", "val_images"]
+TABLE_COLUMNS = [
+    "encoder",
+    "method",
+    "backbone",
+    "protocol",
+    "train_top1",
+    "val_top1",
+    "val_top5",
+    "train_images",
+    "val_images",
+]
 
 
 def run_dir_of(target: Path) -> Path:
@@ -57,8 +66,9 @@ def output_folder(out: Path, overwrite: bool, kind: FolderKind = EVAL, options: 
     existed = out.exists()
     replace_folder(str(out), kind)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "options.json").write_text(json.dumps(asdict(options) if is_dataclass(options) else options,
-                                                 indent=2, default=str) + "\n")
+    (out / "options.json").write_text(
+        json.dumps(asdict(options) if is_dataclass(options) else options, indent=2, default=str) + "\n"
+    )
     try:
         yield out
     except UserError:
@@ -72,25 +82,37 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
-def evaluate_one(encoder: Encoder, splits: EvalSplits, options: EvalOptions, cache_dir: Path | None,
-                 logger: RunLogger | None, device="cpu") -> dict | Trained:
+def evaluate_one(
+    encoder: Encoder,
+    splits: EvalSplits,
+    options: EvalOptions,
+    cache_dir: Path | None,
+    logger: RunLogger | None,
+    device="cpu",
+) -> dict | Trained:
     """One protocol on one encoder, printing an epoch line per probe / fine-tune epoch."""
     protocol, name = PROTOCOLS[options.protocol], options.protocol
 
     def on_epoch(stats: dict) -> None:  # called by the protocols that train, whose options have epochs
         epochs = protocol.options(options).epochs
-        sys.stdout.write(f"{encoder.name}  {name} epoch {stats['epoch']}/{epochs}  loss {stats['train_loss']:.4f}"
-                         f"  train top1 {stats['train_top1']:.3f}  val top1 {stats['val_top1']:.3f}\n")
+        sys.stdout.write(
+            f"{encoder.name}  {name} epoch {stats['epoch']}/{epochs}  loss {stats['train_loss']:.4f}"
+            f"  train top1 {stats['train_top1']:.3f}  val top1 {stats['val_top1']:.3f}\n"
+        )
         sys.stdout.flush()
         if logger is not None:
-            logger.scalars({k: v for k, v in stats.items() if k != "epoch" and v is not None},
-                           step=stats["epoch"], prefix=f"{name}_{slug(encoder.name)}")
+            logger.scalars(
+                {k: v for k, v in stats.items() if k != "epoch" and v is not None},
+                step=stats["epoch"],
+                prefix=f"{name}_{slug(encoder.name)}",
+            )
 
     return protocol.run(encoder, splits, options, EvalContext(device, cache_dir, on_epoch))
 
 
-def evaluate(target: Path, options: EvalOptions, out: Path | None = None, overwrite: bool = False,
-             device="cpu") -> list[dict]:
+def evaluate(
+    target: Path, options: EvalOptions, out: Path | None = None, overwrite: bool = False, device="cpu"
+) -> list[dict]:
     if options.protocol not in PROTOCOLS:
         raise UserError(f"--protocol: {options.protocol!r} is not allowed; choose one of {', '.join(PROTOCOLS)}")
     target = Path(target)
@@ -110,40 +132,62 @@ def evaluate(target: Path, options: EvalOptions, out: Path | None = None, overwr
                     curves[encoder.name] = [(h["epoch"], h["val_top1"]) for h in outcome.history]
                     last_trained, outcome = outcome, outcome.result
                 rows.append(outcome)
-                print(f"{encoder.name}: {options.protocol} val top1 {outcome['val_top1']:.4f}  "
-                      f"top5 {outcome['val_top5']:.4f}")
+                print(
+                    f"{encoder.name}: {options.protocol} val top1 {outcome['val_top1']:.4f}  "
+                    f"top5 {outcome['val_top5']:.4f}"
+                )
                 if encoder.epoch is not None:
-                    logger.scalars({"val_top1": outcome["val_top1"], "val_top5": outcome["val_top5"]},
-                                   step=encoder.epoch, prefix=f"series_{options.protocol}")
+                    logger.scalars(
+                        {"val_top1": outcome["val_top1"], "val_top5": outcome["val_top5"]},
+                        step=encoder.epoch,
+                        prefix=f"series_{options.protocol}",
+                    )
         write_results(out, rows, curves, options, last_trained, open_prepared(splits.train).classes)
     print(f"results: {out}/results.md")
     return rows
 
 
-def write_results(out: Path, rows: list[dict], curves: dict, options: EvalOptions, trained: Trained | None,
-                  classes: list[str] | None = None) -> None:
+def write_results(
+    out: Path,
+    rows: list[dict],
+    curves: dict,
+    options: EvalOptions,
+    trained: Trained | None,
+    classes: list[str] | None = None,
+) -> None:
     (out / "results.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
     columns = [c for c in TABLE_COLUMNS if any(c in r for r in rows)]
     (out / "results.md").write_text(markdown_table(rows, columns) + "\n")
     name = PROTOCOLS[options.protocol].title(options)
     if curves:
-        plot_curves(curves, out / "curves.png", title=f"{name}: val top-1 per epoch", xlabel=f"{name} epoch",
-                    ylabel="val top-1")
+        plot_curves(
+            curves, out / "curves.png", title=f"{name}: val top-1 per epoch", xlabel=f"{name} epoch", ylabel="val top-1"
+        )
     if len(rows) > 1 and all(r["epoch"] is not None for r in rows):
-        plot_curves({name: [(r["epoch"], r["val_top1"]) for r in rows]}, out / "series.png",
-                    title=f"{name} val top-1 vs pretraining epoch", xlabel="pretraining epoch", ylabel="val top-1")
+        plot_curves(
+            {name: [(r["epoch"], r["val_top1"]) for r in rows]},
+            out / "series.png",
+            title=f"{name} val top-1 vs pretraining epoch",
+            xlabel="pretraining epoch",
+            ylabel="val top-1",
+        )
     if trained is not None:
         write_class_report(out, trained, title=f"{trained.result['encoder']} ({name})", classes=classes)
 
 
-def write_class_report(out: Path, trained: Trained, title: str, classes: list[str] | None = None,
-                       prefix: str = "") -> None:
+def write_class_report(
+    out: Path, trained: Trained, title: str, classes: list[str] | None = None, prefix: str = ""
+) -> None:
     """Per-class precision / recall / F1 (Markdown) and the confusion matrix (PNG) of val predictions."""
     labels, predictions = trained.val_labels, trained.val_predictions
     report = per_class_report(labels, predictions, trained.num_classes, classes)
     (out / f"{prefix}per_class.md").write_text(f"# Per-class report: {title}\n\n" + markdown_table(report) + "\n")
-    plot_confusion(confusion(labels, predictions, trained.num_classes), out / f"{prefix}confusion.png",
-                   class_names=classes or [str(c) for c in range(trained.num_classes)], title=title)
+    plot_confusion(
+        confusion(labels, predictions, trained.num_classes),
+        out / f"{prefix}confusion.png",
+        class_names=classes or [str(c) for c in range(trained.num_classes)],
+        title=title,
+    )
 
 
 def device_for(use_gpu: bool | None = None) -> torch.device:

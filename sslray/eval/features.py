@@ -40,11 +40,12 @@ EXTRACT_BATCH = 512
 @dataclass(frozen=True)
 class Encoder:
     """Something that maps images to features: a checkpoint, or one of the two baselines."""
-    name: str                      # "epoch 20", "random init", "raw pixels": shown in tables and legends
-    kind: str                      # "checkpoint" | "random" | "pixels"
-    recipe: Recipe                 # architecture, data geometry (eval view, channels, mean/std)
+
+    name: str  # "epoch 20", "random init", "raw pixels": shown in tables and legends
+    kind: str  # "checkpoint" | "random" | "pixels"
+    recipe: Recipe  # architecture, data geometry (eval view, channels, mean/std)
     checkpoint: Path | None = None
-    epoch: int | None = None       # pretraining epochs behind the weights (0 for random init)
+    epoch: int | None = None  # pretraining epochs behind the weights (0 for random init)
 
     def build(self, device: torch.device | str = "cpu") -> nn.Module:
         """The frozen feature network, in eval mode on ``device``."""
@@ -58,17 +59,25 @@ class Encoder:
                 method.load_state_dict(load_tensors(self.checkpoint / MODEL))
             except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise UserError(f"{self.checkpoint / MODEL}: not a readable checkpoint of this recipe "
-                                f"({first})") from None
+                raise UserError(
+                    f"{self.checkpoint / MODEL}: not a readable checkpoint of this recipe ({first})"
+                ) from None
         return method.evaluation_backbone().to(device).eval()
 
     def cache_identity(self) -> dict:
         if self.kind != "checkpoint":
-            return {"kind": self.kind, "recipe": {k: self.recipe.to_dict()[k] for k in ("method", "backbone")},
-                    "seed": self.recipe.train.seed}
+            return {
+                "kind": self.kind,
+                "recipe": {k: self.recipe.to_dict()[k] for k in ("method", "backbone")},
+                "seed": self.recipe.train.seed,
+            }
         stat = (self.checkpoint / MODEL).stat()
-        return {"kind": self.kind, "model": str((self.checkpoint / MODEL).resolve()), "size": stat.st_size,
-                "mtime_ns": stat.st_mtime_ns}
+        return {
+            "kind": self.kind,
+            "model": str((self.checkpoint / MODEL).resolve()),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+        }
 
 
 def checkpoint_encoder(folder: Path) -> Encoder:
@@ -99,9 +108,11 @@ def series_encoders(run_dir: Path, every: int) -> list[Encoder]:
         raise UserError(f"--every {every}: the run's last checkpoint is at epoch {last}; choose --every <= {last}")
     missing = [e for e in wanted if e not in kept]
     if missing:
-        raise UserError(f"{run_dir}: no checkpoint kept for epoch(s) {', '.join(map(str, missing))} "
-                        f"(kept: {', '.join(map(str, sorted(kept)))}); pretrain with train.checkpoint_every "
-                        f"dividing {every} and train.keep_checkpoints large enough to keep them")
+        raise UserError(
+            f"{run_dir}: no checkpoint kept for epoch(s) {', '.join(map(str, missing))} "
+            f"(kept: {', '.join(map(str, sorted(kept)))}); pretrain with train.checkpoint_every "
+            f"dividing {every} and train.keep_checkpoints large enough to keep them"
+        )
     return [kept[e] for e in wanted]
 
 
@@ -110,17 +121,30 @@ def baseline_encoders(recipe: Recipe) -> list[Encoder]:
 
 
 @torch.no_grad()
-def extract_features(encoder: Encoder, split: str, limit: int | None = None, device: torch.device | str = "cpu",
-                     cache_dir: Path | None = None, where: str = "--data") -> tuple[Tensor, Tensor]:
+def extract_features(
+    encoder: Encoder,
+    split: str,
+    limit: int | None = None,
+    device: torch.device | str = "cpu",
+    cache_dir: Path | None = None,
+    where: str = "--data",
+) -> tuple[Tensor, Tensor]:
     """Features [N, D] (float32, CPU) and labels [N] of the first ``limit`` images of a prepared split.
 
     Read from ``cache_dir`` when an identical extraction is there, else computed and written there."""
     prepared = open_prepared(split, where=where)
     recipe = encoder.recipe
     spec = recipe.data.eval_view  # size resolved by recipe_from_dict
-    identity = {"encoder": encoder.cache_identity(), "split": str(Path(prepared.path).resolve()),
-                "rows": prepared.num_rows, "limit": limit, "view": [spec.size, spec.crop_fraction],
-                "channels": recipe.data.channels, "mean": recipe.data.mean, "std": recipe.data.std}
+    identity = {
+        "encoder": encoder.cache_identity(),
+        "split": str(Path(prepared.path).resolve()),
+        "rows": prepared.num_rows,
+        "limit": limit,
+        "view": [spec.size, spec.crop_fraction],
+        "channels": recipe.data.channels,
+        "mean": recipe.data.mean,
+        "std": recipe.data.std,
+    }
     key = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     cached = cache_dir / f"features-{key}.pt" if cache_dir is not None else None
     if cached is not None and cached.is_file():
@@ -156,13 +180,19 @@ def probe_view(recipe: Recipe) -> ViewSpec:
 class Batching:
     """How ``augmented_batches`` cuts each epoch: the batch size and the seed of its augmentations
     and shuffle (a probe's or fine-tune's ``cfg.batch_size`` and ``cfg.seed``)."""
+
     batch_size: int = 256
     seed: int = 0  # with the epoch: the views and the local shuffle order
 
 
-def augmented_batches(encoder: Encoder, split: str, keep_ids: list[str] | None, batching: Batching,
-                      device: torch.device | str = "cpu",
-                      network: nn.Module | None = None) -> Callable[[int], Iterator[tuple[Tensor, Tensor]]]:
+def augmented_batches(
+    encoder: Encoder,
+    split: str,
+    keep_ids: list[str] | None,
+    batching: Batching,
+    device: torch.device | str = "cpu",
+    network: nn.Module | None = None,
+) -> Callable[[int], Iterator[tuple[Tensor, Tensor]]]:
     """``epoch -> (outputs, labels)`` batches of freshly augmented images of a split (only the rows in
     ``keep_ids`` when given), streamed by Ray Data and shuffled per epoch. With ``network`` (a frozen
     backbone) the outputs are its features, else the float images themselves (fine-tuning trains the
@@ -174,9 +204,12 @@ def augmented_batches(encoder: Encoder, split: str, keep_ids: list[str] | None, 
     def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         views = EpochViews([probe_view(recipe)], channels=recipe.data.channels, seed=seed, epoch=epoch)
         dataset = views_dataset(split, views, MapTasks.of(recipe.data), keep_ids=keep_ids)
-        for batch in dataset.iter_torch_batches(batch_size=batch_size, device=device,
-                                                local_shuffle_buffer_size=4 * batch_size,
-                                                local_shuffle_seed=seed * 1009 + epoch):
+        for batch in dataset.iter_torch_batches(
+            batch_size=batch_size,
+            device=device,
+            local_shuffle_buffer_size=4 * batch_size,
+            local_shuffle_seed=seed * 1009 + epoch,
+        ):
             keep = batch["label"] >= 0
             images = normalizer.to_float(batch["view_0"][keep])
             if network is not None:
@@ -187,15 +220,17 @@ def augmented_batches(encoder: Encoder, split: str, keep_ids: list[str] | None, 
     return batches
 
 
-def eval_batches(encoder: Encoder, split: str, limit: int | None, batch_size: int,
-                 device: torch.device | str = "cpu") -> Callable[[], Iterator[tuple[Tensor, Tensor]]]:
+def eval_batches(
+    encoder: Encoder, split: str, limit: int | None, batch_size: int, device: torch.device | str = "cpu"
+) -> Callable[[], Iterator[tuple[Tensor, Tensor]]]:
     """``() -> (float images, labels)`` batches of the deterministic eval view of a split."""
     recipe = encoder.recipe
     normalizer = PixelNormalizer(recipe.data.mean, recipe.data.std, device)
 
     def batches() -> Iterator[tuple[Tensor, Tensor]]:
-        dataset = eval_dataset(split, recipe.data.eval_view, channels=recipe.data.channels,
-                               tasks=MapTasks.of(recipe.data))
+        dataset = eval_dataset(
+            split, recipe.data.eval_view, channels=recipe.data.channels, tasks=MapTasks.of(recipe.data)
+        )
         dataset.context.execution_options.preserve_order = True
         if limit is not None:
             dataset = dataset.limit(limit)

@@ -26,7 +26,8 @@ import torch
 from timm.optim import param_groups_layer_decay
 from torch import Tensor, nn
 
-from sslray.eval.linear_probe import Batches, Optimization, evaluate_batches, train_epoch
+from sslray.eval.linear_probe import Batches
+from sslray.eval.supervised import Optimization, evaluate_batches, train_epoch
 from sslray.nn.optim import param_groups, scaled_lr
 from sslray.nn.schedules import warmup_cosine
 from sslray.sections import check_range
@@ -34,15 +35,15 @@ from sslray.sections import check_range
 
 @dataclass
 class FinetuneConfig:
-    epochs: int = 20               # MAE: 100 (ViT-B) / 50 (ViT-L/H) on ImageNet; small datasets need fewer
+    epochs: int = 20  # MAE: 100 (ViT-B) / 50 (ViT-L/H) on ImageNet; small datasets need fewer
     batch_size: int = 256
-    base_lr: float = 1e-3          # AdamW lr per 256 images; MAE's released ViT-B recipe uses 5e-4 (FINETUNE.md)
-    weight_decay: float = 0.05     # MAE App. A.1 (AdamW)
-    layer_decay: float = 0.75      # ViT only: MAE App. A.1 (ViT-B, following BEiT); 1.0 turns it off
-    warmup_epochs: int = 1         # MAE warms up 5 of 100 epochs
-    label_smoothing: float = 0.1   # Szegedy et al. 2016; MAE App. A.1
-    label_fraction: float = 1.0    # per class, applied by the caller via label_subset: 0.01 / 0.1 / 1.0 (SimCLR)
-    seed: int = 0                  # the label subset (and, by the caller, the batch order)
+    base_lr: float = 1e-3  # AdamW lr per 256 images; MAE's released ViT-B recipe uses 5e-4 (FINETUNE.md)
+    weight_decay: float = 0.05  # MAE App. A.1 (AdamW)
+    layer_decay: float = 0.75  # ViT only: MAE App. A.1 (ViT-B, following BEiT); 1.0 turns it off
+    warmup_epochs: int = 1  # MAE warms up 5 of 100 epochs
+    label_smoothing: float = 0.1  # Szegedy et al. 2016; MAE App. A.1
+    label_fraction: float = 1.0  # per class, applied by the caller via label_subset: 0.01 / 0.1 / 1.0 (SimCLR)
+    seed: int = 0  # the label subset (and, by the caller, the batch order)
 
     def validate(self, where: str) -> None:
         """Raise a UserError naming the first bad field, its value and what is allowed."""
@@ -60,16 +61,17 @@ class FinetuneConfig:
 @dataclass(frozen=True)
 class FinetuneData:
     """What fine-tuning trains on and is scored on."""
-    train_batches: Batches      # epoch -> (images [B, C, H, W], labels [B]) batches
-    steps_per_epoch: int        # batches per epoch: the unit of the lr schedule
+
+    train_batches: Batches  # epoch -> (images [B, C, H, W], labels [B]) batches
+    steps_per_epoch: int  # batches per epoch: the unit of the lr schedule
     val_batches: Callable[[], Iterable[tuple[Tensor, Tensor]]] | None = None  # scored after every epoch
 
 
 @dataclass
 class FinetuneResult:
-    history: list[dict]            # one dict per epoch, same keys as the linear probe's
+    history: list[dict]  # one dict per epoch, same keys as the linear probe's
     val_predictions: Tensor | None  # [N_val] int64 after the last epoch, None without val batches
-    val_labels: Tensor | None       # [N_val] int64, in the same order
+    val_labels: Tensor | None  # [N_val] int64, in the same order
 
 
 def label_subset(labels: Tensor, fraction: float, seed: int) -> Tensor:
@@ -115,12 +117,19 @@ class Classifier(nn.Module):
     def group_matcher(self, coarse: bool = False) -> dict:
         """A ViT backbone's timm ``group_matcher`` (regexes from parameter name to depth) re-rooted at this
         module, for timm's layer-wise lr decay: the head matches no pattern, so timm puts it deepest."""
+
         def rooted(pattern: str) -> str:  # timm applies re.match, so a leading "^" is redundant
             return rf"backbone\.vit\.(?:{pattern.removeprefix('^')})"
 
         matcher = self.backbone.vit.group_matcher(coarse=coarse)
-        return {name: [(rooted(p), suffix) for p, suffix in spec] if isinstance(spec, (list, tuple))
-                else None if spec is None else rooted(spec) for name, spec in matcher.items()}
+        return {
+            name: [(rooted(p), suffix) for p, suffix in spec]
+            if isinstance(spec, (list, tuple))
+            else None
+            if spec is None
+            else rooted(spec)
+            for name, spec in matcher.items()
+        }
 
 
 def finetune_param_groups(model: Classifier, cfg: FinetuneConfig) -> list[dict]:
@@ -134,16 +143,26 @@ def finetune_param_groups(model: Classifier, cfg: FinetuneConfig) -> list[dict]:
     vit = getattr(model.backbone, "vit", None)
     if vit is not None:
         groups = param_groups_layer_decay(
-            model, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay,
-            no_weight_decay_list=[f"backbone.vit.{name}" for name in sorted(vit.no_weight_decay())])
+            model,
+            weight_decay=cfg.weight_decay,
+            layer_decay=cfg.layer_decay,
+            no_weight_decay_list=[f"backbone.vit.{name}" for name in sorted(vit.no_weight_decay())],
+        )
     else:
-        groups = [{"params": g["params"], "weight_decay": g["weight_decay"], "lr_scale": 1.0}
-                  for g in param_groups(model, cfg.weight_decay)]
+        groups = [
+            {"params": g["params"], "weight_decay": g["weight_decay"], "lr_scale": 1.0}
+            for g in param_groups(model, cfg.weight_decay)
+        ]
     return [group for group in groups if group["params"]]
 
 
-def finetune(model: Classifier, data: FinetuneData, cfg: FinetuneConfig,
-             on_epoch: Callable[[dict], None] | None = None, device: torch.device | str = "cpu") -> FinetuneResult:
+def finetune(
+    model: Classifier,
+    data: FinetuneData,
+    cfg: FinetuneConfig,
+    on_epoch: Callable[[dict], None] | None = None,
+    device: torch.device | str = "cpu",
+) -> FinetuneResult:
     """Fine-tune ``model`` in place on ``data.train_batches(epoch)``.
 
     Per optimizer step, group g gets lr = warmup_cosine(step) * g["lr_scale"], peak
@@ -161,14 +180,21 @@ def finetune(model: Classifier, data: FinetuneData, cfg: FinetuneConfig,
     peak = scaled_lr(cfg.base_lr, cfg.batch_size)
     optimizer = torch.optim.AdamW(finetune_param_groups(model, cfg), lr=peak)
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
-    optimization = Optimization(optimizer, lambda s: warmup_cosine(s, total, warmup, peak), device,
-                                label_smoothing=cfg.label_smoothing)
+    optimization = Optimization(
+        optimizer, lambda s: warmup_cosine(s, total, warmup, peak), device, label_smoothing=cfg.label_smoothing
+    )
 
     history, val, step = [], None, 0
     for epoch in range(cfg.epochs):
         meter, step, lr = train_epoch(model, data.train_batches(epoch), optimization, step)
-        stats = {"epoch": epoch + 1, "lr": lr, **meter.summary("train_"),
-                 "val_loss": None, "val_top1": None, "val_top5": None}
+        stats = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            **meter.summary("train_"),
+            "val_loss": None,
+            "val_top1": None,
+            "val_top5": None,
+        }
         if val_batches is not None:
             val = evaluate_batches(model, val_batches(), device)
             stats.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"])

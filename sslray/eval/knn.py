@@ -29,9 +29,7 @@ from torch.nn import functional as F
 def _check_labels(labels: Tensor, num_classes: int, name: str) -> Tensor:
     """``labels`` as int64, after checking every one is a class id in [0, num_classes)."""
     if labels.dim() != 1 or labels.is_floating_point() or labels.is_complex():
-        raise ValueError(
-            f"{name} must be a 1-D integer tensor, got {labels.dtype} of shape {tuple(labels.shape)}"
-        )
+        raise ValueError(f"{name} must be a 1-D integer tensor, got {labels.dtype} of shape {tuple(labels.shape)}")
     unlabelled = int((labels < 0).sum())
     if unlabelled:
         raise ValueError(
@@ -45,9 +43,9 @@ def _check_labels(labels: Tensor, num_classes: int, name: str) -> Tensor:
 
 @dataclass(frozen=True)
 class KNNConfig:
-    k: int = 200                    # neighbours that vote (MoCo CIFAR-10 demo, lightly; DINO: 20 on ImageNet)
-    temperature: float = 0.1        # T of the vote weight exp(s / T) (Wu et al. 2018 and DINO: 0.07)
-    chunk_size: int = 1024          # queries per similarity matrix: memory O(chunk_size * N)
+    k: int = 200  # neighbours that vote (MoCo CIFAR-10 demo, lightly; DINO: 20 on ImageNet)
+    temperature: float = 0.1  # T of the vote weight exp(s / T) (Wu et al. 2018 and DINO: 0.07)
+    chunk_size: int = 1024  # queries per similarity matrix: memory O(chunk_size * N)
     topk: tuple[int, ...] = (1, 5)  # knn_accuracy reports knn_top{j} for each j
 
 
@@ -75,21 +73,16 @@ def knn_predict(
     """
     if bank_features.dim() != 2 or query_features.dim() != 2:
         raise ValueError(
-            f"features must be [N, D] and [M, D], "
-            f"got {tuple(bank_features.shape)} and {tuple(query_features.shape)}"
+            f"features must be [N, D] and [M, D], got {tuple(bank_features.shape)} and {tuple(query_features.shape)}"
         )
     if bank_features.shape[1] != query_features.shape[1]:
         raise ValueError(f"bank has {bank_features.shape[1]} feature dims, queries {query_features.shape[1]}")
     if bank_labels.shape[:1] != bank_features.shape[:1]:
-        raise ValueError(
-            f"{bank_features.shape[0]} bank features but bank_labels has shape {tuple(bank_labels.shape)}"
-        )
+        raise ValueError(f"{bank_features.shape[0]} bank features but bank_labels has shape {tuple(bank_labels.shape)}")
     if bank_features.shape[0] == 0:
         raise ValueError("the bank is empty: kNN needs at least one labelled feature")
     if num_classes < 1 or cfg.k < 1 or cfg.chunk_size < 1:
-        raise ValueError(
-            f"num_classes, k and chunk_size must be >= 1, got {num_classes}, {cfg.k}, {cfg.chunk_size}"
-        )
+        raise ValueError(f"num_classes, k and chunk_size must be >= 1, got {num_classes}, {cfg.k}, {cfg.chunk_size}")
     if cfg.temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {cfg.temperature}")
     bank_labels = _check_labels(bank_labels, num_classes, "bank_labels").to(bank_features.device)
@@ -127,9 +120,7 @@ def knn_accuracy(
     classes and reward guesses no neighbour made.
     """
     if query_labels.shape[:1] != query_features.shape[:1]:
-        raise ValueError(
-            f"{query_features.shape[0]} queries but query_labels has shape {tuple(query_labels.shape)}"
-        )
+        raise ValueError(f"{query_features.shape[0]} queries but query_labels has shape {tuple(query_labels.shape)}")
     if query_features.shape[0] == 0:
         raise ValueError("no queries: accuracy of an empty set is undefined")
     if num_classes is None:

@@ -57,8 +57,14 @@ def _legend(fig: Figure, ax, title: str | None = None) -> None:
         ax.legend(loc="best", fontsize=8, title=title, markerscale=2)
 
 
-def curves_figure(series: dict[str, list[tuple[float, float]]], *, title: str, xlabel: str, ylabel: str,
-                  baselines: dict[str, float] | None = None) -> Figure:
+def curves_figure(
+    series: dict[str, list[tuple[float, float]]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    baselines: dict[str, float] | None = None,
+) -> Figure:
     """The figure ``plot_curves`` saves: one line with markers per series (a 1-point series shows as a
     dot), one dashed horizontal line per baseline, integer x ticks when every x is a whole number."""
     fig = Figure(figsize=CURVES_SIZE, dpi=DPI, layout="constrained")
@@ -81,8 +87,15 @@ def curves_figure(series: dict[str, list[tuple[float, float]]], *, title: str, x
     return fig
 
 
-def plot_curves(series: dict[str, list[tuple[float, float]]], path: str | Path, *, title: str, xlabel: str,
-                ylabel: str, baselines: dict[str, float] | None = None) -> Path:
+def plot_curves(
+    series: dict[str, list[tuple[float, float]]],
+    path: str | Path,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    baselines: dict[str, float] | None = None,
+) -> Path:
     """``series`` maps a name to its (x, y) points, e.g. ``{"simclr": [(1, 0.61), (2, 0.68)]}``;
     ``baselines`` maps a name to a constant, e.g. ``{"raw pixels kNN": 0.855}``."""
     return _save(curves_figure(series, title=title, xlabel=xlabel, ylabel=ylabel, baselines=baselines), path)
@@ -120,12 +133,19 @@ def tsne_embedding(features: Any, seed: int = 0, perplexity: float | None = None
 
 @dataclass(frozen=True)
 class TSNEConfig:
-    seed: int = 0             # the subsample and the map: the same seed gives the same figure
-    max_points: int = 2000    # a stratified subsample beyond this (sklearn's t-SNE takes minutes at 10^4)
+    seed: int = 0  # the subsample and the map: the same seed gives the same figure
+    max_points: int = 2000  # a stratified subsample beyond this (sklearn's t-SNE takes minutes at 10^4)
 
 
-def plot_tsne(features: Any, labels: Any, path: str | Path, *, class_names: list[str] | None = None,
-              title: str = "t-SNE", tsne: TSNEConfig = TSNEConfig()) -> Path:
+def plot_tsne(
+    features: Any,
+    labels: Any,
+    path: str | Path,
+    *,
+    class_names: list[str] | None = None,
+    title: str = "t-SNE",
+    tsne: TSNEConfig = TSNEConfig(),
+) -> Path:
     """t-SNE of ``features`` ``[N, D]`` (a stratified subsample of at most ``tsne.max_points``), one colour
     per class of ``labels`` ``[N]`` (tab10, or tab20 above 10 classes; colours repeat above 20)."""
     features, labels = _numpy(features), _numpy(labels).astype(np.int64)
@@ -176,8 +196,15 @@ def confusion_figure(matrix: Any, *, class_names: list[str], title: str, normali
     if num_classes <= 20:
         dark = 0.5 * image.norm.vmax  # white text on dark cells, black on light ones
         for (i, j), value in np.ndenumerate(values):
-            ax.text(j, i, f"{value:.2f}" if normalize else f"{int(value)}", ha="center", va="center",
-                    fontsize=8 if num_classes <= 10 else 6, color="white" if value > dark else "black")
+            ax.text(
+                j,
+                i,
+                f"{value:.2f}" if normalize else f"{int(value)}",
+                ha="center",
+                va="center",
+                fontsize=8 if num_classes <= 10 else 6,
+                color="white" if value > dark else "black",
+            )
     ticks = np.arange(num_classes)
     ax.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(ticks, class_names, fontsize=8)
@@ -185,8 +212,9 @@ def confusion_figure(matrix: Any, *, class_names: list[str], title: str, normali
     return fig
 
 
-def plot_confusion(matrix: Any, path: str | Path, *, class_names: list[str], title: str,
-                   normalize: bool = True) -> Path:
+def plot_confusion(
+    matrix: Any, path: str | Path, *, class_names: list[str], title: str, normalize: bool = True
+) -> Path:
     """Heatmap of a ``[C, C]`` confusion matrix of counts (rows true, columns predicted), row-normalised
     unless ``normalize=False``."""
     return _save(confusion_figure(matrix, class_names=class_names, title=title, normalize=normalize), path)

@@ -43,14 +43,14 @@ from sslray.eval.linear_probe import ProbeConfig, ProbeData, train_linear_probe
 @dataclass
 class EvalSplits:
     """Labelled images to fit on and held-out images to score, both prepared splits."""
+
     train: str
     val: str
     train_limit: int | None = None  # first N images of each (None: all)
     val_limit: int | None = None
 
     @classmethod
-    def of(cls, encoder: Encoder, data_root: str | None, train_limit: int | None,
-           val_limit: int | None) -> EvalSplits:
+    def of(cls, encoder: Encoder, data_root: str | None, train_limit: int | None, val_limit: int | None) -> EvalSplits:
         """``DATA/train`` + ``DATA/test`` (else ``DATA/val``) when ``--data`` is given, else the run's
         own kNN bank and query splits."""
         if data_root is not None:
@@ -60,8 +60,10 @@ class EvalSplits:
         else:
             data = encoder.recipe.data
             if data.knn_bank is None or data.knn_query is None:
-                raise UserError("the run's recipe has no data.knn_bank / data.knn_query; "
-                                "pass --data PREPARED (a folder with train/ and test/ splits)")
+                raise UserError(
+                    "the run's recipe has no data.knn_bank / data.knn_query; "
+                    "pass --data PREPARED (a folder with train/ and test/ splits)"
+                )
             splits = cls(data.knn_bank, data.knn_query, train_limit, val_limit)
         open_prepared(splits.train, where="--data (train split)")
         open_prepared(splits.val, where="--data (val split)")
@@ -70,8 +72,8 @@ class EvalSplits:
 
 @dataclass
 class KNNOptions:
-    k: int = 20                    # DINO / solo-learn ImageNet protocol (Caron et al. 2021, eval_knn.py)
-    temperature: float = 0.07      # Wu et al. 2018
+    k: int = 20  # DINO / solo-learn ImageNet protocol (Caron et al. 2021, eval_knn.py)
+    temperature: float = 0.07  # Wu et al. 2018
 
     def validate(self) -> None:
         if self.k < 1:
@@ -83,12 +85,13 @@ class KNNOptions:
 @dataclass
 class EvalOptions:
     """What ``sslray eval`` / ``sslray report`` evaluate, and each protocol's own options."""
-    protocol: str = "linear"               # a name in sslray.eval.registry.PROTOCOLS
-    data: str | None = None                # a prepared root with train/ and test/; None: the run's kNN splits
+
+    protocol: str = "linear"  # a name in sslray.eval.registry.PROTOCOLS
+    data: str | None = None  # a prepared root with train/ and test/; None: the run's kNN splits
     train_limit: int | None = None
     val_limit: int | None = None
-    every: int | None = None               # probe checkpoints at epochs every, 2*every, ...
-    augment: bool = False                  # linear probe on augmented images through the frozen backbone
+    every: int | None = None  # probe checkpoints at epochs every, 2*every, ...
+    augment: bool = False  # linear probe on augmented images through the frozen backbone
     knn: KNNOptions = field(default_factory=KNNOptions)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -97,38 +100,56 @@ class EvalOptions:
 @dataclass(frozen=True)
 class EvalContext:
     """Where a protocol runs, apart from what it computes."""
+
     device: torch.device | str = "cpu"
-    cache_dir: Path | None = None                   # features cached here (None: extracted every time)
+    cache_dir: Path | None = None  # features cached here (None: extracted every time)
     on_epoch: Callable[[dict], None] | None = None  # trained protocols call it with each epoch's history
 
 
 def features_of(encoder: Encoder, splits: EvalSplits, device, cache_dir: Path | None):
-    train = labelled(*extract_features(encoder, splits.train, splits.train_limit, device, cache_dir,
-                                       where="--data (train split)"), what=splits.train)
-    val = labelled(*extract_features(encoder, splits.val, splits.val_limit, device, cache_dir,
-                                     where="--data (val split)"), what=splits.val)
+    train = labelled(
+        *extract_features(encoder, splits.train, splits.train_limit, device, cache_dir, where="--data (train split)"),
+        what=splits.train,
+    )
+    val = labelled(
+        *extract_features(encoder, splits.val, splits.val_limit, device, cache_dir, where="--data (val split)"),
+        what=splits.val,
+    )
     return train, val
 
 
 def row(encoder: Encoder, protocol: str, **values) -> dict:
-    return {"encoder": encoder.name, "epoch": encoder.epoch, "method": encoder.recipe.method_name,
-            "backbone": encoder.recipe.backbone.name, "protocol": protocol, **values}
+    return {
+        "encoder": encoder.name,
+        "epoch": encoder.epoch,
+        "method": encoder.recipe.method_name,
+        "backbone": encoder.recipe.backbone.name,
+        "protocol": protocol,
+        **values,
+    }
 
 
-def run_knn(encoder: Encoder, splits: EvalSplits, options: EvalOptions,
-            context: EvalContext = EvalContext()) -> dict:
+def run_knn(encoder: Encoder, splits: EvalSplits, options: EvalOptions, context: EvalContext = EvalContext()) -> dict:
     knn = options.knn
     (train_x, train_y), (val_x, val_y) = features_of(encoder, splits, context.device, context.cache_dir)
     num_classes = num_classes_of(splits.train, train_y, val_y)
-    scores = knn_accuracy(train_x, train_y, val_x, val_y, num_classes,
-                          KNNConfig(k=knn.k, temperature=knn.temperature))
-    return row(encoder, "knn", k=knn.k, temperature=knn.temperature, val_top1=scores["knn_top1"],
-               val_top5=scores["knn_top5"], train_images=len(train_y), val_images=len(val_y))
+    scores = knn_accuracy(train_x, train_y, val_x, val_y, num_classes, KNNConfig(k=knn.k, temperature=knn.temperature))
+    return row(
+        encoder,
+        "knn",
+        k=knn.k,
+        temperature=knn.temperature,
+        val_top1=scores["knn_top1"],
+        val_top5=scores["knn_top5"],
+        train_images=len(train_y),
+        val_images=len(val_y),
+    )
 
 
 @dataclass
 class Trained:
     """A trained protocol's outcome: the table row, per-epoch history, and val labels/predictions."""
+
     result: dict
     history: list[dict]
     val_labels: torch.Tensor
@@ -136,42 +157,53 @@ class Trained:
     num_classes: int
 
 
-def run_linear(encoder: Encoder, splits: EvalSplits, options: EvalOptions,
-               context: EvalContext = EvalContext()) -> Trained:
+def run_linear(
+    encoder: Encoder, splits: EvalSplits, options: EvalOptions, context: EvalContext = EvalContext()
+) -> Trained:
     cfg, augment, device = options.probe, options.augment, context.device
     cfg.validate("linear probe")
     (train_x, train_y), (val_x, val_y) = features_of(encoder, splits, device, context.cache_dir)
     num_classes = num_classes_of(splits.train, train_y, val_y)
     if augment:
         ids, _ = split_index(splits.train)
-        keep_ids = ids[:splits.train_limit] if splits.train_limit is not None else None
-        batches = augmented_batches(encoder, splits.train, keep_ids, Batching(cfg.batch_size, cfg.seed), device,
-                                    network=encoder.build(device))
-        data = ProbeData(batches, train_x.shape[1], num_classes, math.ceil(len(train_y) / cfg.batch_size),
-                         val_x, val_y)
+        keep_ids = ids[: splits.train_limit] if splits.train_limit is not None else None
+        batches = augmented_batches(
+            encoder, splits.train, keep_ids, Batching(cfg.batch_size, cfg.seed), device, network=encoder.build(device)
+        )
+        data = ProbeData(batches, train_x.shape[1], num_classes, math.ceil(len(train_y) / cfg.batch_size), val_x, val_y)
     else:
         data = ProbeData.of_features((train_x, train_y), (val_x, val_y), num_classes, cfg)
     probe = train_linear_probe(data, cfg, on_epoch=context.on_epoch, device=device)
     last = probe.history[-1]
-    result = row(encoder, "linear", augment=augment, epochs=cfg.epochs, train_top1=last["train_top1"],
-                 val_top1=last["val_top1"], val_top5=last["val_top5"], train_images=len(train_y),
-                 val_images=len(val_y), config=asdict(cfg))
+    result = row(
+        encoder,
+        "linear",
+        augment=augment,
+        epochs=cfg.epochs,
+        train_top1=last["train_top1"],
+        val_top1=last["val_top1"],
+        val_top5=last["val_top5"],
+        train_images=len(train_y),
+        val_images=len(val_y),
+        config=asdict(cfg),
+    )
     return Trained(result, probe.history, val_y, probe.val_predictions, num_classes)
 
 
-def run_finetune(encoder: Encoder, splits: EvalSplits, options: EvalOptions,
-                 context: EvalContext = EvalContext()) -> Trained:
+def run_finetune(
+    encoder: Encoder, splits: EvalSplits, options: EvalOptions, context: EvalContext = EvalContext()
+) -> Trained:
     cfg, device = options.finetune, context.device
     cfg.validate("fine-tune")
     if encoder.kind == "pixels":
         raise UserError("fine-tuning needs a network; raw pixels have none")
     ids, labels = split_index(splits.train)
-    ids, labels = ids[:splits.train_limit], torch.as_tensor(labels[:splits.train_limit])
+    ids, labels = ids[: splits.train_limit], torch.as_tensor(labels[: splits.train_limit])
     chosen = label_subset(labels, cfg.label_fraction, cfg.seed)  # stratified by class, labelled rows only
     if len(chosen) == 0:
         raise UserError(f"{splits.train}: no labelled images to fine-tune on")
     keep_ids = [ids[i] for i in chosen.tolist()]
-    val_labels = torch.as_tensor(split_index(splits.val)[1][:splits.val_limit])
+    val_labels = torch.as_tensor(split_index(splits.val)[1][: splits.val_limit])
     num_classes = num_classes_of(splits.train, labels[chosen], val_labels[val_labels >= 0])
     model = Classifier(encoder.build(device), num_classes).to(device)
     train_batches = augmented_batches(encoder, splits.train, keep_ids, Batching(cfg.batch_size, cfg.seed), device)
@@ -179,7 +211,16 @@ def run_finetune(encoder: Encoder, splits: EvalSplits, options: EvalOptions,
     data = FinetuneData(train_batches, math.ceil(len(keep_ids) / cfg.batch_size), val_batches)
     tuned = finetune(model, data, cfg, on_epoch=context.on_epoch, device=device)
     last = tuned.history[-1]
-    result = row(encoder, "finetune", label_fraction=cfg.label_fraction, epochs=cfg.epochs,
-                 train_top1=last["train_top1"], val_top1=last["val_top1"], val_top5=last["val_top5"],
-                 train_images=len(keep_ids), val_images=int((val_labels >= 0).sum()), config=asdict(cfg))
+    result = row(
+        encoder,
+        "finetune",
+        label_fraction=cfg.label_fraction,
+        epochs=cfg.epochs,
+        train_top1=last["train_top1"],
+        val_top1=last["val_top1"],
+        val_top5=last["val_top5"],
+        train_images=len(keep_ids),
+        val_images=int((val_labels >= 0).sum()),
+        config=asdict(cfg),
+    )
     return Trained(result, tuned.history, tuned.val_labels, tuned.val_predictions, num_classes)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Protocol:
-    runner: str   # "module:function" running it: (encoder, splits, EvalOptions, EvalContext) -> dict | Trained
+    runner: str  # "module:function" running it: (encoder, splits, EvalOptions, EvalContext) -> dict | Trained
     section: str  # the EvalOptions field holding its options dataclass
     display: str  # its name in plot titles and reports; "{field}" takes that field of its options
     trains: bool  # trained for epochs: per-epoch history (curves) and val predictions (per-class report)

@@ -33,8 +33,7 @@ from sslray.eval.registry import PROTOCOLS
 from sslray.runs.checkpoint import checkpoint_folders
 from sslray.runs.folders import REPORT
 
-COLUMNS = ["name", "method", "backbone", "params (M)", "s/epoch", "knn top1", "linear train top1",
-           "linear val top1"]
+COLUMNS = ["name", "method", "backbone", "params (M)", "s/epoch", "knn top1", "linear train top1", "linear val top1"]
 
 
 def find_runs(target: Path) -> list[Path]:
@@ -51,8 +50,10 @@ def find_runs(target: Path) -> list[Path]:
         return [target]
     runs = sorted(p for p in target.iterdir() if p.is_dir() and is_run(p))
     if not runs:
-        raise UserError(f"{target}: no run with checkpoints here (expected RUN/checkpoints/checkpoint_*/, "
-                        "a sweep's TRIAL/checkpoint_*/, or sub-folders that are runs)")
+        raise UserError(
+            f"{target}: no run with checkpoints here (expected RUN/checkpoints/checkpoint_*/, "
+            "a sweep's TRIAL/checkpoint_*/, or sub-folders that are runs)"
+        )
     return runs
 
 
@@ -75,13 +76,20 @@ def params_millions(encoder: Encoder) -> float | None:
 @dataclass(frozen=True)
 class Compared:
     """What a report compares, and on which images."""
-    runs: list[Path]                # in table order
-    encoders: dict[Path, Encoder]   # each run's best checkpoint
-    splits: EvalSplits              # --data, else the first run's kNN splits
+
+    runs: list[Path]  # in table order
+    encoders: dict[Path, Encoder]  # each run's best checkpoint
+    splits: EvalSplits  # --data, else the first run's kNN splits
 
 
-def build_report(target: Path, out: Path, options: EvalOptions, tsne_epochs: list[int] | None = None,
-                 overwrite: bool = False, device="cpu") -> Path:
+def build_report(
+    target: Path,
+    out: Path,
+    options: EvalOptions,
+    tsne_epochs: list[int] | None = None,
+    overwrite: bool = False,
+    device="cpu",
+) -> Path:
     runs = find_runs(target)
     encoders = {run: find_encoder(run) for run in runs}
     splits = EvalSplits.of(encoders[runs[0]], options.data, options.train_limit, options.val_limit)
@@ -89,15 +97,16 @@ def build_report(target: Path, out: Path, options: EvalOptions, tsne_epochs: lis
         return _write_report(Compared(runs, encoders, splits), out, options, tsne_epochs, device)
 
 
-def _write_report(compared: Compared, out: Path, options: EvalOptions, tsne_epochs: list[int] | None,
-                  device) -> Path:
+def _write_report(compared: Compared, out: Path, options: EvalOptions, tsne_epochs: list[int] | None, device) -> Path:
     runs, encoders, splits = compared.runs, compared.encoders, compared.splits
     first = encoders[runs[0]]
     classes = _class_names(splits.train)
 
     curves = {run.name: event_scalars(run, ("train/loss", "eval/knn_top1", "perf/seconds")) for run in runs}
-    for tag, file, label in (("train/loss", "loss.png", "pretraining loss"),
-                             ("eval/knn_top1", "knn.png", "online kNN top-1")):
+    for tag, file, label in (
+        ("train/loss", "loss.png", "pretraining loss"),
+        ("eval/knn_top1", "knn.png", "online kNN top-1"),
+    ):
         series = {name: values[tag] for name, values in curves.items() if tag in values}
         if series:
             plot_curves(series, out / file, title=f"{label} per epoch", xlabel="pretraining epoch", ylabel=label)
@@ -113,29 +122,47 @@ def _write_report(compared: Compared, out: Path, options: EvalOptions, tsne_epoc
         probe = run_linear(encoder, splits, cached, EvalContext(device, cache))
         probe_curves[name] = [(h["epoch"], h["val_top1"]) for h in probe.history]
         seconds = [v for _, v in curves.get(name, {}).get("perf/seconds", [])]
-        rows.append({"name": name, "method": encoder.recipe.method_name if encoder.kind == "checkpoint" else "-",
-                     "backbone": encoder.recipe.backbone.name if encoder.kind != "pixels" else "-",
-                     "params (M)": params_millions(encoder),
-                     "s/epoch": sum(seconds) / len(seconds) if seconds else None,
-                     "knn top1": knn["val_top1"], "linear train top1": probe.result["train_top1"],
-                     "linear val top1": probe.result["val_top1"], "epoch": encoder.epoch})
+        rows.append(
+            {
+                "name": name,
+                "method": encoder.recipe.method_name if encoder.kind == "checkpoint" else "-",
+                "backbone": encoder.recipe.backbone.name if encoder.kind != "pixels" else "-",
+                "params (M)": params_millions(encoder),
+                "s/epoch": sum(seconds) / len(seconds) if seconds else None,
+                "knn top1": knn["val_top1"],
+                "linear train top1": probe.result["train_top1"],
+                "linear val top1": probe.result["val_top1"],
+                "epoch": encoder.epoch,
+            }
+        )
         if encoder.kind == "checkpoint" and (best is None or probe.result["val_top1"] > best[1].result["val_top1"]):
             best = (name, probe)
     linear = PROTOCOLS["linear"].title(options)
-    plot_curves(probe_curves, out / "linear_probe.png", title=f"{linear}: val top-1 per epoch",
-                xlabel="linear-probe epoch", ylabel="val top-1")
+    plot_curves(
+        probe_curves,
+        out / "linear_probe.png",
+        title=f"{linear}: val top-1 per epoch",
+        xlabel="linear-probe epoch",
+        ylabel="val top-1",
+    )
     write_class_report(out, best[1], title=f"{best[0]}, {linear}", classes=classes)
 
     tsne_files = []
     for run in runs:
         chosen = _tsne_encoders(run, encoders[run], tsne_epochs)
         for encoder in chosen:
-            features, labels = extract_features(encoder, splits.val, splits.val_limit, device,
-                                                run / "eval" / "cache", where="--data (val split)")
+            features, labels = extract_features(
+                encoder, splits.val, splits.val_limit, device, run / "eval" / "cache", where="--data (val split)"
+            )
             keep = labels >= 0
             path = out / f"tsne_{slug(run.name)}_epoch{encoder.epoch}.png"
-            plot_tsne(features[keep], labels[keep], path, class_names=classes,
-                      title=f"{run.name}, epoch {encoder.epoch}: t-SNE of val embeddings")
+            plot_tsne(
+                features[keep],
+                labels[keep],
+                path,
+                class_names=classes,
+                title=f"{run.name}, epoch {encoder.epoch}: t-SNE of val embeddings",
+            )
             tsne_files.append(path.name)
 
     settings = {"splits": asdict(splits), "knn": asdict(options.knn), "linear probe": asdict(options.probe)}
@@ -154,8 +181,10 @@ def _tsne_encoders(run: Path, best: Encoder, epochs: list[int] | None) -> list[E
     kept = {e.epoch: e for e in map(checkpoint_encoder, checkpoint_folders(run))}
     missing = [e for e in epochs if e not in kept]
     if missing:
-        raise UserError(f"--tsne-epochs: {run} kept no checkpoint for epoch(s) {', '.join(map(str, missing))} "
-                        f"(kept: {', '.join(map(str, sorted(kept)))})")
+        raise UserError(
+            f"--tsne-epochs: {run} kept no checkpoint for epoch(s) {', '.join(map(str, missing))} "
+            f"(kept: {', '.join(map(str, sorted(kept)))})"
+        )
     return [kept[e] for e in epochs]
 
 
@@ -166,19 +195,35 @@ def _class_names(split: str) -> list[str] | None:
 
 
 def _write_summary(out: Path, rows: list[dict], figures: list[str], settings: dict, best: str) -> None:
-    lines = ["# sslray report", "", markdown_table(rows, COLUMNS), "",
-             f"kNN: weighted vote, k={settings['knn']['k']}, T={settings['knn']['temperature']}, cosine similarity. "
-             f"Linear probe: BatchNorm (no affine) + linear on frozen features, {settings['linear probe']['epochs']} "
-             f"epochs, {settings['linear probe']['optimizer']}. Train split {settings['splits']['train']} "
-             f"(limit {settings['splits']['train_limit']}), val split {settings['splits']['val']} "
-             f"(limit {settings['splits']['val_limit']}).", "",
-             f"## Per-class precision / recall / F1 of the best run ({best}), linear probe", "",
-             (out / "per_class.md").read_text().split("\n", 2)[2].strip(), ""]
+    lines = [
+        "# sslray report",
+        "",
+        markdown_table(rows, COLUMNS),
+        "",
+        f"kNN: weighted vote, k={settings['knn']['k']}, T={settings['knn']['temperature']}, cosine similarity. "
+        f"Linear probe: BatchNorm (no affine) + linear on frozen features, {settings['linear probe']['epochs']} "
+        f"epochs, {settings['linear probe']['optimizer']}. Train split {settings['splits']['train']} "
+        f"(limit {settings['splits']['train_limit']}), val split {settings['splits']['val']} "
+        f"(limit {settings['splits']['val_limit']}).",
+        "",
+        f"## Per-class precision / recall / F1 of the best run ({best}), linear probe",
+        "",
+        (out / "per_class.md").read_text().split("\n", 2)[2].strip(),
+        "",
+    ]
     lines += [f"![{f}]({f})" for f in figures]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
-    body = ["<h1>sslray report</h1>", html_table(rows, COLUMNS), f"<p>{html.escape(lines[4])}</p>",
-            f'<p><a href="per_class.md">per-class report of {html.escape(best)}</a></p>']
-    body += [f'<figure><img src="{html.escape(f)}" style="max-width:48%">'
-             f'<figcaption>{html.escape(f)}</figcaption></figure>' for f in figures]
-    (out / "index.html").write_text("<!doctype html><html><head><meta charset='utf-8'><title>sslray report</title>"
-                                    "</head><body>" + "\n".join(body) + "</body></html>\n")
+    body = [
+        "<h1>sslray report</h1>",
+        html_table(rows, COLUMNS),
+        f"<p>{html.escape(lines[4])}</p>",
+        f'<p><a href="per_class.md">per-class report of {html.escape(best)}</a></p>',
+    ]
+    body += [
+        f'<figure><img src="{html.escape(f)}" style="max-width:48%"><figcaption>{html.escape(f)}</figcaption></figure>'
+        for f in figures
+    ]
+    (out / "index.html").write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>sslray report</title>"
+        "</head><body>" + "\n".join(body) + "</body></html>\n"
+    )

@@ -84,8 +84,9 @@ class BarlowTwinsLoss(nn.Module):
 
     def forward(self, z0: Tensor, z1: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         if z0.ndim != 2 or z0.shape != z1.shape:
-            raise ValueError(f"expected two [N, D] embeddings of one shape, got {tuple(z0.shape)} and "
-                             f"{tuple(z1.shape)}")
+            raise ValueError(
+                f"expected two [N, D] embeddings of one shape, got {tuple(z0.shape)} and {tuple(z1.shape)}"
+            )
         dtype = statistics_dtype(z0)
         # Autocast off: under bf16 autocast the matmul below would run in bf16 again (see statistics_dtype).
         with torch.autocast(device_type=z0.device.type, enabled=False):

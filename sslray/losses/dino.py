@@ -27,8 +27,9 @@ class DINOLoss(nn.Module):
     [N, K] logits of the global crops (any float dtype) -> float32 scalar loss.
     """
 
-    def __init__(self, out_dim: int, teacher_temp: float = 0.04, student_temp: float = 0.1,
-                 center_momentum: float = 0.9):
+    def __init__(
+        self, out_dim: int, teacher_temp: float = 0.04, student_temp: float = 0.1, center_momentum: float = 0.9
+    ):
         super().__init__()
         self.teacher_temp = teacher_temp
         self.student_temp = student_temp
@@ -37,11 +38,12 @@ class DINOLoss(nn.Module):
 
     def forward(self, student_out: list[Tensor], teacher_out: list[Tensor]) -> Tensor:
         if len(student_out) < len(teacher_out):
-            raise ValueError(f"the student sees all {len(student_out)} crops, so it must see at least "
-                             f"the teacher's {len(teacher_out)} global crops")
+            raise ValueError(
+                f"the student sees all {len(student_out)} crops, so it must see at least "
+                f"the teacher's {len(teacher_out)} global crops"
+            )
         # float32: the teacher's sharpening (x 25 at T = 0.04) would magnify bf16's rounding of the logits.
-        teacher_probs = [F.softmax((t.detach().float() - self.center) / self.teacher_temp, dim=-1)
-                         for t in teacher_out]
+        teacher_probs = [F.softmax((t.detach().float() - self.center) / self.teacher_temp, dim=-1) for t in teacher_out]
         student_log_probs = [F.log_softmax(s.float() / self.student_temp, dim=-1) for s in student_out]
         total = student_out[0].new_zeros((), dtype=torch.float32)
         terms = 0

@@ -127,7 +127,7 @@ class MemoryQueue(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:
-        keys = F.normalize(keys.detach(), dim=1)[-self.size:]  # more keys than room: keep the newest
+        keys = F.normalize(keys.detach(), dim=1)[-self.size :]  # more keys than room: keep the newest
         start = int(self.pointer)
         rows = (torch.arange(keys.shape[0], device=keys.device) + start) % self.size
         self.queue[rows] = keys.to(self.queue.dtype)

@@ -39,11 +39,21 @@ class VICRegLoss(nn.Module):
     covariance 0: only the variance term resists a collapse.
     """
 
-    def __init__(self, invariance_weight: float = 25.0, variance_weight: float = 25.0,
-                 covariance_weight: float = 1.0, gamma: float = 1.0, eps: float = 1e-4):
+    def __init__(
+        self,
+        invariance_weight: float = 25.0,
+        variance_weight: float = 25.0,
+        covariance_weight: float = 1.0,
+        gamma: float = 1.0,
+        eps: float = 1e-4,
+    ):
         super().__init__()
-        for name, value in (("invariance_weight", invariance_weight), ("variance_weight", variance_weight),
-                            ("covariance_weight", covariance_weight), ("gamma", gamma)):
+        for name, value in (
+            ("invariance_weight", invariance_weight),
+            ("variance_weight", variance_weight),
+            ("covariance_weight", covariance_weight),
+            ("gamma", gamma),
+        ):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if eps <= 0:
@@ -56,8 +66,9 @@ class VICRegLoss(nn.Module):
 
     def forward(self, z0: Tensor, z1: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         if z0.ndim != 2 or z0.shape != z1.shape:
-            raise ValueError(f"expected two [N, D] embeddings of one shape, got {tuple(z0.shape)} and "
-                             f"{tuple(z1.shape)}")
+            raise ValueError(
+                f"expected two [N, D] embeddings of one shape, got {tuple(z0.shape)} and {tuple(z1.shape)}"
+            )
         dtype = statistics_dtype(z0)  # float32 statistics for bf16 / fp16 embeddings: why, see there
         # Autocast off: under bf16 autocast the covariance matmul would run in bf16 again.
         with torch.autocast(device_type=z0.device.type, enabled=False):
@@ -69,8 +80,11 @@ class VICRegLoss(nn.Module):
             invariance = F.mse_loss(z0, z1)
             variance = self.variance(z0) + self.variance(z1)
             covariance = self.covariance(z0) + self.covariance(z1)
-            loss = (self.invariance_weight * invariance + self.variance_weight * variance
-                    + self.covariance_weight * covariance)
+            loss = (
+                self.invariance_weight * invariance
+                + self.variance_weight * variance
+                + self.covariance_weight * covariance
+            )
         terms = {"invariance": invariance.detach(), "variance": variance.detach(), "covariance": covariance.detach()}
         return loss, terms
 

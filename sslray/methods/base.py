@@ -86,8 +86,10 @@ class MomentumSSLMethod(SSLMethod):
 def check_views(views: list[Tensor], minimum: int, method: str) -> None:
     """Raise a ValueError when a method gets fewer views than its loss needs."""
     if len(views) < minimum:
-        raise ValueError(f"{method} needs at least {minimum} views per image, got {len(views)}; "
-                         f"check the view recipe of the data pipeline")
+        raise ValueError(
+            f"{method} needs at least {minimum} views per image, got {len(views)}; "
+            f"check the view recipe of the data pipeline"
+        )
 
 
 @torch.no_grad()

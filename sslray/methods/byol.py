@@ -21,7 +21,8 @@ from sslray.sections import check_range
 
 @dataclass(frozen=True)
 class BYOLConfig:
-    momentum: float = 0.996  # base EMA tau_base (paper, sec. 3.2); 0.99 works better with small batches (paper, app. F/J)
+    # Base EMA tau_base (paper, sec. 3.2); 0.99 works better with small batches (paper, app. F/J).
+    momentum: float = 0.996
     final_momentum: float = 1.0  # tau rises to 1 with a cosine schedule (paper, sec. 3.2)
     proj_hidden_dim: int = 4096  # projector and predictor MLP: 4096 hidden, BN + ReLU (paper, sec. 3.3)
     proj_dim: int = 256  # output of projector and predictor (paper, sec. 3.3)

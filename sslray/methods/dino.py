@@ -57,13 +57,25 @@ class DINO(MomentumSSLMethod):
         cfg = cfg or DINOConfig()
         super().__init__(backbone, cfg.momentum, cfg.final_momentum)
         self.cfg = cfg
-        self.head = DINOHead(backbone.num_features, DINOHeadConfig(
-            out_dim=cfg.out_dim, hidden_dim=cfg.head_hidden_dim, bottleneck_dim=cfg.head_bottleneck_dim,
-            num_layers=cfg.head_layers, use_bn=cfg.head_bn, norm_last_layer=cfg.norm_last_layer))
+        self.head = DINOHead(
+            backbone.num_features,
+            DINOHeadConfig(
+                out_dim=cfg.out_dim,
+                hidden_dim=cfg.head_hidden_dim,
+                bottleneck_dim=cfg.head_bottleneck_dim,
+                num_layers=cfg.head_layers,
+                use_bn=cfg.head_bn,
+                norm_last_layer=cfg.norm_last_layer,
+            ),
+        )
         self.teacher_backbone = build_target(self.backbone)
         self.teacher_head = build_target(self.head)
-        self.criterion = DINOLoss(cfg.out_dim, teacher_temp=cfg.warmup_temperature,
-                                  student_temp=cfg.student_temperature, center_momentum=cfg.center_momentum)
+        self.criterion = DINOLoss(
+            cfg.out_dim,
+            teacher_temp=cfg.warmup_temperature,
+            student_temp=cfg.student_temperature,
+            center_momentum=cfg.center_momentum,
+        )
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.teacher_backbone), (self.head, self.teacher_head)]
@@ -93,6 +105,7 @@ class DINO(MomentumSSLMethod):
         scheduled = super().on_step(step, total_steps)
         # The next forward is step + 1's.
         warmup_steps = round(self.cfg.temperature_warmup_fraction * total_steps)
-        self.criterion.teacher_temp = linear_warmup(step + 1, warmup_steps, self.cfg.warmup_temperature,
-                                                    self.cfg.temperature)
+        self.criterion.teacher_temp = linear_warmup(
+            step + 1, warmup_steps, self.cfg.warmup_temperature, self.cfg.temperature
+        )
         return {**scheduled, "teacher_temperature": self.criterion.teacher_temp}

@@ -79,15 +79,19 @@ class IJEPAConfig:
         if not 0 < low <= high:
             raise UserError(f"method.target_aspect_ratio: {[low, high]} is out of range; need 0 < min <= max")
         if self.num_targets * self.target_scale[0] >= 1:  # overlap aside, they would cover the image
-            raise UserError(f"method.num_targets: {self.num_targets} targets of at least {self.target_scale[0]} of "
-                            f"the image (method.target_scale) leave no room for a context")
+            raise UserError(
+                f"method.num_targets: {self.num_targets} targets of at least {self.target_scale[0]} of "
+                f"the image (method.target_scale) leave no room for a context"
+            )
         check_range("method.min_context", self.min_context, 1, None)
         check_range("method.predictor_dim", self.predictor_dim, 1, None)
         check_range("method.predictor_depth", self.predictor_depth, 1, None)
         check_range("method.predictor_num_heads", self.predictor_num_heads, 1, None)
         if self.predictor_dim % self.predictor_num_heads or self.predictor_dim % 4:
-            raise UserError(f"method.predictor_dim: {self.predictor_dim} must be divisible by 4 (sin-cos position "
-                            f"embedding) and by method.predictor_num_heads ({self.predictor_num_heads})")
+            raise UserError(
+                f"method.predictor_dim: {self.predictor_dim} must be divisible by 4 (sin-cos position "
+                f"embedding) and by method.predictor_num_heads ({self.predictor_num_heads})"
+            )
         check_range("method.momentum", self.momentum, 0.0, 1.0)
         check_range("method.final_momentum", self.final_momentum, 0.0, 1.0)
 
@@ -113,7 +117,7 @@ class AvgPooledViT(nn.Module):
         self.num_features = backbone.num_features
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.vit.forward_features(x)[:, self.vit.num_prefix_tokens:].mean(dim=1)
+        return self.vit.forward_features(x)[:, self.vit.num_prefix_tokens :].mean(dim=1)
 
 
 class IJEPA(MomentumSSLMethod):
@@ -128,10 +132,14 @@ class IJEPA(MomentumSSLMethod):
         self.cfg = cfg
         vit = self.backbone
         self.target_backbone = build_target(vit)
-        self.predictor = JEPAPredictor(vit.num_features, vit.grid_size, BlockStackConfig(
-            cfg.predictor_dim, cfg.predictor_depth, cfg.predictor_num_heads))
-        self.mask_cfg = MultiBlockConfig(cfg.num_targets, cfg.target_scale, cfg.target_aspect_ratio,
-                                         cfg.context_scale, cfg.min_context)
+        self.predictor = JEPAPredictor(
+            vit.num_features,
+            vit.grid_size,
+            BlockStackConfig(cfg.predictor_dim, cfg.predictor_depth, cfg.predictor_num_heads),
+        )
+        self.mask_cfg = MultiBlockConfig(
+            cfg.num_targets, cfg.target_scale, cfg.target_aspect_ratio, cfg.context_scale, cfg.min_context
+        )
         self.criterion = FeaturePredictionLoss(cfg.loss)
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
@@ -181,6 +189,9 @@ class IJEPA(MomentumSSLMethod):
         loss = self.forward_loss(pred, target_features, masks.targets)
         # embed_std of the target encoder's mean patch feature: the evaluation feature, computed anyway.
         # Patch counts per image (context) and per target block, as the official train.py logs them.
-        return {"loss": loss, "embed_std": embedding_std(target_features.mean(dim=1)),
-                "context_patches": torch.tensor(float(masks.context.shape[1])),
-                "target_patches": torch.tensor(float(masks.targets.shape[2]))}
+        return {
+            "loss": loss,
+            "embed_std": embedding_std(target_features.mean(dim=1)),
+            "context_patches": torch.tensor(float(masks.context.shape[1])),
+            "target_patches": torch.tensor(float(masks.targets.shape[2])),
+        }

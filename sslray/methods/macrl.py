@@ -72,8 +72,10 @@ class MACRLConfig:
         check_range("method.proj_dim", self.proj_dim, 1, None)
         check_range("method.proj_layers", self.proj_layers, 1, None)
         if self.decoder_dim % self.decoder_num_heads or self.decoder_dim % 4:
-            raise UserError(f"method.decoder_dim: {self.decoder_dim} must be divisible by 4 (sin-cos position "
-                            f"embedding) and by method.decoder_num_heads ({self.decoder_num_heads})")
+            raise UserError(
+                f"method.decoder_dim: {self.decoder_dim} must be divisible by 4 (sin-cos position "
+                f"embedding) and by method.decoder_num_heads ({self.decoder_num_heads})"
+            )
 
 
 class MACRL(MomentumSSLMethod):
@@ -91,8 +93,11 @@ class MACRL(MomentumSSLMethod):
         self.target_backbone = build_target(self.backbone)
         self.target_projector = build_target(self.projector)
         self.decoder = MaskedPatchDecoder(
-            vit.num_features, vit.grid_size, patch_pixels=vit.patch_size**2 * vit.in_chans,
-            cfg=BlockStackConfig(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_num_heads))
+            vit.num_features,
+            vit.grid_size,
+            patch_pixels=vit.patch_size**2 * vit.in_chans,
+            cfg=BlockStackConfig(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_num_heads),
+        )
         self.infonce = InfoNCELoss(cfg.temperature)
         self.reconstruction_loss = MaskedL1Loss(norm_pix_loss=cfg.norm_pix_loss)
         self.queue = MemoryQueue(cfg.proj_dim, cfg.queue_size) if cfg.queue_size > 0 else None
@@ -123,18 +128,23 @@ class MACRL(MomentumSSLMethod):
         # Momentum branch: row i of key_input is the other view of row i of masked_input.
         features, keys = self.forward_momentum(key_input)
         negatives = self.queue.negatives if self.queue is not None else None
-        losses, top1s = zip(*(self.infonce(q, k, negatives)
-                              for q, k in zip(queries.split(n), keys.split(n))))
+        losses, top1s = zip(*(self.infonce(q, k, negatives) for q, k in zip(queries.split(n), keys.split(n))))
         contrastive_loss = torch.stack(losses).mean()
         pos_top1 = torch.stack(top1s).mean()
         if self.queue is not None:
             self.queue.enqueue(dist.gather(keys))
 
         loss = self.cfg.alpha * contrastive_loss + recon_loss
-        return {"loss": loss, "recon_loss": recon_loss.detach(), "contrastive_loss": contrastive_loss.detach(),
-                "pos_top1": pos_top1, "embed_std": embedding_std(features[:n])}
+        return {
+            "loss": loss,
+            "recon_loss": recon_loss.detach(),
+            "contrastive_loss": contrastive_loss.detach(),
+            "pos_top1": pos_top1,
+            "embed_std": embedding_std(features[:n]),
+        }
 
     def reconstruct(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """(pred_images, mask_images) [N, C, H, W] from the main branch; see ``masked_vit.reconstruct_images``."""
-        return reconstruct_images(self.backbone, self.decoder, images, self.cfg.mask_ratio,
-                                  self.cfg.norm_pix_loss, generator)
+        return reconstruct_images(
+            self.backbone, self.decoder, images, self.cfg.mask_ratio, self.cfg.norm_pix_loss, generator
+        )

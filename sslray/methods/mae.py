@@ -41,8 +41,10 @@ class MAEConfig:
         check_range("method.decoder_depth", self.decoder_depth, 1, None)
         check_range("method.decoder_num_heads", self.decoder_num_heads, 1, None)
         if self.decoder_dim % self.decoder_num_heads or self.decoder_dim % 4:
-            raise UserError(f"method.decoder_dim: {self.decoder_dim} must be divisible by 4 (sin-cos position "
-                            f"embedding) and by method.decoder_num_heads ({self.decoder_num_heads})")
+            raise UserError(
+                f"method.decoder_dim: {self.decoder_dim} must be divisible by 4 (sin-cos position "
+                f"embedding) and by method.decoder_num_heads ({self.decoder_num_heads})"
+            )
 
 
 class MAE(SSLMethod):
@@ -55,12 +57,16 @@ class MAE(SSLMethod):
         self.cfg = cfg = cfg or MAEConfig()
         vit = self.backbone
         self.decoder = MaskedPatchDecoder(
-            vit.num_features, vit.grid_size, patch_pixels=vit.patch_size**2 * vit.in_chans,
-            cfg=BlockStackConfig(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_num_heads))
+            vit.num_features,
+            vit.grid_size,
+            patch_pixels=vit.patch_size**2 * vit.in_chans,
+            cfg=BlockStackConfig(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_num_heads),
+        )
         self.reconstruction_loss = MaskedMSELoss(norm_pix_loss=cfg.norm_pix_loss)
 
-    def forward_encoder(self, images: Tensor, generator: torch.Generator | None = None
-                        ) -> tuple[Tensor, Tensor, Tensor]:
+    def forward_encoder(
+        self, images: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         return encode_masked(self.backbone, images, self.cfg.mask_ratio, generator)
 
     def forward_decoder(self, latent: Tensor, ids_restore: Tensor) -> Tensor:
@@ -79,5 +85,6 @@ class MAE(SSLMethod):
 
     def reconstruct(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """(pred_images, mask_images) [N, C, H, W] for logging; see ``sslray.nn.masked_vit.reconstruct_images``."""
-        return reconstruct_images(self.backbone, self.decoder, images, self.cfg.mask_ratio,
-                                  self.cfg.norm_pix_loss, generator)
+        return reconstruct_images(
+            self.backbone, self.decoder, images, self.cfg.mask_ratio, self.cfg.norm_pix_loss, generator
+        )

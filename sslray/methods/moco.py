@@ -30,8 +30,10 @@ class MoCoV2Config:
     queue_size: int = 65536  # K negatives (MoCo v1 paper, sec. 4.1); keep it a multiple of the global batch
     proj_hidden_dim: int = 2048  # MLP head fc-ReLU-fc with a 2048-d hidden layer (MoCo v2 paper, sec. 2)
     proj_dim: int = 128  # output dim (MoCo v1/v2)
-    bn_mode: Literal["shuffle", "sync", "none"] = "shuffle"  # "shuffle": shuffled BN across ranks for the keys (MoCo v1, sec. 3.3); "sync": SyncBatchNorm everywhere
-    symmetric: bool = False  # the paper contrasts view 0 -> view 1 only; True adds view 1 -> view 0 (2x the signal per batch)
+    # "shuffle": shuffled BN across ranks for the keys (MoCo v1, sec. 3.3); "sync": SyncBatchNorm everywhere
+    bn_mode: Literal["shuffle", "sync", "none"] = "shuffle"
+    # The paper contrasts view 0 -> view 1 only; True adds view 1 -> view 0 (2x the signal per batch).
+    symmetric: bool = False
 
     def __post_init__(self) -> None:
         check_range("method.temperature", self.temperature, 0.0, None, low_open=True)
@@ -93,8 +95,9 @@ class _MoCo(MomentumSSLMethod):
 class MoCoV2(_MoCo):
     def __init__(self, backbone: nn.Module, cfg: MoCoV2Config | None = None):
         cfg = cfg or MoCoV2Config()
-        projector = ProjectionHead(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_dim, num_layers=2,
-                                   hidden_bn=False)
+        projector = ProjectionHead(
+            backbone.num_features, cfg.proj_hidden_dim, cfg.proj_dim, num_layers=2, hidden_bn=False
+        )
         if cfg.bn_mode == "sync":
             backbone = nn.SyncBatchNorm.convert_sync_batchnorm(backbone)
         super().__init__(backbone, projector, cfg.momentum, cfg.momentum)
@@ -126,8 +129,7 @@ class MoCoV2(_MoCo):
         new_keys = [key]
         if self.cfg.symmetric:
             swapped_key = self.shuffled_keys(views[0])
-            swapped_loss, swapped_top1 = self.criterion(self.projector(self.backbone(views[1])), swapped_key,
-                                                        negatives)
+            swapped_loss, swapped_top1 = self.criterion(self.projector(self.backbone(views[1])), swapped_key, negatives)
             loss, pos_top1 = (loss + swapped_loss) / 2.0, (pos_top1 + swapped_top1) / 2.0
             new_keys.append(swapped_key)
         # Enqueue after the loss: this batch's keys must not be negatives of their own queries.
@@ -142,8 +144,7 @@ class MoCoV3(_MoCo):
         is_resnet = isinstance(backbone, ResNetBackbone)
         proj_layers = cfg.proj_layers or (2 if is_resnet else 3)
         # Hidden layers Linear-BN-ReLU, BN without affine after the output (moco-v3 _build_mlp).
-        projector = ProjectionHead(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_dim, proj_layers,
-                                   last_bn=True)
+        projector = ProjectionHead(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_dim, proj_layers, last_bn=True)
         super().__init__(backbone, projector, cfg.momentum, cfg.final_momentum)
         self.cfg = cfg
         self.predictor = PredictionHead(cfg.proj_dim, cfg.proj_hidden_dim, cfg.pred_layers)

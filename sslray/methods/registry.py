@@ -33,8 +33,8 @@ from sslray.sections import section_from_dict
 @dataclass(frozen=True)
 class MethodEntry:
     method: type[SSLMethod]  # built as method(backbone, config)
-    config: type             # the knobs of the recipe's method section, validated by section_from_dict
-    views: str               # data.augment.recipe when the recipe names none: the paper's views
+    config: type  # the knobs of the recipe's method section, validated by section_from_dict
+    views: str  # data.augment.recipe when the recipe names none: the paper's views
 
 
 METHODS: dict[str, MethodEntry] = {
@@ -54,6 +54,7 @@ METHODS: dict[str, MethodEntry] = {
 
 class MethodRecipe(Protocol):
     """What ``build_method`` reads of a validated ``sslray.recipe.Recipe`` (which sits above this layer)."""
+
     method_name: str
     method: Any  # METHODS[method_name].config instance
     backbone: BackboneConfig
@@ -75,8 +76,9 @@ def check_method_backbone(name: str, backbone: BackboneConfig) -> None:
     """Refuse a backbone the method cannot use (a masked method on a ResNet), naming both keys: a
     recipe mistake must stop before Ray starts, not inside a worker that Ray would restart."""
     if METHODS[name].method.needs_vit and not backbone.name.startswith("vit"):
-        raise UserError(f"backbone.name: method {name} needs a ViT backbone (vit_tiny, vit_small or vit_base), "
-                        f"got {backbone.name}")
+        raise UserError(
+            f"backbone.name: method {name} needs a ViT backbone (vit_tiny, vit_small or vit_base), got {backbone.name}"
+        )
 
 
 def build_method(recipe: MethodRecipe | dict[str, Any]) -> SSLMethod:

@@ -35,8 +35,9 @@ class SimSiam(SSLMethod):
     def __init__(self, backbone: nn.Module, cfg: SimSiamConfig | None = None):
         super().__init__(backbone)
         self.cfg = cfg = cfg or SimSiamConfig()
-        self.projector = ProjectionHead(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_dim,
-                                        cfg.proj_layers, last_bn=True)
+        self.projector = ProjectionHead(
+            backbone.num_features, cfg.proj_hidden_dim, cfg.proj_dim, cfg.proj_layers, last_bn=True
+        )
         self.predictor = PredictionHead(cfg.proj_dim, cfg.pred_hidden_dim, num_layers=2)
         self.criterion = NegativeCosineLoss()
 

@@ -61,11 +61,14 @@ class ResNetBackbone(nn.Module):
 def _resnet(depth: int) -> Callable[[BackboneConfig], nn.Module]:
     def build(cfg: BackboneConfig) -> nn.Module:
         if cfg.drop_path_rate != 0.0:
-            raise UserError(f"backbone.drop_path_rate: {cfg.drop_path_rate!r} is not supported by "
-                            f"{cfg.name}; it applies to ViT backbones only (leave it at 0)")
+            raise UserError(
+                f"backbone.drop_path_rate: {cfg.drop_path_rate!r} is not supported by "
+                f"{cfg.name}; it applies to ViT backbones only (leave it at 0)"
+            )
         if cfg.depth is not None:
             raise UserError(f"backbone.depth: {cfg.name} has a fixed depth; depth applies to ViT backbones only")
         return ResNetBackbone(depth, in_chans=cfg.in_chans, small_stem=cfg.small_stem)
+
     return build
 
 
@@ -75,10 +78,16 @@ def _vit(size: str) -> Callable[[BackboneConfig], nn.Module]:
         from sslray.nn.vit import ViTBackbone
 
         if cfg.img_size % cfg.patch_size != 0:
-            raise UserError(f"backbone.patch_size: {cfg.patch_size} does not divide "
-                            f"backbone.img_size {cfg.img_size}")
-        return ViTBackbone(size, img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans,
-                           depth=cfg.depth, drop_path_rate=cfg.drop_path_rate)
+            raise UserError(f"backbone.patch_size: {cfg.patch_size} does not divide backbone.img_size {cfg.img_size}")
+        return ViTBackbone(
+            size,
+            img_size=cfg.img_size,
+            patch_size=cfg.patch_size,
+            in_chans=cfg.in_chans,
+            depth=cfg.depth,
+            drop_path_rate=cfg.drop_path_rate,
+        )
+
     return build
 
 
@@ -95,8 +104,7 @@ BACKBONES: dict[str, Callable[[BackboneConfig], nn.Module]] = {
 def check_backbone_config(cfg: BackboneConfig) -> None:
     """Raise a UserError naming the first bad value of ``cfg``."""
     if cfg.name not in BACKBONES:
-        raise UserError(f"backbone.name: unknown backbone {cfg.name!r}; choose one of "
-                        f"{', '.join(BACKBONES)}")
+        raise UserError(f"backbone.name: unknown backbone {cfg.name!r}; choose one of {', '.join(BACKBONES)}")
     check_range("backbone.in_chans", cfg.in_chans, 1, None)
     check_range("backbone.img_size", cfg.img_size, 1, None)
     check_range("backbone.patch_size", cfg.patch_size, 1, None)
@@ -122,4 +130,3 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
     if not isinstance(getattr(backbone, "num_features", None), int):
         raise TypeError(f"backbone {cfg.name!r} does not expose an int num_features")
     return backbone
-

@@ -14,10 +14,11 @@ from torch.nn import functional as F
 @dataclass(frozen=True)
 class MLPConfig:
     """Everything of an ``mlp`` but its input and output widths."""
-    hidden_dim: int = 2048                 # width of every hidden layer (SimCLR's projector)
-    num_layers: int = 2                    # linear layers, the output layer included
-    hidden_bn: bool = True                 # BatchNorm after each hidden Linear (which then has no bias)
-    last_bn: bool = False                  # affine-free BatchNorm on the output (MoCo v3, SimSiam)
+
+    hidden_dim: int = 2048  # width of every hidden layer (SimCLR's projector)
+    num_layers: int = 2  # linear layers, the output layer included
+    hidden_bn: bool = True  # BatchNorm after each hidden Linear (which then has no bias)
+    last_bn: bool = False  # affine-free BatchNorm on the output (MoCo v3, SimSiam)
     activation: type[nn.Module] = nn.ReLU  # after each hidden layer; DINO's head uses GELU
 
 
@@ -53,8 +54,15 @@ class ProjectionHead(nn.Module):
     SimSiam: 3 layers, hidden 2048, out 2048, BN on the output (Chen & He 2021, sec. 4.1).
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int = 2048, out_dim: int = 128, num_layers: int = 2,
-                 hidden_bn: bool = True, last_bn: bool = False):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int = 2048,
+        out_dim: int = 128,
+        num_layers: int = 2,
+        hidden_bn: bool = True,
+        last_bn: bool = False,
+    ):
         super().__init__()
         self.out_dim = out_dim
         self.layers = mlp(in_dim, out_dim, MLPConfig(hidden_dim, num_layers, hidden_bn, last_bn))
@@ -80,11 +88,11 @@ class PredictionHead(nn.Module):
 
 @dataclass(frozen=True)
 class DINOHeadConfig:
-    out_dim: int = 65536         # K prototypes of the last layer (paper, sec. 3.1)
-    hidden_dim: int = 2048       # hidden width of the MLP (paper, appendix)
-    bottleneck_dim: int = 256    # L2-normalised bottleneck before the last layer (paper, appendix)
-    num_layers: int = 3          # linear layers of the MLP, up to the bottleneck
-    use_bn: bool = False         # BN in the MLP; off for ViTs (paper, table 13)
+    out_dim: int = 65536  # K prototypes of the last layer (paper, sec. 3.1)
+    hidden_dim: int = 2048  # hidden width of the MLP (paper, appendix)
+    bottleneck_dim: int = 256  # L2-normalised bottleneck before the last layer (paper, appendix)
+    num_layers: int = 3  # linear layers of the MLP, up to the bottleneck
+    use_bn: bool = False  # BN in the MLP; off for ViTs (paper, table 13)
     norm_last_layer: bool = True  # fix the weight-norm magnitude of the last layer at 1 (reference code)
 
 
@@ -101,8 +109,11 @@ class DINOHead(nn.Module):
     def __init__(self, in_dim: int, cfg: DINOHeadConfig | None = None):
         super().__init__()
         cfg = cfg or DINOHeadConfig()
-        self.mlp = mlp(in_dim, cfg.bottleneck_dim, MLPConfig(cfg.hidden_dim, cfg.num_layers, hidden_bn=cfg.use_bn,
-                                                            activation=nn.GELU))
+        self.mlp = mlp(
+            in_dim,
+            cfg.bottleneck_dim,
+            MLPConfig(cfg.hidden_dim, cfg.num_layers, hidden_bn=cfg.use_bn, activation=nn.GELU),
+        )
         self.mlp.apply(_trunc_normal_init)
         self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(cfg.bottleneck_dim, cfg.out_dim, bias=False))
         magnitude = self.last_layer.parametrizations.weight.original0
@@ -120,4 +131,3 @@ def _trunc_normal_init(module: nn.Module) -> None:
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-

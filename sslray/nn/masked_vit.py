@@ -22,13 +22,16 @@ from sslray.nn.vit import MaskedPatchDecoder, ViTBackbone
 def require_vit(backbone: nn.Module, method: str) -> ViTBackbone:
     """Masked methods encode a subset of patch tokens, which only the ViT backbone can do."""
     if not isinstance(backbone, ViTBackbone):
-        raise UserError(f"method {method} needs a ViT backbone (backbone.name: vit_tiny, vit_small or vit_base), "
-                        f"got {type(backbone).__name__}")
+        raise UserError(
+            f"method {method} needs a ViT backbone (backbone.name: vit_tiny, vit_small or vit_base), "
+            f"got {type(backbone).__name__}"
+        )
     return backbone
 
 
-def encode_masked(backbone: ViTBackbone, images: Tensor, mask_ratio: float,
-                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def encode_masked(
+    backbone: ViTBackbone, images: Tensor, mask_ratio: float, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Patch-embed, randomly mask, encode visible tokens only -> (latent [N, 1+L', D], mask [N, L], ids_restore)."""
     tokens = backbone.patchify_embed(images)
     visible, mask, ids_restore = random_masking(tokens, mask_ratio, generator=generator)
@@ -36,8 +39,14 @@ def encode_masked(backbone: ViTBackbone, images: Tensor, mask_ratio: float,
 
 
 @torch.no_grad()
-def reconstruct_images(backbone: ViTBackbone, decoder: MaskedPatchDecoder, images: Tensor, mask_ratio: float,
-                       norm_pix_loss: bool, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def reconstruct_images(
+    backbone: ViTBackbone,
+    decoder: MaskedPatchDecoder,
+    images: Tensor,
+    mask_ratio: float,
+    norm_pix_loss: bool,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
     """Pixel-space reconstruction of ``images`` [N, C, H, W] -> (pred_images, mask_images), both [N, C, H, W].
 
     ``mask_images`` is 1 on masked pixels. With ``norm_pix_loss`` the decoder predicts normalised patches;

@@ -16,8 +16,9 @@ def num_visible(num_patches: int, mask_ratio: float) -> int:
     return max(1, int(num_patches * (1.0 - mask_ratio) + 0.5))
 
 
-def random_masking(x: Tensor, mask_ratio: float,
-                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def random_masking(
+    x: Tensor, mask_ratio: float, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Keep a random subset of tokens per sample.
 
     Args:
@@ -56,8 +57,7 @@ def patchify(imgs: Tensor, patch_size: int) -> Tensor:
     return x.reshape(n, (h // p) * (w // p), p * p * c)
 
 
-def unpatchify(x: Tensor, patch_size: int, channels: int,
-               grid_size: tuple[int, int] | None = None) -> Tensor:
+def unpatchify(x: Tensor, patch_size: int, channels: int, grid_size: tuple[int, int] | None = None) -> Tensor:
     """[N, L, p*p*C] -> [N, C, H, W], the inverse of ``patchify``; ``grid_size`` defaults to square."""
     n, length, _ = x.shape
     p = patch_size

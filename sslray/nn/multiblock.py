@@ -43,12 +43,17 @@ from torch import Tensor
 
 class MultiBlockMasks(NamedTuple):
     """Patch indices (raster order, ``patchify`` / ``patchify_embed`` token order), int64 on the CPU."""
+
     context: Tensor  # [N, Kc]: ascending indices of the context patches, no target patch among them
     targets: Tensor  # [N, M, Kt]: ascending indices of each of the M target blocks, Kt = h * w
 
 
-def block_size(grid_size: tuple[int, int], scale: tuple[float, float], aspect_ratio: tuple[float, float],
-               generator: torch.Generator | None = None) -> tuple[int, int]:
+def block_size(
+    grid_size: tuple[int, int],
+    scale: tuple[float, float],
+    aspect_ratio: tuple[float, float],
+    generator: torch.Generator | None = None,
+) -> tuple[int, int]:
     """(h, w) of a block covering about ``s`` of the grid with h / w about ``a`` (formula in the module doc)."""
     gh, gw = grid_size
     u_scale, u_aspect = torch.rand(2, generator=generator).tolist()
@@ -60,8 +65,9 @@ def block_size(grid_size: tuple[int, int], scale: tuple[float, float], aspect_ra
     return h, w
 
 
-def block_masks(shape: tuple[int, ...], h: int, w: int, grid_size: tuple[int, int],
-                generator: torch.Generator | None = None) -> np.ndarray:
+def block_masks(
+    shape: tuple[int, ...], h: int, w: int, grid_size: tuple[int, int], generator: torch.Generator | None = None
+) -> np.ndarray:
     """``shape`` blocks of h x w patches at uniform positions -> bool [*shape, gh * gw] (True = in the block)."""
     gh, gw = grid_size
     tops = torch.randint(0, gh - h + 1, shape, generator=generator).numpy()[..., None]
@@ -75,17 +81,23 @@ def block_masks(shape: tuple[int, ...], h: int, w: int, grid_size: tuple[int, in
 @dataclass(frozen=True)
 class MultiBlockConfig:
     """Block shapes and counts of ``sample_multiblock_masks``; the defaults are the paper's (App. A.1)."""
-    num_targets: int = 4                                    # target blocks per image
-    target_scale: tuple[float, float] = (0.15, 0.2)         # share of the grid per target block
+
+    num_targets: int = 4  # target blocks per image
+    target_scale: tuple[float, float] = (0.15, 0.2)  # share of the grid per target block
     target_aspect_ratio: tuple[float, float] = (0.75, 1.5)  # height / width of the target blocks
-    context_scale: tuple[float, float] = (0.85, 1.0)        # share of the grid of the context block (aspect 1)
+    context_scale: tuple[float, float] = (0.85, 1.0)  # share of the grid of the context block (aspect 1)
     # A context with fewer patches is re-drawn: the official collator's min_keep default (its ImageNet
     # configs use 10 of 196 patches).
     min_context: int = 4
 
 
-def sample_multiblock_masks(batch_size: int, grid_size: tuple[int, int], cfg: MultiBlockConfig | None = None,
-                            generator: torch.Generator | None = None, max_tries: int = 20) -> MultiBlockMasks:
+def sample_multiblock_masks(
+    batch_size: int,
+    grid_size: tuple[int, int],
+    cfg: MultiBlockConfig | None = None,
+    generator: torch.Generator | None = None,
+    max_tries: int = 20,
+) -> MultiBlockMasks:
     """Context and target patch indices for a batch of ``batch_size`` images on a ``grid_size`` patch grid,
     with the blocks ``cfg`` describes (the paper's by default).
 
@@ -95,8 +107,9 @@ def sample_multiblock_masks(batch_size: int, grid_size: tuple[int, int], cfg: Mu
     cfg = cfg or MultiBlockConfig()
     num_targets, min_context = cfg.num_targets, cfg.min_context
     if batch_size < 1 or num_targets < 1 or min_context < 1:
-        raise ValueError(f"batch_size ({batch_size}), num_targets ({num_targets}) and min_context "
-                         f"({min_context}) must be >= 1")
+        raise ValueError(
+            f"batch_size ({batch_size}), num_targets ({num_targets}) and min_context ({min_context}) must be >= 1"
+        )
     # The boolean work is NumPy's: on [N, M, L] arrays torch's intra-op thread pool costs ~1000x the
     # arithmetic on a busy 2-core machine; the random numbers still come from ``generator``.
     th, tw = block_size(grid_size, cfg.target_scale, cfg.target_aspect_ratio, generator)
@@ -121,8 +134,10 @@ def sample_multiblock_masks(batch_size: int, grid_size: tuple[int, int], cfg: Mu
         context[rows] = ~targets[rows].any(axis=1)
     keep = int(context.sum(axis=1).min())
     if keep == 0:
-        raise ValueError(f"{num_targets} target blocks of {th}x{tw} patches kept covering a whole {grid_size[0]}x"
-                         f"{grid_size[1]} grid: no context patch left; use fewer or smaller targets")
+        raise ValueError(
+            f"{num_targets} target blocks of {th}x{tw} patches kept covering a whole {grid_size[0]}x"
+            f"{grid_size[1]} grid: no context patch left; use fewer or smaller targets"
+        )
     context &= context.cumsum(axis=1) <= keep  # the first `keep` context patches of each image, in raster order
     # nonzero lists indices in row-major order: ascending patch indices within each image / block
     context_ids = context.nonzero()[1].reshape(batch_size, keep)

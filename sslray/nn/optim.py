@@ -60,23 +60,32 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay, "lars_adapt": True},
-            {"params": no_decay, "weight_decay": 0.0, "lars_adapt": False}]
+    return [
+        {"params": decay, "weight_decay": weight_decay, "lars_adapt": True},
+        {"params": no_decay, "weight_decay": 0.0, "lars_adapt": False},
+    ]
 
 
 class LARS(torch.optim.Optimizer):
     """SGD with momentum and layer-wise adaptive rate scaling (You et al. 2017), as used by SimCLR and BYOL:
 
-        g      = grad + weight_decay * w
-        g      = g * trust_coefficient * ||w|| / ||g||     (groups with lars_adapt=True, when both norms > 0)
-        buf    = momentum * buf + g
-        w      = w - lr * buf
+    g      = grad + weight_decay * w
+    g      = g * trust_coefficient * ||w|| / ||g||     (groups with lars_adapt=True, when both norms > 0)
+    buf    = momentum * buf + g
+    w      = w - lr * buf
     """
 
-    def __init__(self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 trust_coefficient: float = 0.001):
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                        trust_coefficient=trust_coefficient, lars_adapt=True)
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        trust_coefficient: float = 0.001,
+    ):
+        defaults = dict(
+            lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient, lars_adapt=True
+        )
         super().__init__(params, defaults)
 
     @torch.no_grad()

@@ -28,8 +28,7 @@ def linear_warmup(step: int, warmup_steps: int, start: float, end: float) -> flo
     return start + (end - start) * max(step, 0) / warmup_steps
 
 
-def warmup_cosine(step: int, total: int, warmup_steps: int, peak: float, end: float = 0.0,
-                  start: float = 0.0) -> float:
+def warmup_cosine(step: int, total: int, warmup_steps: int, peak: float, end: float = 0.0, start: float = 0.0) -> float:
     """Linear warm-up ``start -> peak`` over ``warmup_steps``, then cosine ``peak -> end`` until ``total``.
 
     The learning-rate schedule of SimCLR, BYOL, MoCo v3, DINO and MAE (Goyal et al. 2017 warm-up).

@@ -59,8 +59,7 @@ def sincos_pos_embed_2d(embed_dim: int, grid_size: tuple[int, int], cls_token: b
         raise ValueError(f"2-D sin-cos embedding needs embed_dim divisible by 4, got {embed_dim}")
     gh, gw = grid_size
     rows, cols = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
-    table = torch.cat([sincos_pos_embed_1d(embed_dim // 2, rows),
-                       sincos_pos_embed_1d(embed_dim // 2, cols)], dim=1)
+    table = torch.cat([sincos_pos_embed_1d(embed_dim // 2, rows), sincos_pos_embed_1d(embed_dim // 2, cols)], dim=1)
     if cls_token:
         table = torch.cat([torch.zeros(1, embed_dim, dtype=table.dtype), table], dim=0)
     return table.float()
@@ -76,20 +75,34 @@ class ViTBackbone(nn.Module):
         drop_path_rate: stochastic depth, timm's linear decay rule.
     """
 
-    def __init__(self, size: str, img_size: int = 224, patch_size: int = 16, in_chans: int = 3,
-                 depth: int | None = None, drop_path_rate: float = 0.0) -> None:
+    def __init__(
+        self,
+        size: str,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        depth: int | None = None,
+        drop_path_rate: float = 0.0,
+    ) -> None:
         super().__init__()
         name = size.removeprefix("vit_")
         if name not in VIT_SIZES:
-            raise UserError(f"unknown ViT size {size!r}; choose one of "
-                            f"{', '.join('vit_' + s for s in VIT_SIZES)}")
+            raise UserError(f"unknown ViT size {size!r}; choose one of {', '.join('vit_' + s for s in VIT_SIZES)}")
         if img_size % patch_size:
             raise UserError(f"ViT img_size {img_size} is not a multiple of patch_size {patch_size}")
         embed_dim, default_depth, num_heads = VIT_SIZES[name]
         self.vit = VisionTransformer(
-            img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=0,
-            global_pool="token", embed_dim=embed_dim, depth=depth or default_depth,
-            num_heads=num_heads, mlp_ratio=4.0, qkv_bias=True, drop_path_rate=drop_path_rate,
+            img_size=img_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            num_classes=0,
+            global_pool="token",
+            embed_dim=embed_dim,
+            depth=depth or default_depth,
+            num_heads=num_heads,
+            mlp_ratio=4.0,
+            qkv_bias=True,
+            drop_path_rate=drop_path_rate,
             # Other input sizes (DINO's local crops) get the position table interpolated, as DINO does.
             dynamic_img_size=True,
         )
@@ -129,9 +142,10 @@ class ViTBackbone(nn.Module):
 @dataclass(frozen=True)
 class BlockStackConfig:
     """The timm ``Block`` stack inside a ``MaskedPatchDecoder`` or a ``JEPAPredictor``."""
-    dim: int = 128          # token width in the stack (MAE's decoder here; the paper's is 512 at 224 px)
-    depth: int = 2          # Blocks
-    num_heads: int = 4      # attention heads: head width dim / num_heads = 32
+
+    dim: int = 128  # token width in the stack (MAE's decoder here; the paper's is 512 at 224 px)
+    depth: int = 2  # Blocks
+    num_heads: int = 4  # attention heads: head width dim / num_heads = 32
     mlp_ratio: float = 4.0  # MLP hidden width / dim, as in timm's ViT
 
 
@@ -145,17 +159,20 @@ class MaskedPatchDecoder(nn.Module):
     MACRL's decoder is the same module with depth 1 ("one linear layer and one attention block").
     """
 
-    def __init__(self, embed_dim: int, grid_size: tuple[int, int], patch_pixels: int,
-                 cfg: BlockStackConfig | None = None) -> None:
+    def __init__(
+        self, embed_dim: int, grid_size: tuple[int, int], patch_pixels: int, cfg: BlockStackConfig | None = None
+    ) -> None:
         super().__init__()
         cfg = cfg or BlockStackConfig()
         decoder_dim = cfg.dim
         self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        self.register_buffer("decoder_pos_embed",
-                             sincos_pos_embed_2d(decoder_dim, grid_size, cls_token=True)[None], persistent=False)
-        self.decoder_blocks = nn.Sequential(*[
-            Block(decoder_dim, cfg.num_heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=True) for _ in range(cfg.depth)])
+        self.register_buffer(
+            "decoder_pos_embed", sincos_pos_embed_2d(decoder_dim, grid_size, cls_token=True)[None], persistent=False
+        )
+        self.decoder_blocks = nn.Sequential(
+            *[Block(decoder_dim, cfg.num_heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=True) for _ in range(cfg.depth)]
+        )
         self.decoder_norm = nn.LayerNorm(decoder_dim)
         self.decoder_pred = nn.Linear(decoder_dim, patch_pixels)
         # models_mae.py init: mask token N(0, 0.02), xavier-uniform linears (it follows the official JAX ViT)
@@ -202,9 +219,12 @@ class JEPAPredictor(nn.Module):
         self.register_buffer("predictor_pos_embed", sincos_pos_embed_2d(predictor_dim, grid_size), persistent=False)
         # LayerNorm eps 1e-6 as the official vit_predictor (and timm's ViT)
         norm = partial(nn.LayerNorm, eps=1e-6)
-        self.predictor_blocks = nn.Sequential(*[
-            Block(predictor_dim, cfg.num_heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=True, norm_layer=norm)
-            for _ in range(cfg.depth)])
+        self.predictor_blocks = nn.Sequential(
+            *[
+                Block(predictor_dim, cfg.num_heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=True, norm_layer=norm)
+                for _ in range(cfg.depth)
+            ]
+        )
         self.predictor_norm = norm(predictor_dim)
         self.predictor_proj = nn.Linear(predictor_dim, embed_dim)
         # Official init: truncated normal std 0.02 for linears and the mask token, zero biases, and each

@@ -27,7 +27,19 @@ from sslray.recipe.yaml_io import (
 )
 
 __all__ = [
-    "DISTRIBUTIONS", "MAX_DEPTH", "MAX_VALUES", "SECTIONS", "DataConfig", "Recipe", "ScalingConfig", "TrainConfig",
-    "apply_overrides", "check_tree", "find_distributions", "load_recipe", "parse_yaml", "read_yaml",
+    "DISTRIBUTIONS",
+    "MAX_DEPTH",
+    "MAX_VALUES",
+    "SECTIONS",
+    "DataConfig",
+    "Recipe",
+    "ScalingConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "check_tree",
+    "find_distributions",
+    "load_recipe",
+    "parse_yaml",
+    "read_yaml",
     "recipe_from_dict",
 ]

@@ -25,8 +25,9 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
         raise UserError(f"{unknown[0]}: unknown section; allowed: {', '.join(sorted(sections))}")
     left = find_distributions(data)
     if left:
-        raise UserError(f"{left[0]}: is a search distribution; `sslray train` needs fixed values "
-                        "(explore it with `sslray sweep`)")
+        raise UserError(
+            f"{left[0]}: is a search distribution; `sslray train` needs fixed values (explore it with `sslray sweep`)"
+        )
     name, knobs = method_config(data.get("method"))
     recipe = Recipe(
         method_name=name,
@@ -52,22 +53,35 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
 
 def _check_across_sections(recipe: Recipe) -> None:
     if recipe.backbone.in_chans != recipe.data.channels:
-        raise UserError(f"backbone.in_chans: {recipe.backbone.in_chans} but data.channels is "
-                        f"{recipe.data.channels}; they must match")
+        raise UserError(
+            f"backbone.in_chans: {recipe.backbone.in_chans} but data.channels is "
+            f"{recipe.data.channels}; they must match"
+        )
     check_method_backbone(recipe.method_name, recipe.backbone)
     workers = recipe.scaling.num_workers
-    sync_bn = ("train.sync_batchnorm" if recipe.train.sync_batchnorm
-               else "method.bn_mode" if getattr(recipe.method, "bn_mode", None) == "sync" else None)
+    sync_bn = (
+        "train.sync_batchnorm"
+        if recipe.train.sync_batchnorm
+        else "method.bn_mode"
+        if getattr(recipe.method, "bn_mode", None) == "sync"
+        else None
+    )
     if sync_bn and workers > 1 and not recipe.scaling.use_gpu:
         # torch's SyncBatchNorm refuses CPU tensors once there is more than one rank to sync with.
-        raise UserError(f"{sync_bn}: SyncBatchNorm runs on GPUs only, and scaling.use_gpu is false with "
-                        f"{workers} workers; on CPUs use method.bn_mode: shuffle (MoCo) or plain BatchNorm")
+        raise UserError(
+            f"{sync_bn}: SyncBatchNorm runs on GPUs only, and scaling.use_gpu is false with "
+            f"{workers} workers; on CPUs use method.bn_mode: shuffle (MoCo) or plain BatchNorm"
+        )
     if recipe.train.batch_size % workers:
-        raise UserError(f"train.batch_size: {recipe.train.batch_size} does not split evenly across "
-                        f"scaling.num_workers={workers}; use a multiple of {workers}")
+        raise UserError(
+            f"train.batch_size: {recipe.train.batch_size} does not split evenly across "
+            f"scaling.num_workers={workers}; use a multiple of {workers}"
+        )
     if recipe.backbone.name.startswith("vit") and recipe.backbone.img_size != recipe.data.augment.size:
-        raise UserError(f"backbone.img_size: {recipe.backbone.img_size} but data.augment.size is "
-                        f"{recipe.data.augment.size}; a ViT needs the crop size it was built for")
+        raise UserError(
+            f"backbone.img_size: {recipe.backbone.img_size} but data.augment.size is "
+            f"{recipe.data.augment.size}; a ViT needs the crop size it was built for"
+        )
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:

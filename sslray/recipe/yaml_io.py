@@ -17,8 +17,8 @@ from sslray.errors import UserError
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
 
-MAX_DEPTH = 32          # a recipe nests 4 levels; deeper is a mistake, and validation walks it recursively
-MAX_VALUES = 100_000    # values once YAML aliases are expanded: "billion laughs" is refused, not walked
+MAX_DEPTH = 32  # a recipe nests 4 levels; deeper is a mistake, and validation walks it recursively
+MAX_VALUES = 100_000  # values once YAML aliases are expanded: "billion laughs" is refused, not walked
 
 
 def check_tree(data: Any, where: str, depth: int = 0) -> None:
@@ -31,13 +31,16 @@ def check_tree(data: Any, where: str, depth: int = 0) -> None:
         nonlocal count
         count += 1
         if count > MAX_VALUES:
-            raise UserError(f"{where}: more than {MAX_VALUES:,} values once YAML aliases (*name) are expanded; "
-                            "a recipe is far smaller")
+            raise UserError(
+                f"{where}: more than {MAX_VALUES:,} values once YAML aliases (*name) are expanded; "
+                "a recipe is far smaller"
+            )
         if not isinstance(node, (dict, list)):
             return
         if id(node) in active:
-            raise UserError(f"{where}: a YAML alias (*name) points to a value that contains it; "
-                            "a recipe cannot be recursive")
+            raise UserError(
+                f"{where}: a YAML alias (*name) points to a value that contains it; a recipe cannot be recursive"
+            )
         if level >= MAX_DEPTH:
             raise UserError(f"{where}: nested more than {MAX_DEPTH} levels deep; a recipe has sections of keys")
         active.add(id(node))
@@ -55,11 +58,15 @@ def parse_yaml(text: str | bytes, where: str) -> Any:
         data = yaml.safe_load(text)
     except yaml.reader.ReaderError as err:  # bytes that are not UTF-8, or characters YAML forbids
         if err.encoding == "unicode":  # decoded fine, but a control character YAML does not allow
-            problem = (f"character U+{err.character:04X} at offset {err.position} is not allowed in YAML "
-                       "(control characters other than tab and newline)")
+            problem = (
+                f"character U+{err.character:04X} at offset {err.position} is not allowed in YAML "
+                "(control characters other than tab and newline)"
+            )
         else:
-            problem = (f"not {err.encoding.upper()} text (byte {err.character:#04x} at offset {err.position}); "
-                       "save it as UTF-8")
+            problem = (
+                f"not {err.encoding.upper()} text (byte {err.character:#04x} at offset {err.position}); "
+                "save it as UTF-8"
+            )
         raise UserError(f"{where}: {problem}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
@@ -107,7 +114,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise UserError(f"override {override!r}: {'.'.join(parts[:depth + 1])} is a value, not a section")
+                raise UserError(f"override {override!r}: {'.'.join(parts[: depth + 1])} is a value, not a section")
             node = child
         node[parts[-1]] = value
     return data

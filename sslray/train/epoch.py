@@ -39,8 +39,8 @@ class NonFiniteLoss(RuntimeError):
 
 @dataclass
 class Progress:
-    epoch: int = 0          # next epoch to run
-    step: int = 0           # optimizer steps taken
+    epoch: int = 0  # next epoch to run
+    step: int = 0  # optimizer steps taken
     best_knn: float = -1.0
     history: list[dict] = field(default_factory=list)
     grad_scaler: dict = field(default_factory=dict)  # fp16's loss scale, carried through checkpoints
@@ -50,6 +50,7 @@ class Progress:
 @dataclass
 class StepSettings:
     """What every step of a run needs, computed once."""
+
     normalizer: PixelNormalizer
     total_steps: int
     warmup_steps: int
@@ -62,26 +63,34 @@ class StepSettings:
     @classmethod
     def of(cls, recipe: Recipe, total_steps: int, device) -> StepSettings:
         peak = scaled_lr(recipe.optim.base_lr, recipe.train.batch_size)
-        return cls(PixelNormalizer(recipe.data.mean, recipe.data.std, device), total_steps,
-                   recipe.train.warmup_epochs * total_steps // recipe.train.epochs, peak,
-                   peak * recipe.train.final_lr_fraction, recipe.train.grad_accum_steps,
-                   MixedPrecision(recipe.train.precision, device), recipe.backbone.name.startswith("resnet"))
+        return cls(
+            PixelNormalizer(recipe.data.mean, recipe.data.std, device),
+            total_steps,
+            recipe.train.warmup_epochs * total_steps // recipe.train.epochs,
+            peak,
+            peak * recipe.train.final_lr_fraction,
+            recipe.train.grad_accum_steps,
+            MixedPrecision(recipe.train.precision, device),
+            recipe.backbone.name.startswith("resnet"),
+        )
 
 
 @dataclass(frozen=True)
 class Learner:
     """What a train step works on; the same objects for the whole run (``progress`` changes in place)."""
-    model: torch.nn.Module    # forward/backward: the method, wrapped in DDP when there are several ranks
-    method: SSLMethod         # the method itself: on_step's schedules, checkpoints, online evaluation
+
+    model: torch.nn.Module  # forward/backward: the method, wrapped in DDP when there are several ranks
+    method: SSLMethod  # the method itself: on_step's schedules, checkpoints, online evaluation
     optimizer: torch.optim.Optimizer
     settings: StepSettings
-    progress: Progress        # the optimizer step count here; the epoch, best kNN and history for the loop
+    progress: Progress  # the optimizer step count here; the epoch, best kNN and history for the loop
 
 
 @dataclass(frozen=True)
 class RankData:
     """Where this rank's batches come from, and where they go."""
-    recipe: Recipe             # data (views, limit, Ray Data tasks), train.seed and train.batch_size
+
+    recipe: Recipe  # data (views, limit, Ray Data tasks), train.seed and train.batch_size
     prepared: PreparedDataset  # the training split (data.path), checked once
     rank: int
     world: int
@@ -93,13 +102,19 @@ def train_epoch(learner: Learner, data: RankData, epoch: int, num_steps: int) ->
     recipe, rank, world, device = data.recipe, data.rank, data.world, data.device
     seed, batch = recipe.train.seed, recipe.train.batch_size // world
     views = EpochViews(recipe.data.augment.view_specs(), channels=recipe.data.channels, seed=seed, epoch=epoch)
-    dataset = rank_views_dataset(data.prepared, views, MapTasks.of(recipe.data), rank=rank, world=world,
-                                 limit=recipe.data.limit)
+    dataset = rank_views_dataset(
+        data.prepared, views, MapTasks.of(recipe.data), rank=rank, world=world, limit=recipe.data.limit
+    )
     on_gpu = device.type == "cuda"
     # Pinned host memory: the uint8 batch's copy to the GPU runs asynchronously with compute.
-    batches = dataset.iter_torch_batches(batch_size=batch, drop_last=True, device=device, pin_memory=on_gpu,
-                                         local_shuffle_buffer_size=SHUFFLE_BUFFER_BATCHES * batch,
-                                         local_shuffle_seed=seed * 1_000_003 + epoch * 1009 + rank)
+    batches = dataset.iter_torch_batches(
+        batch_size=batch,
+        drop_last=True,
+        device=device,
+        pin_memory=on_gpu,
+        local_shuffle_buffer_size=SHUFFLE_BUFFER_BATCHES * batch,
+        local_shuffle_seed=seed * 1_000_003 + epoch * 1009 + rank,
+    )
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(device)
     sums: dict[str, float] = {}
@@ -122,8 +137,13 @@ def train_epoch(learner: Learner, data: RankData, epoch: int, num_steps: int) ->
     seconds = time.perf_counter() - start
     metrics = {name: value / num_steps for name, value in sums.items()}
     metrics.update(scheduled)  # their values at the end of the epoch
-    metrics.update(epoch=epoch + 1, lr=learner.optimizer.param_groups[0]["lr"], seconds=seconds,
-                   images_per_s=num_steps * batch * world / seconds, data_wait_frac=waited / seconds)
+    metrics.update(
+        epoch=epoch + 1,
+        lr=learner.optimizer.param_groups[0]["lr"],
+        seconds=seconds,
+        images_per_s=num_steps * batch * world / seconds,
+        data_wait_frac=waited / seconds,
+    )
     if on_gpu:
         metrics["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
     return metrics, sample
@@ -133,8 +153,10 @@ def train_step(learner: Learner, uint8_views: list[torch.Tensor], index: int, ep
     """Forward/backward of one batch; an optimizer step (and the method's schedules) every ``accum``."""
     model, optimizer, settings, progress = learner.model, learner.optimizer, learner.settings, learner.progress
     views = [settings.normalizer.to_float(v, settings.channels_last) for v in uint8_views]
-    set_lr(optimizer, warmup_cosine(progress.step, settings.total_steps, settings.warmup_steps,
-                                    settings.peak_lr, settings.final_lr))
+    set_lr(
+        optimizer,
+        warmup_cosine(progress.step, settings.total_steps, settings.warmup_steps, settings.peak_lr, settings.final_lr),
+    )
     stepping = (index + 1) % settings.accum == 0
     # Between optimizer steps DDP need not all-reduce: gradients just accumulate locally.
     sync = contextlib.nullcontext() if stepping or not hasattr(model, "no_sync") else model.no_sync()
@@ -145,8 +167,10 @@ def train_step(learner: Learner, uint8_views: list[torch.Tensor], index: int, ep
         # (one rank stopping alone would leave the others waiting in DDP's all-reduce).
         loss = mean_over_ranks(out["loss"].detach().reshape(1)).item()
         if not math.isfinite(loss):
-            raise NonFiniteLoss(f"non-finite loss ({loss}) at epoch {epoch + 1}, optimizer step "
-                                f"{progress.step}: lower optim.base_lr or check the data")
+            raise NonFiniteLoss(
+                f"non-finite loss ({loss}) at epoch {epoch + 1}, optimizer step "
+                f"{progress.step}: lower optim.base_lr or check the data"
+            )
         settings.precision.backward(out["loss"] / settings.accum)
     scheduled = {}
     if stepping:

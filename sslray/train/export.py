@@ -38,8 +38,13 @@ def export_backbone(run_or_checkpoint: Path, out: Path, overwrite: bool = False)
     library_model = backbone.vit if hasattr(backbone, "vit") else backbone.net
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(library_model.state_dict(), out)
-    info = {"checkpoint": str(folder), "method": recipe.method_name, "backbone": recipe.to_dict()["backbone"],
-            "num_features": backbone.num_features, "load": _how_to_load(recipe.backbone)}
+    info = {
+        "checkpoint": str(folder),
+        "method": recipe.method_name,
+        "backbone": recipe.to_dict()["backbone"],
+        "num_features": backbone.num_features,
+        "load": _how_to_load(recipe.backbone),
+    }
     sidecar.write_text(json.dumps(info, indent=2) + "\n")
     return info
 
@@ -49,11 +54,20 @@ def _how_to_load(cfg) -> str:
         from sslray.nn.vit import VIT_SIZES
 
         dim, depth, heads = VIT_SIZES[cfg.name.removeprefix("vit_")]
-        return (f"timm.models.vision_transformer.VisionTransformer(img_size={cfg.img_size}, patch_size="
-                f"{cfg.patch_size}, in_chans={cfg.in_chans}, embed_dim={dim}, depth={cfg.depth or depth}, "
-                f"num_heads={heads}, num_classes=0).load_state_dict(torch.load(PATH, weights_only=True))")
-    stem = ("conv1 = nn.Conv2d(IN, 64, 3, 1, 1, bias=False); maxpool = nn.Identity()" if cfg.small_stem
-            else "conv1 = nn.Conv2d(IN, 64, 7, 2, 3, bias=False)" if cfg.in_chans != 3 else "")
-    return (f"m = torchvision.models.{cfg.name}(weights=None); m.fc = nn.Identity(); "
-            + (f"m.{stem.replace('; maxpool', '; m.maxpool')}; ".replace("IN", str(cfg.in_chans)) if stem else "")
-            + "m.load_state_dict(torch.load(PATH, weights_only=True))")
+        return (
+            f"timm.models.vision_transformer.VisionTransformer(img_size={cfg.img_size}, patch_size="
+            f"{cfg.patch_size}, in_chans={cfg.in_chans}, embed_dim={dim}, depth={cfg.depth or depth}, "
+            f"num_heads={heads}, num_classes=0).load_state_dict(torch.load(PATH, weights_only=True))"
+        )
+    stem = (
+        "conv1 = nn.Conv2d(IN, 64, 3, 1, 1, bias=False); maxpool = nn.Identity()"
+        if cfg.small_stem
+        else "conv1 = nn.Conv2d(IN, 64, 7, 2, 3, bias=False)"
+        if cfg.in_chans != 3
+        else ""
+    )
+    return (
+        f"m = torchvision.models.{cfg.name}(weights=None); m.fc = nn.Identity(); "
+        + (f"m.{stem.replace('; maxpool', '; m.maxpool')}; ".replace("IN", str(cfg.in_chans)) if stem else "")
+        + "m.load_state_dict(torch.load(PATH, weights_only=True))"
+    )

@@ -19,8 +19,9 @@ from sslray.recipe import Recipe
 EVAL_BATCH = 256
 
 
-def embed_split(method: SSLMethod, recipe: Recipe, path: str, limit: int | None,
-                device) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_split(
+    method: SSLMethod, recipe: Recipe, path: str, limit: int | None, device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Features [N, num_features] (on CPU) and labels [N] of a prepared split."""
     data = recipe.data
     dataset = eval_dataset(path, data.eval_view, channels=data.channels, tasks=MapTasks.of(data))

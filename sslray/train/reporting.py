@@ -35,19 +35,23 @@ PERF_METRICS = ("images_per_s", "data_wait_frac", "seconds", "eval_seconds", "pe
 class RunOutputs:
     """Where one rank's results go. Only rank 0 writes files: the others' logger is disabled and they
     have no mirror."""
+
     session: WorkerSession
     recipe: Recipe
-    run_dir: Path              # rank 0's run folder: checkpoints/best, TensorBoard, progress files
+    run_dir: Path  # rank 0's run folder: checkpoints/best, TensorBoard, progress files
     logger: RunLogger
-    mirror: RunMirror | None   # the run folder's copy in object storage (``storage``), synced every epoch
+    mirror: RunMirror | None  # the run folder's copy in object storage (``storage``), synced every epoch
 
     def report(self, learner: Learner, metrics: dict, final: bool = False) -> None:
         """Report the epoch's metrics (every rank) and, when due, rank 0's checkpoint. The run folder is
         mirrored to storage first: a scheduler may end the trial inside the report."""
         recipe, progress, session = self.recipe, learner.progress, self.session
         epoch = progress.epoch - 1
-        due = final or (epoch + 1) % recipe.train.checkpoint_every == 0 or progress.epoch in (
-            recipe.train.epochs, recipe.train.stop_at_epoch)
+        due = (
+            final
+            or (epoch + 1) % recipe.train.checkpoint_every == 0
+            or progress.epoch in (recipe.train.epochs, recipe.train.stop_at_epoch)
+        )
         if session.rank != 0 or not due:
             if self.mirror:
                 self.mirror.sync()
@@ -56,12 +60,20 @@ class RunOutputs:
         knn = metrics.get("knn_top1", -1.0)
         improved = knn > progress.best_knn
         progress.best_knn = max(progress.best_knn, knn)
-        state = {"epoch": epoch, "step": progress.step, "best_knn": progress.best_knn, "metrics": metrics,
-                 "history": progress.history, "recipe": recipe.to_dict(), "grad_scaler": progress.grad_scaler,
-                 "precision": progress.precision}
+        state = {
+            "epoch": epoch,
+            "step": progress.step,
+            "best_knn": progress.best_knn,
+            "metrics": metrics,
+            "history": progress.history,
+            "recipe": recipe.to_dict(),
+            "grad_scaler": progress.grad_scaler,
+            "precision": progress.precision,
+        }
         with tempfile.TemporaryDirectory() as tmp:
-            folder = write_checkpoint(Path(tmp) / "ckpt", learner.method.state_dict(),
-                                      learner.optimizer.state_dict(), state)
+            folder = write_checkpoint(
+                Path(tmp) / "ckpt", learner.method.state_dict(), learner.optimizer.state_dict(), state
+            )
             if improved:
                 replace_atomically(folder, self.run_dir / "checkpoints" / "best")
             if self.mirror:
@@ -85,17 +97,25 @@ class RunOutputs:
         logger, epochs, epoch = self.logger, self.recipe.train.epochs, metrics["epoch"]
         for prefix, names in (("eval", EVAL_METRICS), ("perf", PERF_METRICS)):
             logger.scalars({n: metrics[n] for n in names if n in metrics}, step=epoch, prefix=prefix)
-        logger.scalars({n: v for n, v in metrics.items()
-                        if n not in EVAL_METRICS + PERF_METRICS + ("epoch", "resumed_from_epoch")},
-                       step=epoch, prefix="train")
+        logger.scalars(
+            {
+                n: v
+                for n, v in metrics.items()
+                if n not in EVAL_METRICS + PERF_METRICS + ("epoch", "resumed_from_epoch")
+            },
+            step=epoch,
+            prefix="train",
+        )
         logger.flush()
         if self.session.rank == 0:
             eta = (epochs - epoch) * metrics["seconds"]
             knn = f"  knn {metrics['knn_top1']:.3f}" if "knn_top1" in metrics else ""
             # Not print(): Ray Train V2 patches print in workers to log *and* tee it, so each line came twice.
-            sys.stdout.write(f"epoch {epoch}/{epochs}  loss {metrics['loss']:.4f}{knn}  "
-                             f"{metrics['images_per_s']:,.0f} img/s  data wait {metrics['data_wait_frac']:.0%}  "
-                             f"ETA {eta / 60:.1f} min\n")
+            sys.stdout.write(
+                f"epoch {epoch}/{epochs}  loss {metrics['loss']:.4f}{knn}  "
+                f"{metrics['images_per_s']:,.0f} img/s  data wait {metrics['data_wait_frac']:.0%}  "
+                f"ETA {eta / 60:.1f} min\n"
+            )
             sys.stdout.flush()
 
     def log_images(self, method, sample: list[torch.Tensor], normalizer: PixelNormalizer, epoch: int) -> None:
@@ -121,8 +141,10 @@ def stop_reason(metrics: dict, threshold: float) -> str | None:
     image maps to nearly the same point, and more epochs will not undo it."""
     std = metrics.get("embed_std")
     if std is not None and not math.isfinite(std):
-        return (f"diverged: non-finite embeddings (embed_std {std}) after epoch {metrics['epoch']}: "
-                "lower optim.base_lr or check the data")
+        return (
+            f"diverged: non-finite embeddings (embed_std {std}) after epoch {metrics['epoch']}: "
+            "lower optim.base_lr or check the data"
+        )
     if threshold <= 0 or std is None or not std < threshold:
         return None
     return f"collapsed: embed_std {std:.2g} < train.collapse_std {threshold:g} at epoch {metrics['epoch']}"
@@ -140,5 +162,10 @@ def restore(method, optimizer, device, checkpoint, resume_from: str | None) -> t
         method.load_state_dict(load_tensors(folder / MODEL, device))
         optimizer.load_state_dict(load_tensors(folder / "optimizer.pt", device))
         state = read_state(folder)
-    return Progress(epoch=state["epoch"] + 1, step=state["step"], best_knn=state.get("best_knn", -1.0),
-                    history=state.get("history", []), grad_scaler=state.get("grad_scaler", {})), True
+    return Progress(
+        epoch=state["epoch"] + 1,
+        step=state["step"],
+        best_knn=state.get("best_knn", -1.0),
+        history=state.get("history", []),
+        grad_scaler=state.get("grad_scaler", {}),
+    ), True

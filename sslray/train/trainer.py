@@ -51,8 +51,10 @@ def worker_resources(recipe: Recipe, cluster_cpus: float) -> dict[str, float]:
         reserve = cpus_for_ray_data(recipe, cluster_cpus)
         cpus = min(MAX_CPUS_PER_WORKER, (cluster_cpus - reserve) / scaling.num_workers)
         if cpus < 0.05:
-            raise UserError(f"scaling.num_workers: {scaling.num_workers} workers do not fit on {cluster_cpus:g} "
-                            "CPUs with room left for Ray Data; use fewer workers or set scaling.cpus_per_worker")
+            raise UserError(
+                f"scaling.num_workers: {scaling.num_workers} workers do not fit on {cluster_cpus:g} "
+                "CPUs with room left for Ray Data; use fewer workers or set scaling.cpus_per_worker"
+            )
         cpus = round(cpus, 2)
     resources = {"CPU": cpus}
     if scaling.use_gpu:
@@ -68,12 +70,18 @@ def check_data(recipe: Recipe) -> None:
             open_prepared(split, where)
     world = recipe.scaling.num_workers
     per_worker = recipe.train.batch_size // world
-    if steps_per_epoch(prepared, seed=recipe.train.seed, epoch=0, world=world, batch_per_worker=per_worker,
-                       limit=recipe.data.limit) == 0:
+    if (
+        steps_per_epoch(
+            prepared, seed=recipe.train.seed, epoch=0, world=world, batch_per_worker=per_worker, limit=recipe.data.limit
+        )
+        == 0
+    ):
         rows = min(prepared.num_rows, recipe.data.limit or prepared.num_rows)
-        raise UserError(f"train.batch_size: {recipe.train.batch_size} over {world} worker(s) needs at least "
-                        f"{per_worker} images per worker, but data.path gives {rows} in total; "
-                        "lower train.batch_size or raise data.limit")
+        raise UserError(
+            f"train.batch_size: {recipe.train.batch_size} over {world} worker(s) needs at least "
+            f"{per_worker} images per worker, but data.path gives {rows} in total; "
+            "lower train.batch_size or raise data.limit"
+        )
 
 
 def absolute_data_paths(recipe: Recipe) -> None:
@@ -97,9 +105,14 @@ def write_config(recipe: Recipe, run_dir: Path) -> None:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(plain(recipe.to_dict()), sort_keys=False))
 
 
-def fit(recipe: Recipe, run_dir: Path, callbacks: list | None = None,
-        hparams: dict[str, Any] | None = None, summary_file: str | None = "result.json",
-        storage_uri: str | None = None) -> dict[str, Any]:
+def fit(
+    recipe: Recipe,
+    run_dir: Path,
+    callbacks: list | None = None,
+    hparams: dict[str, Any] | None = None,
+    summary_file: str | None = "result.json",
+    storage_uri: str | None = None,
+) -> dict[str, Any]:
     """Train (or resume) the run in ``run_dir``; returns and writes ``summary_file``. A sweep's trial passes
     Tune's ``TuneReportCallback`` (rank 0's metrics reach the scheduler), its sampled knobs as
     ``hparams`` (the TensorBoard HParams columns) and no summary (Tune writes the trial's result.json).
@@ -119,24 +132,36 @@ def fit(recipe: Recipe, run_dir: Path, callbacks: list | None = None,
     resources = worker_resources(recipe, ray.cluster_resources().get("CPU", 1.0))
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"recipe": plain(recipe.to_dict()), "run_dir": str(run_dir),
-                           "resume_from": latest_checkpoint(run_dir), "hparams": hparams,
-                           "storage": storage_uri},
-        scaling_config=ray.train.ScalingConfig(num_workers=recipe.scaling.num_workers,
-                                               use_gpu=recipe.scaling.use_gpu, resources_per_worker=resources),
+        train_loop_config={
+            "recipe": plain(recipe.to_dict()),
+            "run_dir": str(run_dir),
+            "resume_from": latest_checkpoint(run_dir),
+            "hparams": hparams,
+            "storage": storage_uri,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=recipe.scaling.num_workers, use_gpu=recipe.scaling.use_gpu, resources_per_worker=resources
+        ),
         run_config=ray.train.RunConfig(
-            name="checkpoints", storage_path=storage_uri or str(run_dir), callbacks=callbacks,
+            name="checkpoints",
+            storage_path=storage_uri or str(run_dir),
+            callbacks=callbacks,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=recipe.train.keep_checkpoints),
-            failure_config=ray.train.FailureConfig(max_failures=recipe.train.max_failures)),
+            failure_config=ray.train.FailureConfig(max_failures=recipe.train.max_failures),
+        ),
     )
     start = time.time()
     result = trainer.fit()
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float, str))}
-    summary = {"metrics": metrics, "minutes": round((time.time() - start) / 60, 2),
-               "checkpoint": result.checkpoint.path if result.checkpoint else None,
-               "best_checkpoint": str(run_dir / "checkpoints" / "best")
-               if (run_dir / "checkpoints" / "best").is_dir() else None,
-               "restarts": read_restarts(run_dir)}
+    summary = {
+        "metrics": metrics,
+        "minutes": round((time.time() - start) / 60, 2),
+        "checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "best_checkpoint": str(run_dir / "checkpoints" / "best")
+        if (run_dir / "checkpoints" / "best").is_dir()
+        else None,
+        "restarts": read_restarts(run_dir),
+    }
     if summary_file:
         (run_dir / summary_file).write_text(json.dumps(summary, indent=2) + "\n")
     return summary

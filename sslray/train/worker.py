@@ -66,23 +66,36 @@ def run_worker(config: dict, session: WorkerSession) -> None:
 
     prepared = open_prepared(recipe.data.path)
     batch_per_worker = recipe.train.batch_size // world
-    steps = [steps_per_epoch(prepared, seed=recipe.train.seed, epoch=e, world=world,
-                             batch_per_worker=batch_per_worker, limit=recipe.data.limit)
-             for e in range(recipe.train.epochs)]
+    steps = [
+        steps_per_epoch(
+            prepared,
+            seed=recipe.train.seed,
+            epoch=e,
+            world=world,
+            batch_per_worker=batch_per_worker,
+            limit=recipe.data.limit,
+        )
+        for e in range(recipe.train.epochs)
+    ]
     if min(steps) == 0:
-        raise ValueError(f"data.path: {prepared.num_rows} images give each of {world} workers less than one "
-                         f"batch of {batch_per_worker}; lower train.batch_size or add data")
+        raise ValueError(
+            f"data.path: {prepared.num_rows} images give each of {world} workers less than one "
+            f"batch of {batch_per_worker}; lower train.batch_size or add data"
+        )
     settings = StepSettings.of(recipe, sum(steps) // recipe.train.grad_accum_steps, device)
     settings.precision.load_state_dict(progress.grad_scaler)
     progress.precision = settings.precision.name
     learner = Learner(model, method, optimizer, settings, progress)
     data = RankData(recipe, prepared, rank, world, device)
     if rank == 0:
-        sys.stdout.write(f"training on {world} x {device.type}, precision {settings.precision.name}"
-                         f"{', compiled backbones' if recipe.train.compile else ''}\n")
+        sys.stdout.write(
+            f"training on {world} x {device.type}, precision {settings.precision.name}"
+            f"{', compiled backbones' if recipe.train.compile else ''}\n"
+        )
     # Scalars are logged at step = epoch number; on resume, drop anything past the checkpoint's epoch.
-    logger = RunLogger(config["run_dir"] if rank == 0 else None,
-                       resume_from_step=progress.epoch + 1 if progress.epoch else None)
+    logger = RunLogger(
+        config["run_dir"] if rank == 0 else None, resume_from_step=progress.epoch + 1 if progress.epoch else None
+    )
     # Results in object storage: rank 0 trains in a node-local folder and copies it there every epoch
     # (Ray Train V2 persists checkpoints only; other artifacts are the loop's own business).
     mirror = RunMirror(Path(config["run_dir"]), config["storage"]) if rank == 0 and config.get("storage") else None
@@ -118,8 +131,11 @@ def run_worker(config: dict, session: WorkerSession) -> None:
         outputs.log_epoch(metrics)
         # HParams every epoch and before the report: a trial that a scheduler stops (its process ends
         # inside or after the report) still gets its row, with its last metrics, in the HParams tab.
-        logger.hparams(config.get("hparams") or recipe.to_dict(),
-                       {k: v for k, v in metrics.items() if isinstance(v, float)}, step=progress.epoch)
+        logger.hparams(
+            config.get("hparams") or recipe.to_dict(),
+            {k: v for k, v in metrics.items() if isinstance(v, float)},
+            step=progress.epoch,
+        )
         logger.flush()  # a stopped trial's process ends without closing the file
         # Only rank 0 evaluates: its verdict goes to every rank so that all of them stop together.
         stop = broadcast_object(stop_reason(metrics, recipe.train.collapse_std))

@@ -41,7 +41,7 @@ def tune_domain(key: str, spec: dict[str, Any]):
     """The Ray Tune search domain for one ``{form: args}`` entry; malformed entries name ``key``."""
     from ray import tune
 
-    (form, args), = spec.items()
+    ((form, args),) = spec.items()
     if form in ("choice", "grid"):
         if not isinstance(args, list) or not args:
             raise UserError(f"{key}: {{{form}: ...}} needs a non-empty list of values, got {args!r}")
@@ -80,14 +80,14 @@ def _randint(key: str, args: list) -> Any:
     low, high = args
     if low > high:
         raise UserError(f"{key}: {{randint: {args}}} has low > high")
-    if not -2 ** 63 <= low <= high < 2 ** 63 - 1:  # Tune samples with numpy's int64
+    if not -(2**63) <= low <= high < 2**63 - 1:  # Tune samples with numpy's int64
         raise UserError(f"{key}: {{randint: {args}}} is outside the 64-bit integer range")
     return tune.randint(low, high + 1)  # Tune's upper bound is exclusive; ours is inclusive
 
 
 def spec_values(spec: dict[str, Any]) -> list[Any]:
     """The values validated before a sweep: every listed value, or both ends of a range."""
-    (form, args), = spec.items()
+    ((form, args),) = spec.items()
     if form in ("choice", "grid"):
         return list(args)
     if form == "quniform":
@@ -100,7 +100,7 @@ def keep_inside(spec: dict[str, Any], value: Any) -> Any:
     """``value`` brought back inside the distribution ``spec``: clamped to [low, high] (rounded to a
     multiple of q, or to an integer), or, for a list, the listed value nearest to it. PBT perturbs a
     value by a factor (0.99 * 1.2 = 1.19), which knows nothing of the range the space validated."""
-    (form, args), = spec.items()
+    ((form, args),) = spec.items()
     if form in ("choice", "grid"):
         if value in args:
             return value
@@ -121,11 +121,13 @@ def check_unknown_distributions(data: Any, where: str = "") -> None:
     if not isinstance(data, dict):
         return
     if len(data) == 1:
-        (key, value), = data.items()
+        ((key, value),) = data.items()
         close = difflib.get_close_matches(str(key), DISTRIBUTIONS, n=1, cutoff=0.75)
         if key not in DISTRIBUTIONS and close and isinstance(value, list):
-            raise UserError(f"{where or key}: unknown distribution {key!r}; did you mean {close[0]}? "
-                            f"(choose from {', '.join(DISTRIBUTIONS)})")
+            raise UserError(
+                f"{where or key}: unknown distribution {key!r}; did you mean {close[0]}? "
+                f"(choose from {', '.join(DISTRIBUTIONS)})"
+            )
     for key, value in data.items():
         check_unknown_distributions(value, f"{where}.{key}".strip("."))
 
@@ -143,8 +145,10 @@ def distribution_keys(data: dict[str, Any]) -> list[str]:
                 continue
             where = ".".join(path + [str(key)])
             if not isinstance(key, str) or not key or "." in key:
-                raise UserError(f"{where}: the key {key!r} holds a search distribution, so it must be a name "
-                                "(a string without dots)")
+                raise UserError(
+                    f"{where}: the key {key!r} holds a search distribution, so it must be a name "
+                    "(a string without dots)"
+                )
             if len(value) == 1 and next(iter(value)) in DISTRIBUTIONS:
                 keys.append(where)
             else:

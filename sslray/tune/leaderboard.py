@@ -34,14 +34,23 @@ def ranked(rows: list[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
 def table(space, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Header and string cells. A knob that does not apply to a trial's method shows as '-'."""
     knobs = [k for k in space.knobs if k != "method.name"]
-    header = ["#", "trial", "method", *knobs, f"best {space.tune.metric}", "epochs", "minutes",
-              "overhead_s", "status"]
+    header = ["#", "trial", "method", *knobs, f"best {space.tune.metric}", "epochs", "minutes", "overhead_s", "status"]
     cells = []
     for rank, row in enumerate(rows, start=1):
         method = row["config"].get("method.name", space.methods[0])
-        cells.append([str(rank), row["trial"], method, *(_format(row["applicable"].get(k)) for k in knobs),
-                      _format(row["best"]), str(row["epochs"]), f"{row['minutes']:.1f}",
-                      _format(row["overhead_s"]), row["status"]])
+        cells.append(
+            [
+                str(rank),
+                row["trial"],
+                method,
+                *(_format(row["applicable"].get(k)) for k in knobs),
+                _format(row["best"]),
+                str(row["epochs"]),
+                f"{row['minutes']:.1f}",
+                _format(row["overhead_s"]),
+                row["status"],
+            ]
+        )
     return header, cells
 
 
@@ -66,8 +75,15 @@ def plot_curves(space, rows: list[dict[str, Any]], path: Path) -> None:
             continue
         epochs, values = zip(*row["curve"])
         method = row["config"].get("method.name", space.methods[0])
-        ax.plot(epochs, values, marker="o", markersize=3, color=colours[method], alpha=0.8,
-                label=f"{row['trial']} ({method})")
+        ax.plot(
+            epochs,
+            values,
+            marker="o",
+            markersize=3,
+            color=colours[method],
+            alpha=0.8,
+            label=f"{row['trial']} ({method})",
+        )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(space.tune.metric)
@@ -84,14 +100,17 @@ def write_best(space, row: dict[str, Any], path: Path) -> None:
     recipe = space.trial_recipe(row["config"])
     recipe_from_dict(recipe)  # it is a valid fixed recipe, or this raises before anything is written
     knobs = ", ".join(f"{k}={_format(v)}" for k, v in row["applicable"].items())
-    header = (f"# Best trial of the sweep {space.source}: {row['trial']} ({space.tune.metric} "
-              f"{_format(row['best'])} after {row['epochs']} epochs)\n# searched: {knobs or 'nothing'}\n"
-              f"# run it: sslray train {path}\n")
+    header = (
+        f"# Best trial of the sweep {space.source}: {row['trial']} ({space.tune.metric} "
+        f"{_format(row['best'])} after {row['epochs']} epochs)\n# searched: {knobs or 'nothing'}\n"
+        f"# run it: sslray train {path}\n"
+    )
     path.write_text(header + yaml.safe_dump(plain(recipe), sort_keys=False))
 
 
-def write_leaderboard(space, rows: list[dict[str, Any]], sweep_dir: Path, shown_as: str | None = None
-                      ) -> list[dict[str, Any]]:
+def write_leaderboard(
+    space, rows: list[dict[str, Any]], sweep_dir: Path, shown_as: str | None = None
+) -> list[dict[str, Any]]:
     """Write leaderboard.md/.csv/.png and best.yaml into ``sweep_dir``; the printed lines name the sweep
     as ``shown_as`` (its URI when these files are uploaded there afterwards)."""
     rows = ranked(rows, space.tune.mode)

@@ -26,15 +26,15 @@ PBT_PERTURBABLE = ("uniform", "loguniform", "quniform", "randint", "choice")
 class SchedulerInputs:
     """What a scheduler is built from besides its options: the searched knobs and the trials' length."""
 
-    knobs: dict[str, dict[str, Any]]   # searched dotted key -> {form: args}
-    max_epochs: int                    # the longest trial's planned epochs (the time_attr is "epoch")
+    knobs: dict[str, dict[str, Any]]  # searched dotted key -> {form: args}
+    max_epochs: int  # the longest trial's planned epochs (the time_attr is "epoch")
 
 
 @dataclass
 class AshaOptions:
-    grace_period: int = 1              # epochs every trial runs before it can be stopped
-    reduction_factor: float = 2.0      # keep the top 1/factor at each rung (Li et al., 2020: 2-4)
-    max_t: int | None = None           # None: train.epochs
+    grace_period: int = 1  # epochs every trial runs before it can be stopped
+    reduction_factor: float = 2.0  # keep the top 1/factor at each rung (Li et al., 2020: 2-4)
+    max_t: int | None = None  # None: train.epochs
 
     def validate(self) -> None:
         check_range("tune.scheduler.grace_period", self.grace_period, 1, None)
@@ -45,10 +45,10 @@ class AshaOptions:
 
 @dataclass
 class PbtOptions:
-    perturbation_interval: int = 2     # epochs between exploit/explore decisions
-    quantile_fraction: float = 0.25    # bottom quantile copies the top quantile (Jaderberg et al., 2017)
+    perturbation_interval: int = 2  # epochs between exploit/explore decisions
+    quantile_fraction: float = 0.25  # bottom quantile copies the top quantile (Jaderberg et al., 2017)
     resample_probability: float = 0.25  # else the value is multiplied by 0.8 or 1.2
-    mutate: list[str] | None = None    # searched keys PBT may change; None: every numeric knob
+    mutate: list[str] | None = None  # searched keys PBT may change; None: every numeric knob
 
     def validate(self) -> None:
         check_range("tune.scheduler.perturbation_interval", self.perturbation_interval, 1, None)
@@ -64,7 +64,7 @@ class PbtOptions:
 
 @dataclass
 class MedianOptions:
-    grace_period: int = 1              # epochs before a trial is compared with the running median
+    grace_period: int = 1  # epochs before a trial is compared with the running median
     min_samples_required: int = 3
 
     def validate(self) -> None:
@@ -81,8 +81,12 @@ class FifoOptions:
 def _asha(options: AshaOptions, inputs: SchedulerInputs):
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(time_attr="epoch", max_t=options.max_t or inputs.max_epochs,
-                         grace_period=options.grace_period, reduction_factor=options.reduction_factor)
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=options.max_t or inputs.max_epochs,
+        grace_period=options.grace_period,
+        reduction_factor=options.reduction_factor,
+    )
 
 
 def pbt_mutations(options: PbtOptions, knobs: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -90,7 +94,7 @@ def pbt_mutations(options: PbtOptions, knobs: dict[str, dict[str, Any]]) -> dict
     list), a range's Tune domain (PBT multiplies the value or resamples)."""
     mutations = {}
     for key in options.mutated_keys(knobs):
-        (form, args), = knobs[key].items()
+        ((form, args),) = knobs[key].items()
         mutations[key] = list(args) if form in ("choice", "grid") else tune_domain(key, knobs[key])
     return mutations
 
@@ -106,32 +110,41 @@ def _pbt(options: PbtOptions, inputs: SchedulerInputs):
 
     from ray.tune.schedulers import PopulationBasedTraining
 
-    return PopulationBasedTraining(time_attr="epoch", perturbation_interval=options.perturbation_interval,
-                                   hyperparam_mutations=pbt_mutations(options, inputs.knobs),
-                                   custom_explore_fn=functools.partial(pbt_explore, inputs.knobs),
-                                   quantile_fraction=options.quantile_fraction,
-                                   resample_probability=options.resample_probability)
+    return PopulationBasedTraining(
+        time_attr="epoch",
+        perturbation_interval=options.perturbation_interval,
+        hyperparam_mutations=pbt_mutations(options, inputs.knobs),
+        custom_explore_fn=functools.partial(pbt_explore, inputs.knobs),
+        quantile_fraction=options.quantile_fraction,
+        resample_probability=options.resample_probability,
+    )
 
 
 def _check_pbt_space(options: PbtOptions, knobs: dict[str, dict[str, Any]]) -> None:
     fixed = [k for k in knobs if k == "method.name" or k.startswith(("backbone.", "scaling."))]
     if fixed:
-        raise UserError(f"{fixed[0]}: PBT copies weights between trials, so the method, backbone and "
-                        "scaling must be the same in every trial; fix this value or use scheduler asha")
+        raise UserError(
+            f"{fixed[0]}: PBT copies weights between trials, so the method, backbone and "
+            "scaling must be the same in every trial; fix this value or use scheduler asha"
+        )
     for key in options.mutate or []:
         if key not in knobs:
-            raise UserError(f"tune.scheduler.mutate: {key!r} is not a searched key; searched: "
-                            f"{', '.join(knobs) or 'none'}")
+            raise UserError(
+                f"tune.scheduler.mutate: {key!r} is not a searched key; searched: {', '.join(knobs) or 'none'}"
+            )
     if not options.mutated_keys(knobs):
-        raise UserError("tune.scheduler: PBT needs at least one searched numeric knob to perturb "
-                        "(e.g. method.temperature: {loguniform: [0.05, 0.5]})")
+        raise UserError(
+            "tune.scheduler: PBT needs at least one searched numeric knob to perturb "
+            "(e.g. method.temperature: {loguniform: [0.05, 0.5]})"
+        )
 
 
 def _median(options: MedianOptions, inputs: SchedulerInputs):
     from ray.tune.schedulers import MedianStoppingRule
 
-    return MedianStoppingRule(time_attr="epoch", grace_period=options.grace_period,
-                              min_samples_required=options.min_samples_required)
+    return MedianStoppingRule(
+        time_attr="epoch", grace_period=options.grace_period, min_samples_required=options.min_samples_required
+    )
 
 
 def _fifo(options: FifoOptions, inputs: SchedulerInputs):
@@ -146,7 +159,7 @@ def _no_check(options: Any, knobs: dict[str, dict[str, Any]]) -> None:
 
 @dataclass(frozen=True)
 class SchedulerEntry:
-    options: type                      # the dataclass of tune.scheduler's other keys (with validate())
+    options: type  # the dataclass of tune.scheduler's other keys (with validate())
     build: Callable[[Any, SchedulerInputs], Any]  # (options, inputs) -> Ray's TrialScheduler
     # True: it ranks trials on every epoch's report, so a metric reported only after the last epoch
     # (linear_top1) leaves it nothing to compare; False: it lets every trial finish (fifo).
@@ -162,8 +175,13 @@ SCHEDULERS = {
     "asha": SchedulerEntry(AshaOptions, _asha),
     # Tune warns that keeping <= 2 checkpoints loses some PBT restores (it did here): every
     # perturbation interval's, at least 5.
-    "pbt": SchedulerEntry(PbtOptions, _pbt, restores_checkpoints=True, check_space=_check_pbt_space,
-                          checkpoints_kept=lambda options: max(5, 2 * options.perturbation_interval)),
+    "pbt": SchedulerEntry(
+        PbtOptions,
+        _pbt,
+        restores_checkpoints=True,
+        check_space=_check_pbt_space,
+        checkpoints_kept=lambda options: max(5, 2 * options.perturbation_interval),
+    ),
     "median": SchedulerEntry(MedianOptions, _median),
     "fifo": SchedulerEntry(FifoOptions, _fifo, compares_every_epoch=False),
 }
@@ -191,7 +209,7 @@ def _hyperopt(seed: int | None, max_concurrent: int):
 @dataclass(frozen=True)
 class SearcherEntry:
     build: Callable[[int | None, int], Any]  # (tune.seed, max concurrent trials) -> Ray's Searcher
-    package: str | None = None         # the module it needs installed (None: part of Ray Tune)
+    package: str | None = None  # the module it needs installed (None: part of Ray Tune)
     # True: it takes the concurrency limit itself (Tune ignores max_concurrent_trials with it, with a
     # warning) and expands {grid: ...}; the others sample their own points (docs/ray.md §10).
     basic_variants: bool = False

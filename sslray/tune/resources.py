@@ -20,15 +20,17 @@ TRAINER_CPUS = 0.1  # the Tune function of a TorchTrainer trial only waits on it
 
 @dataclass
 class ResourcePlan:
-    trial: dict[str, float]            # tune.with_resources of the trial function
-    cpus_per_worker: float | None      # TorchTrainer trials: each worker's CPUs (None: in-process)
+    trial: dict[str, float]  # tune.with_resources of the trial function
+    cpus_per_worker: float | None  # TorchTrainer trials: each worker's CPUs (None: in-process)
     max_concurrent: int
-    data_cpus: float                   # left free for Ray Data
+    data_cpus: float  # left free for Ray Data
 
     def describe(self) -> str:
         workers = "" if self.cpus_per_worker is None else f", {self.cpus_per_worker:g} CPU per worker"
-        return (f"{self.max_concurrent} trial(s) at a time, {self.trial}{workers}; "
-                f"{self.data_cpus:g} CPU(s) kept for Ray Data")
+        return (
+            f"{self.max_concurrent} trial(s) at a time, {self.trial}{workers}; "
+            f"{self.data_cpus:g} CPU(s) kept for Ray Data"
+        )
 
 
 def plan_resources(space: SearchSpace, cluster: dict[str, float]) -> ResourcePlan:
@@ -42,8 +44,10 @@ def plan_resources(space: SearchSpace, cluster: dict[str, float]) -> ResourcePla
     if use_gpu and gpus < workers:
         raise UserError(f"scaling.use_gpu: a trial needs {workers} GPU(s); the cluster has {gpus:g}")
     if available < 0.1 * workers:
-        raise UserError(f"the cluster has {cpus:g} CPUs: too few to train beside Ray Data "
-                        f"(which needs {data_cpus:g}); give Ray more CPUs")
+        raise UserError(
+            f"the cluster has {cpus:g} CPUs: too few to train beside Ray Data "
+            f"(which needs {data_cpus:g}); give Ray more CPUs"
+        )
     limit = space.tune.max_concurrent_trials
     if workers == 1:
         cpu = given.get("cpu") or min(MAX_CPUS_PER_WORKER, available / (limit or 1))
@@ -54,9 +58,14 @@ def plan_resources(space: SearchSpace, cluster: dict[str, float]) -> ResourcePla
             concurrent = min(concurrent, max(1, int(gpus // trial["gpu"])))
         return ResourcePlan(trial, None, concurrent, data_cpus)
     concurrent = limit or (max(1, int(gpus // workers)) if use_gpu else 1)
-    per_worker = (given["cpu"] / workers if "cpu" in given
-                  else min(MAX_CPUS_PER_WORKER, (available - TRAINER_CPUS * concurrent) / (concurrent * workers)))
+    per_worker = (
+        given["cpu"] / workers
+        if "cpu" in given
+        else min(MAX_CPUS_PER_WORKER, (available - TRAINER_CPUS * concurrent) / (concurrent * workers))
+    )
     if per_worker < 0.05:
-        raise UserError(f"scaling.num_workers: {concurrent} trial(s) x {workers} workers do not fit on "
-                        f"{cpus:g} CPUs beside Ray Data; lower tune.max_concurrent_trials or num_workers")
+        raise UserError(
+            f"scaling.num_workers: {concurrent} trial(s) x {workers} workers do not fit on "
+            f"{cpus:g} CPUs beside Ray Data; lower tune.max_concurrent_trials or num_workers"
+        )
     return ResourcePlan({"cpu": TRAINER_CPUS}, round(per_worker, 2), concurrent, data_cpus)

@@ -34,8 +34,11 @@ def _row(space: SearchSpace, result) -> dict[str, Any]:
     # Tune's rows first, each epoch once (a trial restarted from a checkpoint older than its last report
     # repeats epochs: the rerun counts). Epochs Tune lost are taken from the trial's own history: on a
     # restart Tune restores result.json from the storage copy, which may lag a report behind.
-    by_epoch = {epoch: float(m[metric]) for epoch, m in _checkpointed_history(result.path).items()
-                if isinstance(m.get(metric), (int, float)) and m[metric] == m[metric]}
+    by_epoch = {
+        epoch: float(m[metric])
+        for epoch, m in _checkpointed_history(result.path).items()
+        if isinstance(m.get(metric), (int, float)) and m[metric] == m[metric]
+    }
     if frame is not None and metric in frame and "epoch" in frame:
         by_epoch.update({int(e): float(v) for e, v in zip(frame["epoch"], frame[metric]) if v == v})
     curve = sorted(by_epoch.items())
@@ -52,9 +55,18 @@ def _row(space: SearchSpace, result) -> dict[str, Any]:
         status = f"stopped early at epoch {epochs}/{planned}"
     else:
         status = "done"
-    return {"trial": Path(result.path).name, "config": config, "applicable": space.applicable(config),
-            "best": best, "epochs": epochs, "minutes": metrics.get("time_total_s", 0.0) / 60,
-            "overhead_s": _overhead_seconds(frame), "status": status, "curve": curve, "path": result.path}
+    return {
+        "trial": Path(result.path).name,
+        "config": config,
+        "applicable": space.applicable(config),
+        "best": best,
+        "epochs": epochs,
+        "minutes": metrics.get("time_total_s", 0.0) / 60,
+        "overhead_s": _overhead_seconds(frame),
+        "status": status,
+        "curve": curve,
+        "path": result.path,
+    }
 
 
 def _checkpointed_history(trial_path: str) -> dict[int, dict]:

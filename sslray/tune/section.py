@@ -23,13 +23,13 @@ EVAL_METRICS = ("knn_top1", "knn_top5", "embed_std")  # need the online kNN ever
 
 @dataclass
 class TuneSection:
-    metric: str = "knn_top1"           # reported every epoch; compared across methods
-    mode: str | None = None            # max | min; None: the metric's natural direction
-    num_samples: int = 1               # trials sampled (with grid: repeats of the whole grid)
+    metric: str = "knn_top1"  # reported every epoch; compared across methods
+    mode: str | None = None  # max | min; None: the metric's natural direction
+    num_samples: int = 1  # trials sampled (with grid: repeats of the whole grid)
     max_concurrent_trials: int | None = None  # None: as many as fit beside Ray Data's reserved CPUs
-    scheduler: Any = "asha"            # asha | pbt | median | fifo, or {name: asha, grace_period: 2, ...}
-    search: str = "random"             # random | optuna | hyperopt (the last two need their package)
-    seed: int | None = None            # seeds the random searcher, so a sweep samples the same trials
+    scheduler: Any = "asha"  # asha | pbt | median | fifo, or {name: asha, grace_period: 2, ...}
+    search: str = "random"  # random | optuna | hyperopt (the last two need their package)
+    seed: int | None = None  # seeds the random searcher, so a sweep samples the same trials
     resources_per_trial: dict[str, float] | None = None  # {cpu: 2, gpu: 1}; None: derived from the cluster
     time_budget_s: float | None = None  # stop the whole sweep after this long
     options: Any = field(default=None, repr=False)  # the scheduler's parsed options (set by validate)
@@ -45,8 +45,9 @@ class TuneSection:
 
     def validate(self) -> None:
         if self.metric not in METRIC_MODES:
-            raise UserError(f"tune.metric: {self.metric!r} is not reported every epoch; choose one of "
-                            f"{', '.join(METRIC_MODES)}")
+            raise UserError(
+                f"tune.metric: {self.metric!r} is not reported every epoch; choose one of {', '.join(METRIC_MODES)}"
+            )
         if self.mode is None:
             self.mode = METRIC_MODES[self.metric]
         if self.mode not in ("max", "min"):
@@ -65,8 +66,9 @@ class TuneSection:
             raise UserError(f"tune.search: {self.search!r} is not a searcher; choose one of {', '.join(SEARCHERS)}")
         package = SEARCHERS[self.search].package
         if package is not None and importlib.util.find_spec(package) is None:
-            raise UserError(f"tune.search: {self.search} is not installed here; `pip install {package}` "
-                            "or use search: random")
+            raise UserError(
+                f"tune.search: {self.search} is not installed here; `pip install {package}` or use search: random"
+            )
 
     def _validate_scheduler(self) -> None:
         options = self.scheduler if isinstance(self.scheduler, dict) else {"name": self.scheduler}
@@ -75,8 +77,7 @@ class TuneSection:
         options = dict(options)
         name = options.pop("name")
         if name not in SCHEDULERS:
-            raise UserError(f"tune.scheduler.name: {name!r} is not a scheduler; "
-                            f"choose one of {', '.join(SCHEDULERS)}")
+            raise UserError(f"tune.scheduler.name: {name!r} is not a scheduler; choose one of {', '.join(SCHEDULERS)}")
         self.options = section_from_dict(SCHEDULERS[name].options, options, "tune.scheduler")
         self.options.validate()
 

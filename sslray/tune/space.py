@@ -37,8 +37,16 @@ from sslray.tune.registry import SCHEDULERS, SEARCHERS, SchedulerInputs
 from sslray.tune.section import EVAL_METRICS, FINAL_METRICS, TuneSection
 
 # Imported from here elsewhere (tests, the CLI): the registry and the one-distribution helpers.
-__all__ = ["SCHEDULERS", "SearchSpace", "TuneSection", "load_space", "method_knobs", "space_from_dict",
-           "trials_per_sample", "tune_domain"]
+__all__ = [
+    "SCHEDULERS",
+    "SearchSpace",
+    "TuneSection",
+    "load_space",
+    "method_knobs",
+    "space_from_dict",
+    "trials_per_sample",
+    "tune_domain",
+]
 
 
 def method_knobs(name: str) -> set[str]:
@@ -103,13 +111,17 @@ class SearchSpace:
     def applicable(self, config: dict[str, Any]) -> dict[str, Any]:
         """The sampled values that mean something for this trial's method (HParams, leaderboard)."""
         allowed = method_knobs(config.get("method.name", self.methods[0]))
-        return {k: v for k, v in config.items() if k in self.knobs
-                and (not k.startswith("method.") or k == "method.name" or k.split(".", 1)[1] in allowed)}
+        return {
+            k: v
+            for k, v in config.items()
+            if k in self.knobs and (not k.startswith("method.") or k == "method.name" or k.split(".", 1)[1] in allowed)
+        }
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The space as a YAML-able dict (what ``--resume`` reads back from the sweep folder)."""
-        tune_section = {f.name: getattr(self.tune, f.name) for f in dataclasses.fields(TuneSection)
-                        if f.name != "options"}
+        tune_section = {
+            f.name: getattr(self.tune, f.name) for f in dataclasses.fields(TuneSection) if f.name != "options"
+        }
         return {**copy.deepcopy(self.base), "tune": tune_section}
 
 
@@ -140,15 +152,19 @@ def _check_method_knobs(space: SearchSpace) -> None:
     methods = space.methods
     for knob in space.base["method"]:
         if knob != "name" and not any(knob in method_knobs(m) for m in methods):
-            raise UserError(f"method.{knob}: not a knob of {' or '.join(methods)} (the methods this space "
-                            "trains); remove it or add a method that has it")
+            raise UserError(
+                f"method.{knob}: not a knob of {' or '.join(methods)} (the methods this space "
+                "trains); remove it or add a method that has it"
+            )
 
 
 def _check_scheduler(space: SearchSpace) -> None:
     grids = [k for k, s in space.knobs.items() if "grid" in s]
     if grids and not SEARCHERS[space.tune.search].basic_variants:
-        raise UserError(f"{grids[0]}: {{grid: ...}} needs tune.search: random ({space.tune.search} samples "
-                        "its own points; use choice or a range)")
+        raise UserError(
+            f"{grids[0]}: {{grid: ...}} needs tune.search: random ({space.tune.search} samples "
+            "its own points; use choice or a range)"
+        )
     space.tune.scheduler_entry.check_space(space.tune.options, space.knobs)
 
 
@@ -176,24 +192,32 @@ def _check_recipe_for_sweep(recipe: Recipe, tune_section: TuneSection, where: st
     unlabeled = recipe.data.knn_bank is None or recipe.data.knn_query is None
     if metric in EVAL_METRICS:
         if recipe.train.knn_every != 1:
-            raise UserError(f"{where}: train.knn_every: {recipe.train.knn_every}, but tune.metric "
-                            f"{metric} must be measured every epoch; set train.knn_every: 1")
+            raise UserError(
+                f"{where}: train.knn_every: {recipe.train.knn_every}, but tune.metric "
+                f"{metric} must be measured every epoch; set train.knn_every: 1"
+            )
         if unlabeled:
             raise UserError(f"{where}: data.knn_bank / data.knn_query: tune.metric {metric} needs both labeled splits")
     if metric in FINAL_METRICS:
         if recipe.train.linear_probe_epochs < 1:
-            raise UserError(f"{where}: train.linear_probe_epochs: {recipe.train.linear_probe_epochs}, but "
-                            f"tune.metric {metric} needs a probe at the end of each trial; set it to e.g. 20")
+            raise UserError(
+                f"{where}: train.linear_probe_epochs: {recipe.train.linear_probe_epochs}, but "
+                f"tune.metric {metric} needs a probe at the end of each trial; set it to e.g. 20"
+            )
         if unlabeled:
             raise UserError(f"{where}: data.knn_bank / data.knn_query: tune.metric {metric} needs both labeled splits")
         if scheduler.compares_every_epoch:
-            raise UserError(f"{where}: tune.scheduler: {tune_section.scheduler_name} compares trials every epoch, "
-                            f"but tune.metric {metric} exists only after the last one; use scheduler: fifo "
-                            "(or metric: knn_top1)")
+            raise UserError(
+                f"{where}: tune.scheduler: {tune_section.scheduler_name} compares trials every epoch, "
+                f"but tune.metric {metric} exists only after the last one; use scheduler: fifo "
+                "(or metric: knn_top1)"
+            )
     if scheduler.restores_checkpoints and recipe.scaling.num_workers != 1:
-        raise UserError(f"{where}: scaling.num_workers: {recipe.scaling.num_workers}; tune.scheduler "
-                        f"{tune_section.scheduler_name} restores trials from each other's checkpoints, which only "
-                        "single-worker trials hand to Tune; set scaling.num_workers: 1")
+        raise UserError(
+            f"{where}: scaling.num_workers: {recipe.scaling.num_workers}; tune.scheduler "
+            f"{tune_section.scheduler_name} restores trials from each other's checkpoints, which only "
+            "single-worker trials hand to Tune; set scaling.num_workers: 1"
+        )
 
 
 def load_space(path: str | Path, overrides: list[str] = ()) -> SearchSpace:

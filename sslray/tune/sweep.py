@@ -53,10 +53,13 @@ def _run_config(sweep_dir: str, space: SearchSpace):
     # Restarts of a trial whose process or node died, from its last checkpoint (train.max_failures;
     # a TorchTrainer trial's dead worker is first retried by Ray Train with the same number).
     max_failures = space.first_recipe().train.max_failures
-    return tune.RunConfig(name=name, storage_path=storage_path,
-                          callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
-                          checkpoint_config=tune.CheckpointConfig(num_to_keep=kept),
-                          failure_config=tune.FailureConfig(max_failures=max_failures))
+    return tune.RunConfig(
+        name=name,
+        storage_path=storage_path,
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=kept),
+        failure_config=tune.FailureConfig(max_failures=max_failures),
+    )
 
 
 def _tune_config(space: SearchSpace, max_concurrent: int):
@@ -68,12 +71,18 @@ def _tune_config(space: SearchSpace, max_concurrent: int):
     searcher = SEARCHERS[section.search]
     name_trial = functools.partial(trial_dirname, default_method=space.methods[0])
     return tune.TuneConfig(
-        metric=section.metric, mode=section.mode, num_samples=section.num_samples,
+        metric=section.metric,
+        mode=section.mode,
+        num_samples=section.num_samples,
         # A searcher that limits concurrency itself gets no max_concurrent_trials (Tune would ignore
         # it, with a warning).
         max_concurrent_trials=None if searcher.basic_variants else max_concurrent,
-        scheduler=space.build_scheduler(), search_alg=searcher.build(section.seed, max_concurrent),
-        time_budget_s=section.time_budget_s, trial_name_creator=name_trial, trial_dirname_creator=name_trial)
+        scheduler=space.build_scheduler(),
+        search_alg=searcher.build(section.seed, max_concurrent),
+        time_budget_s=section.time_budget_s,
+        trial_name_creator=name_trial,
+        trial_dirname_creator=name_trial,
+    )
 
 
 def sweep_location(out: str | Path) -> str:
@@ -90,14 +99,19 @@ def run_sweep(space: SearchSpace, out: str | Path) -> list[dict[str, Any]]:
     check_out(sweep_dir, SWEEP, overwrite=False)
     space = _with_absolute_data_paths(space)  # trials run in their own folders
     plan = plan_resources(space, ray.cluster_resources())
-    print(f"sweep {space.source}: {len(space.knobs)} searched knob(s), methods {', '.join(space.methods)}; "
-          f"{plan.describe()}")
+    print(
+        f"sweep {space.source}: {len(space.knobs)} searched knob(s), methods {', '.join(space.methods)}; "
+        f"{plan.describe()}"
+    )
     print(f"results: {sweep_dir}")
     warn_if_no_node_matches(space.first_recipe().data.label_selector)
     _write_files(sweep_dir, {SPACE_FILE: yaml.safe_dump(plain(space.to_yaml_dict()), sort_keys=False)})
-    tuner = tune.Tuner(trainable(space, plan, sweep_dir), param_space=space.param_space(),
-                       tune_config=_tune_config(space, plan.max_concurrent),
-                       run_config=_run_config(sweep_dir, space))
+    tuner = tune.Tuner(
+        trainable(space, plan, sweep_dir),
+        param_space=space.param_space(),
+        tune_config=_tune_config(space, plan.max_concurrent),
+        run_config=_run_config(sweep_dir, space),
+    )
     return finish(space, tuner.fit(), sweep_dir)
 
 
@@ -120,8 +134,13 @@ def resume_sweep(out: str | Path) -> list[dict[str, Any]]:
     plan = plan_resources(space, ray.cluster_resources())
     print(f"resuming sweep {sweep_dir}: {plan.describe()}")
     _run_config(sweep_dir, space)  # the logger environment, as on the first run
-    tuner = tune.Tuner.restore(sweep_dir, trainable=trainable(space, plan, sweep_dir), resume_unfinished=True,
-                               resume_errored=False, restart_errored=False)
+    tuner = tune.Tuner.restore(
+        sweep_dir,
+        trainable=trainable(space, plan, sweep_dir),
+        resume_unfinished=True,
+        resume_errored=False,
+        restart_errored=False,
+    )
     return finish(space, tuner.fit(), sweep_dir)
 
 

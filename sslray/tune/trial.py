@@ -48,13 +48,26 @@ def run_trial(config: dict[str, Any], space: SearchSpace, plan: ResourcePlan, sw
     write_config(recipe, trial_dir)
     hparams = space.applicable(config)
     if recipe.scaling.num_workers == 1:
-        run_worker({"recipe": plain(recipe.to_dict()), "run_dir": str(trial_dir), "storage": trial_storage,
-                    "hparams": hparams}, TuneTrialSession(recipe.scaling.use_gpu))
+        run_worker(
+            {
+                "recipe": plain(recipe.to_dict()),
+                "run_dir": str(trial_dir),
+                "storage": trial_storage,
+                "hparams": hparams,
+            },
+            TuneTrialSession(recipe.scaling.use_gpu),
+        )
     else:
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        fit(recipe, trial_dir, callbacks=[TuneReportCallback()], hparams=hparams, summary_file=None,
-            storage_uri=trial_storage)
+        fit(
+            recipe,
+            trial_dir,
+            callbacks=[TuneReportCallback()],
+            hparams=hparams,
+            summary_file=None,
+            storage_uri=trial_storage,
+        )
 
 
 def _staging_folder(sweep_uri: str, trial_name: str) -> Path:

@@ -18,8 +18,9 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
 
 def test_smoke_measures_both_sides_of_every_case(tmp_path):
     out = tmp_path / "bench"
-    result = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out)],
-                            capture_output=True, text=True, timeout=540)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--out", str(out)], capture_output=True, text=True, timeout=540
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
     report = json.loads((out / "gpu_bench.json").read_text())
@@ -46,8 +47,9 @@ def test_smoke_measures_both_sides_of_every_case(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: the benchmark would run")
 def test_without_cuda_it_refuses_with_one_line(tmp_path):
     out = tmp_path / "bench"
-    result = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == "gpu.py: no CUDA device; use --smoke on CPU"
     assert not out.exists()

@@ -21,16 +21,52 @@ from ..conftest import assert_one_line_error, tiny_recipe
 # Each subcommand (as typed) and options its help must name.
 HELP = {
     "data": ["prepare"],
-    "data prepare": ["SOURCE", "OUT", "--path", "--split", "--limit", "--classes", "--num-classes", "--shard-size",
-                     "--image-column", "--label-column", "--workers", "--overwrite"],
+    "data prepare": [
+        "SOURCE",
+        "OUT",
+        "--path",
+        "--split",
+        "--limit",
+        "--classes",
+        "--num-classes",
+        "--shard-size",
+        "--image-column",
+        "--label-column",
+        "--workers",
+        "--overwrite",
+    ],
     "train": ["RECIPE", "key.path=value", "--out", "--resume", "--address", "--overwrite"],
     "sweep": ["SPACE", "key.path=value", "--out", "--resume", "--address", "--overwrite"],
     "export": ["RUN_DIR", "OUT.pt", "--overwrite"],
-    "eval": ["--protocol", "--every", "--augment", "--label-fraction", "--layer-decay", "--data", "--train-limit",
-             "--k", "--epochs", "--optimizer", "--lr", "--out", "--overwrite", "--address"],
+    "eval": [
+        "--protocol",
+        "--every",
+        "--augment",
+        "--label-fraction",
+        "--layer-decay",
+        "--data",
+        "--train-limit",
+        "--k",
+        "--epochs",
+        "--optimizer",
+        "--lr",
+        "--out",
+        "--overwrite",
+        "--address",
+    ],
     "report": ["RUN_OR_SWEEP_DIR", "--tsne-epochs", "--data", "--out", "--overwrite", "--address"],
-    "submit": ["SPACE", "--address", "--out", "--overwrite", "--working-dir", "--env", "--follow", "--list", "--logs",
-               "--stop"],
+    "submit": [
+        "SPACE",
+        "--address",
+        "--out",
+        "--overwrite",
+        "--working-dir",
+        "--env",
+        "--follow",
+        "--list",
+        "--logs",
+        "--stop",
+    ],
 }
 
 
@@ -45,23 +81,25 @@ def test_every_subcommands_help_exits_0_and_names_its_options(command, capsys):
 
 
 def test_python_m_sslray_cli_help_names_every_subcommand():
-    result = subprocess.run([sys.executable, "-m", "sslray.cli", "--help"], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([sys.executable, "-m", "sslray.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     for command in ("data", "train", "sweep", "export", "eval", "report", "submit"):
         assert command in result.stdout
 
 
-@pytest.mark.parametrize("argv, message", [
-    ([], "the following arguments are required: command"),
-    (["pretrain", "recipe.yaml"], "invalid choice: 'pretrain'"),
-    (["train"], "the following arguments are required: RECIPE"),
-    (["export", "runs/r1"], "the following arguments are required: OUT.pt"),
-    (["data", "prepare", "fashion-mnist"], "the following arguments are required: OUT"),
-    (["data", "prepare", "mnist", "out"], "invalid choice: 'mnist'"),
-    (["data", "prepare", "fashion-mnist", "out", "--limit", "0"], "--limit: 0 is out of range; must be >= 1"),
-    (["eval", "runs/r1", "--protocol", "svm"], "invalid choice: 'svm'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "the following arguments are required: command"),
+        (["pretrain", "recipe.yaml"], "invalid choice: 'pretrain'"),
+        (["train"], "the following arguments are required: RECIPE"),
+        (["export", "runs/r1"], "the following arguments are required: OUT.pt"),
+        (["data", "prepare", "fashion-mnist"], "the following arguments are required: OUT"),
+        (["data", "prepare", "mnist", "out"], "invalid choice: 'mnist'"),
+        (["data", "prepare", "fashion-mnist", "out", "--limit", "0"], "--limit: 0 is out of range; must be >= 1"),
+        (["eval", "runs/r1", "--protocol", "svm"], "invalid choice: 'svm'"),
+    ],
+)
 def test_argparse_refuses_a_wrong_command_line_with_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
@@ -78,23 +116,29 @@ def parsed_train(monkeypatch) -> list[argparse.Namespace]:
     return seen
 
 
-@pytest.mark.parametrize("argv, overrides", [
-    (["train", "r.yaml", "--out", "runs/d", "a.b=1"], ["a.b=1"]),
-    (["train", "r.yaml", "a.b=1", "--out", "runs/d", "c=2", "d.e={x: 1}"], ["a.b=1", "c=2", "d.e={x: 1}"]),
-    (["train", "r.yaml", "--overwrite", "a.b=1", "--out", "runs/d"], ["a.b=1"]),
-])
+@pytest.mark.parametrize(
+    "argv, overrides",
+    [
+        (["train", "r.yaml", "--out", "runs/d", "a.b=1"], ["a.b=1"]),
+        (["train", "r.yaml", "a.b=1", "--out", "runs/d", "c=2", "d.e={x: 1}"], ["a.b=1", "c=2", "d.e={x: 1}"]),
+        (["train", "r.yaml", "--overwrite", "a.b=1", "--out", "runs/d"], ["a.b=1"]),
+    ],
+)
 def test_overrides_are_collected_before_and_after_options(parsed_train, argv, overrides):
     assert main(argv) == 0
     (args,) = parsed_train
     assert (args.recipe, args.out, args.overrides) == ("r.yaml", "runs/d", overrides)
 
 
-@pytest.mark.parametrize("argv, stray", [
-    (["train", "r.yaml", "--out", "runs/d", "a.b=1", "stray"], "a.b=1 stray"),  # all that is left over
-    (["train", "r.yaml", "--out", "runs/d", "--bogus"], "--bogus"),
-    (["train", "r.yaml", "--out", "runs/d", "--epochs=3"], "--epochs=3"),  # an option, not an override
-    (["export", "runs/r1", "out.pt", "a.b=1"], "a.b=1"),  # export takes no overrides
-])
+@pytest.mark.parametrize(
+    "argv, stray",
+    [
+        (["train", "r.yaml", "--out", "runs/d", "a.b=1", "stray"], "a.b=1 stray"),  # all that is left over
+        (["train", "r.yaml", "--out", "runs/d", "--bogus"], "--bogus"),
+        (["train", "r.yaml", "--out", "runs/d", "--epochs=3"], "--epochs=3"),  # an option, not an override
+        (["export", "runs/r1", "out.pt", "a.b=1"], "a.b=1"),  # export takes no overrides
+    ],
+)
 def test_a_stray_argument_is_refused_with_exit_2(parsed_train, argv, stray, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
@@ -122,4 +166,5 @@ def test_resume_together_with_out_is_refused(command, tmp_path, capsys):
     assert main([*argv, "--resume", str(old), "--out", str(tmp_path / "new")]) == 2
     assert_one_line_error(capsys.readouterr().err, "--resume", "--out")
     assert not (tmp_path / "new").exists() and sorted(p.name for p in old.iterdir()) == [
-        "config.yaml" if command == "train" else "space.yaml"]
+        "config.yaml" if command == "train" else "space.yaml"
+    ]

@@ -52,6 +52,7 @@ def changed(before: dict, after: dict) -> set[str]:
 @dataclass
 class CliRun:
     """One ``python -m sslray.cli ...`` with a working folder, HOME and TMPDIR of its own."""
+
     argv: list[str]
     out: Path
     places: dict[str, Path]
@@ -74,8 +75,14 @@ class CliRun:
         env.update(HOME=str(self.places["home"]), TMPDIR=str(self.places["tmpdir"]))
         self.before = {name: snapshot(place) for name, place in self.places.items()}
         with open(self.log, "w") as log:  # a file, not a pipe: nothing blocks while we watch the sockets
-            self.proc = subprocess.Popen([sys.executable, "-m", "sslray.cli", *self.argv], cwd=self.cwd, env=env,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sslray.cli", *self.argv],
+                cwd=self.cwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def record_listening(self, connections: list) -> None:
         try:
@@ -102,9 +109,13 @@ class CliRun:
 
 
 def fresh_places(root: Path, data: Path) -> dict[str, Path]:
-    places = {"cwd": root / "cwd", "home": root / "home", "data": data,
-              # Under /tmp itself: Ray's Unix sockets live in TMPDIR/ray/session_*/sockets (107 bytes at most).
-              "tmpdir": Path(tempfile.mkdtemp(prefix="sslray-safety-", dir="/tmp"))}
+    places = {
+        "cwd": root / "cwd",
+        "home": root / "home",
+        "data": data,
+        # Under /tmp itself: Ray's Unix sockets live in TMPDIR/ray/session_*/sockets (107 bytes at most).
+        "tmpdir": Path(tempfile.mkdtemp(prefix="sslray-safety-", dir="/tmp")),
+    }
     for place in places.values():
         place.mkdir(exist_ok=True)
     return places
@@ -115,11 +126,17 @@ def cli_runs(tiny_fmnist, tmp_path_factory) -> dict[str, CliRun]:
     """``sslray train`` into a new folder and ``sslray sweep --overwrite`` over an old sweep folder, both
     started at once (two local Rays side by side: their start-up waits overlap), with the listening
     sockets of their process trees sampled twice a second while they run."""
-    train = CliRun(["train", "recipe.yaml", "--out", "runs/r1"], Path("runs/r1"),
-                   fresh_places(tmp_path_factory.mktemp("train"), tiny_fmnist))
+    train = CliRun(
+        ["train", "recipe.yaml", "--out", "runs/r1"],
+        Path("runs/r1"),
+        fresh_places(tmp_path_factory.mktemp("train"), tiny_fmnist),
+    )
     (train.cwd / "recipe.yaml").write_text(yaml.safe_dump(tiny_recipe(tiny_fmnist, **NO_KNN)))
-    sweep = CliRun(["sweep", "space.yaml", "--out", "sweeps/s1", "--overwrite"], Path("sweeps/s1"),
-                   fresh_places(tmp_path_factory.mktemp("sweep"), tiny_fmnist))
+    sweep = CliRun(
+        ["sweep", "space.yaml", "--out", "sweeps/s1", "--overwrite"],
+        Path("sweeps/s1"),
+        fresh_places(tmp_path_factory.mktemp("sweep"), tiny_fmnist),
+    )
     (sweep.cwd / "space.yaml").write_text(yaml.safe_dump(tiny_grid(tiny_fmnist, **NO_KNN)))
     old = sweep.cwd / sweep.out
     old.mkdir(parents=True)
@@ -149,8 +166,15 @@ def cli_runs(tiny_fmnist, tmp_path_factory) -> dict[str, CliRun]:
 # Files that libraries write to HOME by design, not sslray code: Ray (token authentication, on by default
 # for a local ray.init) stores its token in ~/.ray/auth_token the first time; matplotlib (the sweep's
 # leaderboard.png) keeps its font cache in ~/.cache and creates ~/.config/matplotlib.
-THIRD_PARTY_IN_HOME = [".ray", ".ray/auth_token", ".cache", ".cache/matplotlib", ".cache/matplotlib/fontlist-v*.json",
-                       ".config", ".config/matplotlib"]
+THIRD_PARTY_IN_HOME = [
+    ".ray",
+    ".ray/auth_token",
+    ".cache",
+    ".cache/matplotlib",
+    ".cache/matplotlib/fontlist-v*.json",
+    ".config",
+    ".config/matplotlib",
+]
 
 
 def outside(paths: set[str], folder: str) -> list[str]:
@@ -214,9 +238,13 @@ def test_the_command_lines_ray_listens_on_loopback_but_for_torchs_store(cli_runs
     assert any("RayTrainWorker" in name for names in cli_runs["train"].listening.values() for name in names)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "torch's TCPStore binds every interface ('::') for the whole run; torch has no setting for its address. "
-    "Fix: rank 0 creates the store on a socket bound to 127.0.0.1 (TCPStore(master_listen_fd=...)) and "
-    "init_process_group(store=...) instead of Ray Train's env:// set-up, on a loopback-only node."))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "torch's TCPStore binds every interface ('::') for the whole run; torch has no setting for its address. "
+        "Fix: rank 0 creates the store on a socket bound to 127.0.0.1 (TCPStore(master_listen_fd=...)) and "
+        "init_process_group(store=...) instead of Ray Train's env:// set-up, on a loopback-only node."
+    ),
+)
 def test_the_train_runs_process_group_store_listens_on_loopback(cli_runs):
     assert off_loopback(cli_runs["train"]) == {}

@@ -20,8 +20,10 @@ def report_by_counts(labels, predictions, num_classes):
     total = len(labels)
     for name in ("macro", "weighted"):
         weights = [1 / num_classes] * num_classes if name == "macro" else [r["support"] / total for r in rows]
-        rows.append({key: sum(w * r[key] for w, r in zip(weights, rows[:num_classes]))
-                     for key in ("precision", "recall", "f1")} | {"support": total})
+        rows.append(
+            {key: sum(w * r[key] for w, r in zip(weights, rows[:num_classes])) for key in ("precision", "recall", "f1")}
+            | {"support": total}
+        )
     return rows
 
 
@@ -60,12 +62,15 @@ def test_per_class_report_uses_class_names_and_checks_them():
         per_class_report([0, 1], [0, 1], 3, ["cat", "dog"])
 
 
-@pytest.mark.parametrize("labels, predictions, message", [
-    ([0, 1, 3], [0, 1, 1], "labels holds ids in"),  # 3 is not a class of 3
-    ([0, -1, 2], [0, 1, 1], "labels holds ids in"),  # an unlabelled image must be filtered by the caller
-    ([0, 1, 2], [0, 1], "3 labels but 2 predictions"),
-    ([0.0, 1.0], [0, 1], "integer class ids"),
-])
+@pytest.mark.parametrize(
+    "labels, predictions, message",
+    [
+        ([0, 1, 3], [0, 1, 1], "labels holds ids in"),  # 3 is not a class of 3
+        ([0, -1, 2], [0, 1, 1], "labels holds ids in"),  # an unlabelled image must be filtered by the caller
+        ([0, 1, 2], [0, 1], "3 labels but 2 predictions"),
+        ([0.0, 1.0], [0, 1], "integer class ids"),
+    ],
+)
 def test_bad_inputs_are_errors(labels, predictions, message):
     with pytest.raises(ValueError, match=message):
         per_class_report(labels, predictions, 3)
@@ -86,8 +91,10 @@ def test_confusion_counts_every_pair():
 
 
 def test_markdown_table_lines_cells_and_formats():
-    rows = [{"name": "simclr", "top1": 0.81234, "epochs": 10, "note": None},
-            {"name": "a|b", "top1": np.float32(0.5), "epochs": np.int64(3)}]  # no "note": shown as "-"
+    rows = [
+        {"name": "simclr", "top1": 0.81234, "epochs": 10, "note": None},
+        {"name": "a|b", "top1": np.float32(0.5), "epochs": np.int64(3)},
+    ]  # no "note": shown as "-"
     text = markdown_table(rows, floatfmt="{:.2f}")
     lines = text.splitlines()
     assert len(lines) == len(rows) + 2

@@ -38,8 +38,13 @@ def run(ray_local, fmnist, tmp_path_factory) -> Path:
     recipe = {
         "method": {"name": "simclr", "temperature": 0.2, "proj_hidden_dim": 128, "proj_dim": 64},
         "backbone": {"name": "vit_tiny", "img_size": 16, "patch_size": 4, "in_chans": 1, "depth": 2},
-        "data": {"path": str(fmnist / "train"), "channels": 1, "knn_bank": str(fmnist / "train"),
-                 "knn_query": str(fmnist / "test"), "augment": {"size": 16, "global_view": {"blur_p": 0.0}}},
+        "data": {
+            "path": str(fmnist / "train"),
+            "channels": 1,
+            "knn_bank": str(fmnist / "train"),
+            "knn_query": str(fmnist / "test"),
+            "augment": {"size": 16, "global_view": {"blur_p": 0.0}},
+        },
         "optim": {"name": "adamw", "base_lr": 2e-3, "weight_decay": 0.05},
         "train": {"epochs": EPOCHS, "batch_size": 128, "warmup_epochs": 1, "keep_checkpoints": EPOCHS},
         "scaling": {"num_workers": 1},
@@ -80,8 +85,9 @@ def test_linear_probe_of_the_pretrained_run_beats_its_random_init(run, tmp_path)
 
     encoder = find_encoder(run)
     random_init = baseline_encoders(encoder.recipe)[0]
-    baseline = run_linear(random_init, EvalSplits.of(encoder, None, None, None),
-                          EvalOptions(probe=ProbeConfig(epochs=30)))
+    baseline = run_linear(
+        random_init, EvalSplits.of(encoder, None, None, None), EvalOptions(probe=ProbeConfig(epochs=30))
+    )
     print(f"linear probe val top-1: random init {baseline.result['val_top1']:.3f}, pretrained {row['val_top1']:.3f}")
     assert row["val_top1"] > baseline.result["val_top1"] + 0.02
 
@@ -105,8 +111,9 @@ def test_every_k_probes_exactly_those_checkpoints(run, tmp_path, capsys):
 
     partial = tmp_path / "partial"  # a run that did not keep epoch 2's checkpoint
     shutil.copytree(run, partial, ignore=shutil.ignore_patterns("eval"))
-    shutil.rmtree(next(f for f in checkpoint_folders(partial)
-                       if json.loads((f / "state.json").read_text())["epoch"] == 1))
+    shutil.rmtree(
+        next(f for f in checkpoint_folders(partial) if json.loads((f / "state.json").read_text())["epoch"] == 1)
+    )
     capsys.readouterr()
     assert main(["eval", str(partial), "--every", "2", "--out", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
@@ -128,8 +135,12 @@ def test_linear_probe_on_augmented_views_through_the_frozen_backbone(run, tmp_pa
 
 def test_finetune_on_a_tenth_of_the_labels(run, tmp_path):
     out = tmp_path / "finetune"
-    assert main(["eval", str(run), "--protocol", "finetune", "--label-fraction", "0.1", "--epochs", "2",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            ["eval", str(run), "--protocol", "finetune", "--label-fraction", "0.1", "--epochs", "2", "--out", str(out)]
+        )
+        == 0
+    )
     [row] = results(out)
     assert 100 <= row["train_images"] <= 106  # ~10% of each class's share of 1024, at least one each
     assert row["label_fraction"] == 0.1 and 0.0 <= row["val_top1"] <= 1.0 and row["val_images"] == 300
@@ -146,8 +157,14 @@ def test_report_compares_the_run_with_both_baselines(run, tmp_path):
     summary = (out / "summary.md").read_text()
     # The comparison table (header + 3 rows) and the per-class table (header + 10 classes + 2 averages).
     assert len([line for line in summary.splitlines() if line.startswith("| ")]) == 4 + 13
-    for name in ("loss.png", "knn.png", "linear_probe.png", "confusion.png", f"tsne_{run.name}_epoch1.png",
-                 f"tsne_{run.name}_epoch4.png"):
+    for name in (
+        "loss.png",
+        "knn.png",
+        "linear_probe.png",
+        "confusion.png",
+        f"tsne_{run.name}_epoch1.png",
+        f"tsne_{run.name}_epoch4.png",
+    ):
         assert (out / name).read_bytes()[:8] == PNG, name
         assert f"]({name})" in summary
     assert "<table>" in (out / "index.html").read_text()
@@ -163,11 +180,14 @@ def test_a_corrupted_checkpoint_is_one_clear_error(run, tmp_path, capsys):
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--protocol", "linear", "--lr", "-1"], "linear probe.base_lr: -1.0 is out of range"),
-    (["--protocol", "finetune", "--label-fraction", "1.5"], "fine-tune.label_fraction: 1.5 is out of range"),
-    (["--protocol", "knn", "--data", "/nonexistent/fmnist"], "/nonexistent/fmnist/train does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--protocol", "linear", "--lr", "-1"], "linear probe.base_lr: -1.0 is out of range"),
+        (["--protocol", "finetune", "--label-fraction", "1.5"], "fine-tune.label_fraction: 1.5 is out of range"),
+        (["--protocol", "knn", "--data", "/nonexistent/fmnist"], "/nonexistent/fmnist/train does not exist"),
+    ],
+)
 def test_bad_eval_input_exits_2_with_one_line(run, tmp_path, capsys, args, message):
     assert main(["eval", str(run), *args, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err

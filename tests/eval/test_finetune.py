@@ -17,7 +17,8 @@ from sslray.eval.finetune import (
     finetune_param_groups,
     label_subset,
 )
-from sslray.eval.linear_probe import Optimization, feature_batches, train_epoch
+from sslray.eval.linear_probe import feature_batches
+from sslray.eval.supervised import Optimization, train_epoch
 from sslray.nn.backbones import ResNetBackbone
 from sslray.nn.vit import ViTBackbone
 
@@ -39,9 +40,17 @@ class SmallCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.num_features = 32
-        self.net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-                                 nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-                                 nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -91,11 +100,16 @@ def test_vit_layer_decay_scales_fall_by_layer_decay_per_block_from_the_head_down
     assert scale["head.weight"] == scale["head.bias"] == 1.0
     assert scale["backbone.vit.blocks.1.attn.qkv.weight"] == 0.5
     assert scale["backbone.vit.norm.weight"] == 0.5  # timm groups the final norm with the last block
-    assert scale["backbone.vit.blocks.0.mlp.fc1.weight"] == 0.5 ** 2
-    assert scale["backbone.vit.patch_embed.proj.weight"] == scale["backbone.vit.cls_token"] == 0.5 ** 3
+    assert scale["backbone.vit.blocks.0.mlp.fc1.weight"] == 0.5**2
+    assert scale["backbone.vit.patch_embed.proj.weight"] == scale["backbone.vit.cls_token"] == 0.5**3
     assert decay["head.weight"] == decay["backbone.vit.blocks.0.attn.qkv.weight"] == 0.05
-    for name in ("head.bias", "backbone.vit.cls_token", "backbone.vit.blocks.0.norm1.weight",
-                 "backbone.vit.blocks.1.attn.qkv.bias", "backbone.vit.norm.bias"):
+    for name in (
+        "head.bias",
+        "backbone.vit.cls_token",
+        "backbone.vit.blocks.0.norm1.weight",
+        "backbone.vit.blocks.1.attn.qkv.bias",
+        "backbone.vit.norm.bias",
+    ):
         assert decay[name] == 0.0, name
 
 
@@ -111,8 +125,9 @@ def test_resnet_groups_have_equal_scales_and_no_decay_on_norms_and_biases():
 def test_train_epoch_applies_each_groups_lr_scale():
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
-    optimizer = torch.optim.SGD([{"params": [model.weight], "lr_scale": 1.0},
-                                 {"params": [model.bias], "lr_scale": 0.25}], lr=123.0)
+    optimizer = torch.optim.SGD(
+        [{"params": [model.weight], "lr_scale": 1.0}, {"params": [model.bias], "lr_scale": 0.25}], lr=123.0
+    )
     x, y = torch.randn(8, 4), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     before_w, before_b = model.weight.detach().clone(), model.bias.detach().clone()
     nn.functional.cross_entropy(model(x), y).backward()
@@ -137,8 +152,9 @@ def test_finetuning_lowers_train_loss_and_beats_chance(fmnist, kind):
     assert model.head.weight.abs().max().item() < 1e-4  # MAE's near-zero head init
     cfg = FinetuneConfig(epochs=3, batch_size=50, base_lr=base_lr)
     seen = []
-    data = FinetuneData(feature_batches(train_x, train_y, 50, 0), 20,
-                        val_batches=lambda: zip(val_x.split(200), val_y.split(200)))
+    data = FinetuneData(
+        feature_batches(train_x, train_y, 50, 0), 20, val_batches=lambda: zip(val_x.split(200), val_y.split(200))
+    )
     result = finetune(model, data, cfg, on_epoch=seen.append)
 
     assert [h["epoch"] for h in result.history] == [1, 2, 3] and seen == result.history
@@ -152,16 +168,29 @@ def test_finetune_without_val_batches_reports_none():
     torch.manual_seed(0)
     images, labels = torch.randn(40, 1, 8, 8), torch.arange(40) % 4
     model = Classifier(SmallCNN(), 4)
-    result = finetune(model, FinetuneData(feature_batches(images, labels, 20, 0), 2),
-                      FinetuneConfig(epochs=1, batch_size=20))
+    result = finetune(
+        model, FinetuneData(feature_batches(images, labels, 20, 0), 2), FinetuneConfig(epochs=1, batch_size=20)
+    )
     assert result.val_predictions is None and result.val_labels is None
     assert result.history[0]["val_top1"] is None and result.history[0]["train_top1"] is not None
 
 
-@pytest.mark.parametrize("field,value", [("epochs", 0), ("batch_size", 0), ("base_lr", -1e-3), ("weight_decay", -0.1),
-                                         ("layer_decay", 0.0), ("layer_decay", 1.5), ("warmup_epochs", 21),
-                                         ("label_smoothing", 1.0), ("label_fraction", 0.0),
-                                         ("label_fraction", 1.01), ("seed", -1)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("epochs", 0),
+        ("batch_size", 0),
+        ("base_lr", -1e-3),
+        ("weight_decay", -0.1),
+        ("layer_decay", 0.0),
+        ("layer_decay", 1.5),
+        ("warmup_epochs", 21),
+        ("label_smoothing", 1.0),
+        ("label_fraction", 0.0),
+        ("label_fraction", 1.01),
+        ("seed", -1),
+    ],
+)
 def test_bad_finetune_config_is_a_user_error_naming_field_and_value(field, value):
     cfg = FinetuneConfig(**{field: value})
     with pytest.raises(UserError, match=rf"fine-tune\.{field}: {value!r}"):

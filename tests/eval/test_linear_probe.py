@@ -18,9 +18,9 @@ from sslray.eval.linear_probe import (
     ProbeData,
     evaluate_head,
     feature_batches,
-    topk_correct,
     train_linear_probe,
 )
+from sslray.eval.supervised import topk_correct
 
 NUM_CLASSES = 10
 
@@ -51,7 +51,8 @@ def test_probe_on_raw_pixels_learns_and_reports_every_epoch(fmnist):
     assert last["train_loss"] < result.history[0]["train_loss"]
     # lr of each epoch's last step: linear warm-up over the 8 steps of epoch 1 to 0.1 * 256 / 256, then cosine
     assert [h["lr"] for h in result.history] == pytest.approx(
-        [0.1 * 7 / 8] + [0.1 * (1 + math.cos(math.pi * (s - 8) / 24)) / 2 for s in (15, 23, 31)])
+        [0.1 * 7 / 8] + [0.1 * (1 + math.cos(math.pi * (s - 8) / 24)) / 2 for s in (15, 23, 31)]
+    )
     assert result.val_predictions.shape == (500,) and result.val_predictions.dtype == torch.long
     assert (result.val_predictions == val_y).float().mean().item() == pytest.approx(last["val_top1"])
 
@@ -60,8 +61,15 @@ def test_probe_on_features_of_a_frozen_cnn_recomputed_each_epoch(fmnist):
     """The augmented-probe path: features come from a frozen network on freshly flipped images."""
     train_x, train_y, val_x, val_y = fmnist
     torch.manual_seed(0)
-    cnn = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten()).eval()
+    cnn = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+    ).eval()
     for p in cnn.parameters():
         p.requires_grad_(False)
     images = train_x[:, None]
@@ -78,8 +86,9 @@ def test_probe_on_features_of_a_frozen_cnn_recomputed_each_epoch(fmnist):
                 yield cnn(view), train_y[index]
 
     cfg = ProbeConfig(epochs=3, batch_size=200)
-    result = train_linear_probe(ProbeData(batches, 128, NUM_CLASSES, steps_per_epoch=10,
-                                          val_features=val_features, val_labels=val_y), cfg)
+    result = train_linear_probe(
+        ProbeData(batches, 128, NUM_CLASSES, steps_per_epoch=10, val_features=val_features, val_labels=val_y), cfg
+    )
     assert result.history[-1]["val_top1"] > 0.65  # chance 0.1; ~0.78 measured
 
 
@@ -87,8 +96,9 @@ def test_probe_on_features_of_a_frozen_cnn_recomputed_each_epoch(fmnist):
 def test_each_optimizer_lowers_the_training_loss(fmnist, optimizer, base_lr):
     train_x, train_y, _, _ = fmnist
     cfg = ProbeConfig(epochs=3, batch_size=256, optimizer=optimizer, base_lr=base_lr)
-    result = train_linear_probe(ProbeData(feature_batches(train_x.flatten(1), train_y, 256, 0), 784, NUM_CLASSES, 8),
-                                cfg)
+    result = train_linear_probe(
+        ProbeData(feature_batches(train_x.flatten(1), train_y, 256, 0), 784, NUM_CLASSES, 8), cfg
+    )
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < losses[0] < np.log(NUM_CLASSES) + 0.5
     assert result.history[-1]["val_top1"] is None and result.val_predictions is None
@@ -130,8 +140,10 @@ def test_probe_batchnorm_running_statistics_are_the_feature_statistics(fmnist):
     far those are from BN's initial (0, 1)."""
     train_x, train_y, _, _ = fmnist
     features = train_x.flatten(1)[:, 300:340] * 0.01 + 0.3  # variance ~1e-5, far from the initial 1
-    result = train_linear_probe(ProbeData(feature_batches(features, train_y, 250, 0), 40, NUM_CLASSES,
-                                          steps_per_epoch=8), ProbeConfig(epochs=1, batch_size=250))
+    result = train_linear_probe(
+        ProbeData(feature_batches(features, train_y, 250, 0), 40, NUM_CLASSES, steps_per_epoch=8),
+        ProbeConfig(epochs=1, batch_size=250),
+    )
     bn = result.head.bn
     torch.testing.assert_close(bn.running_mean, features.mean(0), rtol=0, atol=1e-6)
     torch.testing.assert_close(bn.running_var, features.var(0), rtol=0.02, atol=1e-9)
@@ -189,8 +201,14 @@ def test_unlabelled_rows_get_predictions_but_do_not_count(fmnist):
     cfg = ProbeConfig(epochs=2, batch_size=200)
     val_labels = val_y.clone()
     val_labels[:100] = -1
-    data = ProbeData(feature_batches(train_x[:600].flatten(1), labels, 200, 0), 784, NUM_CLASSES, 3,
-                     val_features=val_x.flatten(1), val_labels=val_labels)
+    data = ProbeData(
+        feature_batches(train_x[:600].flatten(1), labels, 200, 0),
+        784,
+        NUM_CLASSES,
+        3,
+        val_features=val_x.flatten(1),
+        val_labels=val_labels,
+    )
     result = train_linear_probe(data, cfg)
     assert result.val_predictions.shape == (500,)
     labelled_only = evaluate_head(result.head, val_x[100:].flatten(1), val_y[100:])
@@ -204,9 +222,19 @@ def test_top5_of_fewer_than_five_classes_is_top_all():
     assert topk_correct(logits, torch.tensor([0, 1])) == [0, 2]
 
 
-@pytest.mark.parametrize("field,value", [("epochs", 0), ("batch_size", 0), ("optimizer", "adam"), ("base_lr", 0.0),
-                                         ("weight_decay", -1e-4), ("momentum", 1.0), ("warmup_epochs", 41),
-                                         ("seed", -1)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("epochs", 0),
+        ("batch_size", 0),
+        ("optimizer", "adam"),
+        ("base_lr", 0.0),
+        ("weight_decay", -1e-4),
+        ("momentum", 1.0),
+        ("warmup_epochs", 41),
+        ("seed", -1),
+    ],
+)
 def test_bad_probe_config_is_a_user_error_naming_field_and_value(field, value):
     cfg = ProbeConfig(**{field: value})
     with pytest.raises(UserError, match=rf"linear\.{field}: {value!r}"):

@@ -65,8 +65,11 @@ def test_tsne_separates_real_fashion_mnist_classes(fashion_images):
 
 def test_tsne_same_seed_same_map(fashion_images):
     features = fashion_images[0][::5]  # 120 images: determinism does not need many
-    first, again, other = tsne_embedding(features, seed=3), tsne_embedding(features, seed=3), tsne_embedding(
-        features, seed=4)
+    first, again, other = (
+        tsne_embedding(features, seed=3),
+        tsne_embedding(features, seed=3),
+        tsne_embedding(features, seed=4),
+    )
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, other)
 
@@ -94,8 +97,14 @@ def test_stratified_indices_keep_class_shares_and_are_deterministic():
 
 def test_plot_tsne_writes_png_coloured_by_class(fashion_images, tmp_path):
     features, labels = fashion_images
-    path = plot_tsne(features, labels, tmp_path / "a" / "b" / "tsne.png", class_names=FASHION_MNIST_CLASSES,
-                     title="fashion-mnist pixels", tsne=TSNEConfig(max_points=150))
+    path = plot_tsne(
+        features,
+        labels,
+        tmp_path / "a" / "b" / "tsne.png",
+        class_names=FASHION_MNIST_CLASSES,
+        title="fashion-mnist pixels",
+        tsne=TSNEConfig(max_points=150),
+    )
     assert path == tmp_path / "a" / "b" / "tsne.png"
     rgb = read_png(path, TSNE_SIZE)[..., :3]
     tab10 = matplotlib.colormaps["tab10"]
@@ -139,8 +148,14 @@ def test_many_curves_put_the_legend_beside_the_axes():
 
 
 def test_plot_curves_writes_png_of_the_figure_size(tmp_path):
-    path = plot_curves({"byol": [(1, 0.3), (2, 0.5)]}, tmp_path / "new" / "knn.png", title="kNN", xlabel="epoch",
-                       ylabel="top-1", baselines={"random init": 0.2})
+    path = plot_curves(
+        {"byol": [(1, 0.3), (2, 0.5)]},
+        tmp_path / "new" / "knn.png",
+        title="kNN",
+        xlabel="epoch",
+        ylabel="top-1",
+        baselines={"random init": 0.2},
+    )
     assert path == tmp_path / "new" / "knn.png"
     read_png(path, CURVES_SIZE)
 

@@ -19,10 +19,12 @@ from sslray.submit import EXCLUDES, SweepJob, sweep_job
 def project(tmp_path, monkeypatch):
     root = tmp_path / "project"
     (root / "search_spaces").mkdir(parents=True)
-    space = {"method": {"name": "simclr", "temperature": {"choice": [0.1, 0.2]}},
-             "backbone": {"name": "resnet18", "in_chans": 1},
-             "data": {"path": "data/fmnist/train", "knn_query": "s3://bucket/fmnist/test"},
-             "tune": {"num_samples": 2}}
+    space = {
+        "method": {"name": "simclr", "temperature": {"choice": [0.1, 0.2]}},
+        "backbone": {"name": "resnet18", "in_chans": 1},
+        "data": {"path": "data/fmnist/train", "knn_query": "s3://bucket/fmnist/test"},
+        "tune": {"num_samples": 2},
+    }
     (root / "search_spaces" / "s.yaml").write_text(yaml.safe_dump(space))
     (root / "elsewhere").mkdir()
     monkeypatch.chdir(root)
@@ -65,14 +67,17 @@ def test_the_job_runs_the_sweep_with_paths_the_cluster_can_resolve(project):
     assert (project / "old" / "space.yaml").read_text() == "kept"  # the job replaces it, not the submitter
 
 
-@pytest.mark.parametrize("args, message", [
-    (["search_spaces/s.yaml"], "--address: give the cluster's job server"),
-    (["search_spaces/s.yaml", "--address", "127.0.0.1:6379"], "is not a job server URL"),
-    (["search_spaces/s.yaml", "--address", "http://x:1", "method.temprature=0.1"], "method.temprature"),
-    (["search_spaces/s.yaml", "--address", "http://x:1", "--working-dir", "elsewhere"], "outside --working-dir"),
-    (["--address", "http://x:1", "--list", "search_spaces/s.yaml"], "take no search space"),
-    (["--address", "http://x:1"], "SPACE: give a search-space YAML"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["search_spaces/s.yaml"], "--address: give the cluster's job server"),
+        (["search_spaces/s.yaml", "--address", "127.0.0.1:6379"], "is not a job server URL"),
+        (["search_spaces/s.yaml", "--address", "http://x:1", "method.temprature=0.1"], "method.temprature"),
+        (["search_spaces/s.yaml", "--address", "http://x:1", "--working-dir", "elsewhere"], "outside --working-dir"),
+        (["--address", "http://x:1", "--list", "search_spaces/s.yaml"], "take no search space"),
+        (["--address", "http://x:1"], "SPACE: give a search-space YAML"),
+    ],
+)
 def test_mistakes_fail_before_anything_is_sent(project, capsys, args, message):
     assert main(["submit", *args]) == 2
     err = capsys.readouterr().err

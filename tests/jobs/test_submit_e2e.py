@@ -36,8 +36,10 @@ from ..tune.conftest import tiny_space
 RAY = Path(sys.executable).with_name("ray")
 pytestmark = [
     pytest.mark.cluster,
-    pytest.mark.skipif(not RAY.is_file() or os.environ.get("SSLRAY_CLUSTER_TESTS") == "0",
-                       reason="needs the `ray` CLI to start a head node (SSLRAY_CLUSTER_TESTS=0 skips)"),
+    pytest.mark.skipif(
+        not RAY.is_file() or os.environ.get("SSLRAY_CLUSTER_TESTS") == "0",
+        reason="needs the `ray` CLI to start a head node (SSLRAY_CLUSTER_TESTS=0 skips)",
+    ),
 ]
 LABEL = {"sslray-role": "data"}
 
@@ -78,8 +80,7 @@ def stop_cluster(markers: list[str]) -> None:
             except ProcessLookupError:
                 pass
         deadline = time.time() + 10
-        while time.time() < deadline and any(Path(f"/proc/{pid}").exists() and
-                                             "Z" not in _state(pid) for pid in tree):
+        while time.time() < deadline and any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in tree):
             time.sleep(0.2)
 
 
@@ -95,8 +96,14 @@ class Head:
         self.home, self.address, self.env = home, address, env
 
     def sslray(self, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "sslray.cli", *args], cwd=cwd, env=self.env,
-                              capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, "-m", "sslray.cli", *args],
+            cwd=cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +117,35 @@ def ray_head(tmp_path_factory):
     subprocess.run([str(RAY), "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
     assert (home / ".ray" / "auth_token").is_file()
     start = subprocess.run(
-        [str(RAY), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-         "--ray-client-server-port", str(client_server), "--dashboard-agent-listen-port", str(agent),
-         "--num-cpus", "2", "--labels", ",".join(f"{k}={v}" for k, v in LABEL.items()),
-         "--temp-dir", temp_dir, "--disable-usage-stats"],
-        env=env, capture_output=True, text=True, timeout=120)
+        [
+            str(RAY),
+            "start",
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(gcs),
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(dashboard),
+            "--ray-client-server-port",
+            str(client_server),
+            "--dashboard-agent-listen-port",
+            str(agent),
+            "--num-cpus",
+            "2",
+            "--labels",
+            ",".join(f"{k}={v}" for k, v in LABEL.items()),
+            "--temp-dir",
+            temp_dir,
+            "--disable-usage-stats",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     try:
         assert start.returncode == 0, start.stdout + start.stderr
         assert "Token authentication is enabled" in start.stdout + start.stderr
@@ -147,8 +177,9 @@ def project(tmp_path_factory) -> Path:
 def test_a_sweep_job_succeeds_and_leaves_its_results_in_storage(ray_head, project, tmp_path):
     store = tmp_path / "bucket"
     out = f"file://{store}/sweeps/tiny"
-    done = ray_head.sslray("submit", "search_spaces/tiny.yaml", "--address", ray_head.address, "--out", out,
-                           "--follow", cwd=project)
+    done = ray_head.sslray(
+        "submit", "search_spaces/tiny.yaml", "--address", ray_head.address, "--out", out, "--follow", cwd=project
+    )
     logs = done.stdout + done.stderr
     assert done.returncode == 0, logs[-5000:]
     job_id = next(line.split()[-1] for line in done.stdout.splitlines() if line.startswith("submitted job"))
@@ -175,18 +206,22 @@ def test_a_sweep_job_succeeds_and_leaves_its_results_in_storage(ray_head, projec
         assert [json.loads(line)["epoch"] for line in (trial / "result.json").read_text().splitlines()] == [1, 2]
 
     listed = ray_head.sslray("submit", "--address", ray_head.address, "--list", cwd=project)
-    assert listed.returncode == 0 and any(job_id in line and "SUCCEEDED" in line and out in line
-                                          for line in listed.stdout.splitlines())
+    assert listed.returncode == 0 and any(
+        job_id in line and "SUCCEEDED" in line and out in line for line in listed.stdout.splitlines()
+    )
 
     # Every Ray Data task of the job (reads, decode + augment, eval images) carried the selector and
     # ran on the labelled node (Ray's State API, as the user's `ray list tasks` shows it).
-    tasks = subprocess.run([str(RAY), "list", "tasks", "--address", ray_head.address, "--detail",
-                            "--format", "json", "--limit", "10000"],
-                           env={**ray_head.env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=120)
+    tasks = subprocess.run(
+        [str(RAY), "list", "tasks", "--address", ray_head.address, "--detail", "--format", "json", "--limit", "10000"],
+        env={**ray_head.env, "RAY_AUTH_MODE": "token"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert tasks.returncode == 0, tasks.stderr[-2000:]
     data_tasks = [t for t in json.loads(tasks.stdout) if t["name"].startswith(("MapBatches", "ReadFiles"))]
-    assert {t["name"] for t in data_tasks} >= {"MapBatches(row_group_views)",
-                                               "MapBatches(make_eval_images)"}
+    assert {t["name"] for t in data_tasks} >= {"MapBatches(row_group_views)", "MapBatches(make_eval_images)"}
     assert all(t["label_selector"] == LABEL for t in data_tasks), [t["label_selector"] for t in data_tasks]
 
 
@@ -201,12 +236,33 @@ def test_a_job_with_a_typo_fails_with_the_validation_message_in_its_logs(ray_hea
     import sslray
 
     sent = subprocess.run(
-        [str(RAY), "job", "submit", "--address", ray_head.address, "--working-dir", str(project), "--no-wait",
-         "--runtime-env-json", json.dumps({"py_modules": [str(Path(sslray.__file__).parent)]}),
-         "--", "python", "-m", "sslray.cli", "sweep", "search_spaces/typo.yaml"],
-        env={**ray_head.env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=120)
+        [
+            str(RAY),
+            "job",
+            "submit",
+            "--address",
+            ray_head.address,
+            "--working-dir",
+            str(project),
+            "--no-wait",
+            "--runtime-env-json",
+            json.dumps({"py_modules": [str(Path(sslray.__file__).parent)]}),
+            "--",
+            "python",
+            "-m",
+            "sslray.cli",
+            "sweep",
+            "search_spaces/typo.yaml",
+        ],
+        env={**ray_head.env, "RAY_AUTH_MODE": "token"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert sent.returncode == 0, sent.stderr[-2000:]
-    job_id = next(word.strip("'") for word in (sent.stdout + sent.stderr).split() if word.strip("'").startswith("raysubmit_"))
+    job_id = next(
+        word.strip("'") for word in (sent.stdout + sent.stderr).split() if word.strip("'").startswith("raysubmit_")
+    )
     followed = ray_head.sslray("submit", "--address", ray_head.address, "--logs", job_id, cwd=project)
     assert followed.returncode == 2, followed.stdout + followed.stderr
     assert "sslray: error: method.temprature" in followed.stdout
@@ -218,7 +274,13 @@ def test_a_job_with_a_typo_fails_with_the_validation_message_in_its_logs(ray_hea
 
 def test_submit_without_the_token_names_the_fix(ray_head, project, tmp_path):
     env = {**ray_head.env, "HOME": str(tmp_path)}  # a client machine that never got the head's token
-    done = subprocess.run([sys.executable, "-m", "sslray.cli", "submit", "--address", ray_head.address, "--list"],
-                          cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "sslray.cli", "submit", "--address", ray_head.address, "--list"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "auth_token" in done.stderr and "RAY_AUTH_TOKEN" in done.stderr

@@ -1,7 +1,6 @@
 """Barlow Twins' loss: the formula against a plain reference, the values it takes on embeddings whose
 cross-correlation is known, dtypes, and the global batch across 2 gloo processes."""
 
-
 import pytest
 import torch
 from torch import nn
@@ -29,7 +28,7 @@ def hadamard_columns(n: int, d: int) -> torch.Tensor:
     h = torch.ones(1, 1, dtype=torch.float64)
     while h.shape[0] < n:
         h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)])
-    return h[:, 1:d + 1]
+    return h[:, 1 : d + 1]
 
 
 def test_off_diagonal_selects_the_entries_off_the_diagonal():
@@ -145,7 +144,6 @@ def test_needs_two_samples_and_matching_shapes():
 # ------------------------------------------------------------------ the global batch over 2 ranks
 
 N, D = 4, 6  # 2 x 4 gathered rows for 6 dimensions: the D x D cross-correlation
-
 
 
 def rank_inputs(rank: int) -> tuple[torch.Tensor, torch.Tensor]:

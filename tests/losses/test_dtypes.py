@@ -42,8 +42,11 @@ def mask(*shape):
 CASES = {
     NTXentLoss: (lambda: NTXentLoss(0.5), [(N, D)] * 2, lambda loss, x: first(loss(*x))),
     InfoNCELoss: (lambda: InfoNCELoss(0.2), [(N, D)] * 3, lambda loss, x: first(loss(x[0], x[1], x[2].detach()))),
-    DINOLoss: (lambda: DINOLoss(D, teacher_temp=0.04), [(N, D)] * 3,
-               lambda loss, x: loss(list(x), [t.detach() for t in x[:2]])),
+    DINOLoss: (
+        lambda: DINOLoss(D, teacher_temp=0.04),
+        [(N, D)] * 3,
+        lambda loss, x: loss(list(x), [t.detach() for t in x[:2]]),
+    ),
     MaskedMSELoss: (lambda: MaskedMSELoss(), [(N, 4, D)] * 2, lambda loss, x: loss(x[0], x[1], mask(N, 4))),
     MaskedL1Loss: (lambda: MaskedL1Loss(), [(N, 4, D)] * 2, lambda loss, x: loss(x[0], x[1], mask(N, 4))),
     NormalizedMSELoss: (lambda: NormalizedMSELoss(), [(N, D)] * 2, lambda loss, x: loss(*x)),
@@ -59,8 +62,11 @@ def defined_modules() -> set[type]:
     found = set()
     for info in pkgutil.iter_modules(sslray.losses.__path__):
         module = importlib.import_module(f"sslray.losses.{info.name}")
-        found |= {cls for _, cls in inspect.getmembers(module, inspect.isclass)
-                  if issubclass(cls, nn.Module) and cls.__module__ == module.__name__}
+        found |= {
+            cls
+            for _, cls in inspect.getmembers(module, inspect.isclass)
+            if issubclass(cls, nn.Module) and cls.__module__ == module.__name__
+        }
     return found
 
 
@@ -71,8 +77,9 @@ def test_every_loss_module_has_a_dtype_case():
 def run(cls, dtype):
     build, shapes, call = CASES[cls]
     generator = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(*shape, generator=generator, dtype=torch.float64).to(dtype).requires_grad_()
-              for shape in shapes]
+    inputs = [
+        torch.randn(*shape, generator=generator, dtype=torch.float64).to(dtype).requires_grad_() for shape in shapes
+    ]
     loss = call(build(), inputs)
     loss.backward()
     return loss, inputs

@@ -18,8 +18,9 @@ def huber(x: torch.Tensor, beta: float) -> torch.Tensor:
 
 def inputs(shape=(3, 4, 5, 16), seed=0, scale=1.0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=g, dtype=torch.float64) * scale, torch.randn(shape, generator=g,
-                                                                                     dtype=torch.float64) * 3 + 2
+    return torch.randn(shape, generator=g, dtype=torch.float64) * scale, torch.randn(
+        shape, generator=g, dtype=torch.float64
+    ) * 3 + 2
 
 
 @pytest.mark.parametrize("kind,beta", [("smooth_l1", 1.0), ("smooth_l1", 0.5), ("mse", 1.0)])
@@ -62,8 +63,10 @@ def test_gradient_reaches_the_prediction_only():
 def test_smooth_l1_is_linear_in_large_errors_and_mse_is_not():
     _, target = inputs()
     t = layer_norm_by_hand(target)
-    losses = {kind: [FeaturePredictionLoss(kind)(t + err, target).item() for err in (10.0, 20.0)]
-              for kind in ("smooth_l1", "mse")}
+    losses = {
+        kind: [FeaturePredictionLoss(kind)(t + err, target).item() for err in (10.0, 20.0)]
+        for kind in ("smooth_l1", "mse")
+    }
     assert losses["smooth_l1"] == pytest.approx([9.5, 19.5])
     assert losses["mse"] == pytest.approx([100.0, 400.0])
 

@@ -36,12 +36,13 @@ def decorrelated(n: int, d: int, std: float) -> torch.Tensor:
     h = torch.ones(1, 1, dtype=torch.float64)
     while h.shape[0] < n:
         h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)])
-    return h[:, 1:d + 1] * std * math.sqrt((n - 1) / n)
+    return h[:, 1 : d + 1] * std * math.sqrt((n - 1) / n)
 
 
 @pytest.mark.parametrize("n, d", [(12, 7), (5, 16)])  # 2N > D: the D x D covariance; 2N <= D: Gram route
-@pytest.mark.parametrize("weights", [(25.0, 25.0, 1.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0),
-                                     (5.0, 10.0, 2.0)])
+@pytest.mark.parametrize(
+    "weights", [(25.0, 25.0, 1.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (5.0, 10.0, 2.0)]
+)
 def test_matches_algorithm_1(weights, n, d):
     torch.manual_seed(0)
     z0 = torch.randn(n, d, dtype=torch.float64) * torch.linspace(0.2, 2.0, d, dtype=torch.float64)
@@ -50,7 +51,8 @@ def test_matches_algorithm_1(weights, n, d):
     expected, sim, std, cov = algorithm_1(z0, z1, *weights)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-10)
     assert [terms[k].item() for k in ("invariance", "variance", "covariance")] == pytest.approx(
-        [sim.item(), std.item(), cov.item()], rel=1e-10)
+        [sim.item(), std.item(), cov.item()], rel=1e-10
+    )
     assert loss.dtype == torch.float64
 
 
@@ -139,7 +141,6 @@ def test_rejects_bad_settings_and_shapes():
 N, D = 4, 16  # 2 x 4 gathered rows for 16 dimensions: the Gram route of the covariance
 
 
-
 def rank_inputs(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(300 + rank)
     z0 = 0.7 * torch.randn(N, D, generator=generator, dtype=torch.float64)  # std < 1: the hinge is active
@@ -150,8 +151,13 @@ def worker(rank: int) -> dict:
     z0, z1 = (z.requires_grad_(True) for z in rank_inputs(rank))
     loss, terms = VICRegLoss()(z0, z1)
     loss.backward()
-    return {"world": dist.world_size(), "loss": loss.detach(), "variance": terms["variance"],
-            "z0_grad": z0.grad, "z1_grad": z1.grad}
+    return {
+        "world": dist.world_size(),
+        "loss": loss.detach(),
+        "variance": terms["variance"],
+        "z0_grad": z0.grad,
+        "z1_grad": z1.grad,
+    }
 
 
 def test_two_ranks_compute_the_loss_of_the_concatenated_batch(tmp_path):

@@ -38,8 +38,14 @@ def test_one_optimizer_step_trains_encoder_and_predictor_not_the_target(in_chans
     out["loss"].backward()
     optimizer.step()
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
-    for name in ["backbone.vit.patch_embed.proj.weight", "backbone.vit.blocks.1.mlp.fc2.weight", "backbone.vit.norm.weight",
-                 "predictor.mask_token", "predictor.predictor_embed.weight", "predictor.predictor_proj.weight"]:
+    for name in [
+        "backbone.vit.patch_embed.proj.weight",
+        "backbone.vit.blocks.1.mlp.fc2.weight",
+        "backbone.vit.norm.weight",
+        "predictor.mask_token",
+        "predictor.predictor_embed.weight",
+        "predictor.predictor_proj.weight",
+    ]:
         assert name in changed
     # the EMA target: no gradient, untouched by the optimizer
     target = [(n, p) for n, p in model.named_parameters() if n.startswith("target_backbone.")]
@@ -86,7 +92,7 @@ def test_the_context_encoder_never_sees_target_pixels():
     for i in range(2):
         for patch in set(masks.targets[i].flatten().tolist()):
             r, c = divmod(patch, 4)
-            changed[i, :, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += 5.0
+            changed[i, :, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4] += 5.0
     with torch.no_grad():
         preds = [model.forward_predictor(model.forward_encoder(im, masks.context), masks) for im in (x, changed)]
         targets = [model.forward_target(im) for im in (x, changed)]
@@ -130,8 +136,17 @@ def test_embed_is_the_average_pooled_target_encoder_and_a_plain_timm_vit_compute
     assert not torch.allclose(features, online_tokens[:, 1:].mean(dim=1))  # not the online encoder
     assert not torch.allclose(features, target_tokens[:, 0])  # not the CLS token
     # what `sslray export` saves loads into plain timm; average pooling without fc_norm is the same feature
-    plain = VisionTransformer(img_size=16, patch_size=4, in_chans=1, embed_dim=192, depth=2, num_heads=3,
-                              num_classes=0, global_pool="avg", fc_norm=False).eval()
+    plain = VisionTransformer(
+        img_size=16,
+        patch_size=4,
+        in_chans=1,
+        embed_dim=192,
+        depth=2,
+        num_heads=3,
+        num_classes=0,
+        global_pool="avg",
+        fc_norm=False,
+    ).eval()
     plain.load_state_dict(model.evaluation_backbone().vit.state_dict(), strict=True)
     with torch.no_grad():
         torch.testing.assert_close(plain(x), features)
@@ -170,16 +185,21 @@ def test_needs_a_vit_backbone():
         IJEPA(Conv())
 
 
-@pytest.mark.parametrize("data,key", [({"num_targets": 0}, "method.num_targets"),
-                                      ({"num_targets": 5, "target_scale": [0.2, 0.3]}, "method.num_targets"),
-                                      ({"target_scale": [0.2, 0.1]}, "method.target_scale"),
-                                      ({"context_scale": [0.85, 1.5]}, "method.context_scale"),
-                                      ({"target_aspect_ratio": [0.0, 1.5]}, "method.target_aspect_ratio"),
-                                      ({"predictor_dim": 30}, "method.predictor_dim"),
-                                      ({"momentum": 1.5}, "method.momentum"),
-                                      ({"momentum_schedule": "step"}, "method.momentum_schedule"),
-                                      ({"loss": "l2"}, "method.loss"),
-                                      ({"num_target": 4}, "method.num_target")])
+@pytest.mark.parametrize(
+    "data,key",
+    [
+        ({"num_targets": 0}, "method.num_targets"),
+        ({"num_targets": 5, "target_scale": [0.2, 0.3]}, "method.num_targets"),
+        ({"target_scale": [0.2, 0.1]}, "method.target_scale"),
+        ({"context_scale": [0.85, 1.5]}, "method.context_scale"),
+        ({"target_aspect_ratio": [0.0, 1.5]}, "method.target_aspect_ratio"),
+        ({"predictor_dim": 30}, "method.predictor_dim"),
+        ({"momentum": 1.5}, "method.momentum"),
+        ({"momentum_schedule": "step"}, "method.momentum_schedule"),
+        ({"loss": "l2"}, "method.loss"),
+        ({"num_target": 4}, "method.num_target"),
+    ],
+)
 def test_config_errors_name_the_key(data, key):
     with pytest.raises(UserError, match=key.replace(".", r"\.")):
         section_from_dict(IJEPAConfig, data, "method")
@@ -191,8 +211,10 @@ def test_built_from_a_recipe_with_its_knobs():
     from sslray.methods.registry import build_method
     from sslray.recipe import recipe_from_dict
 
-    recipe = {"method": {"name": "ijepa", "num_targets": 2, "target_scale": [0.1, 0.15], "momentum": 0.99, **SMALL},
-              "backbone": {"name": "vit_tiny", "in_chans": 1, "img_size": 16, "patch_size": 4, "depth": 1}}
+    recipe = {
+        "method": {"name": "ijepa", "num_targets": 2, "target_scale": [0.1, 0.15], "momentum": 0.99, **SMALL},
+        "backbone": {"name": "vit_tiny", "in_chans": 1, "img_size": 16, "patch_size": 4, "depth": 1},
+    }
     model = build_method(recipe)
     assert isinstance(model, IJEPA) and len(model.backbone.vit.blocks) == 1
     assert model.sample_masks(5).targets.shape[:2] == (5, 2)

@@ -36,8 +36,12 @@ def test_one_optimizer_step(in_chans, symmetric):
     out["loss"].backward()
     optimizer.step()
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
-    for name in ["backbone.vit.patch_embed.proj.weight", "backbone.vit.cls_token", "projector.layers.0.weight",
-                 "decoder.decoder_pred.weight"]:
+    for name in [
+        "backbone.vit.patch_embed.proj.weight",
+        "backbone.vit.cls_token",
+        "projector.layers.0.weight",
+        "decoder.decoder_pred.weight",
+    ]:
         assert name in changed
     # the momentum branch gets no gradient and the optimizer does not move it
     momentum_params = [(n, p) for n, p in model.named_parameters() if n.startswith("target_")]
@@ -53,7 +57,8 @@ def test_on_step_moves_momentum_branch_by_ema():
     torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5).step()
     online = dict(model.backbone.named_parameters()) | {f"p.{k}": v for k, v in model.projector.named_parameters()}
     target = dict(model.target_backbone.named_parameters()) | {
-        f"p.{k}": v for k, v in model.target_projector.named_parameters()}
+        f"p.{k}": v for k, v in model.target_projector.named_parameters()
+    }
     target_before = {k: v.detach().clone() for k, v in target.items()}
     logged = model.on_step(5, 10)
     m = 0.9 + (1.0 - 0.9) * 0.5  # cosine schedule halfway from 0.9 to 1
@@ -105,17 +110,22 @@ def test_memory_queue_takes_the_keys():
     out = model(two_views(n=4))
     assert torch.isfinite(out["loss"])
     assert int(model.queue.pointer) == (pointer + 8) % 16  # 2 directions x 4 keys
-    new_rows = model.queue.queue[pointer:pointer + 8]
-    assert not torch.equal(new_rows, queue_before[pointer:pointer + 8])
+    new_rows = model.queue.queue[pointer : pointer + 8]
+    assert not torch.equal(new_rows, queue_before[pointer : pointer + 8])
     torch.testing.assert_close(new_rows.norm(dim=1), torch.ones(8))
 
 
-@pytest.mark.parametrize("data,key", [({"mask_ratio": 1.0}, "method.mask_ratio"),
-                                      ({"temperature": 0.0}, "method.temperature"),
-                                      ({"momentum": 1.5}, "method.momentum"),
-                                      ({"alpha": -0.1}, "method.alpha"),
-                                      ({"queue_size": -1}, "method.queue_size"),
-                                      ({"temprature": 0.1}, "method.temprature")])
+@pytest.mark.parametrize(
+    "data,key",
+    [
+        ({"mask_ratio": 1.0}, "method.mask_ratio"),
+        ({"temperature": 0.0}, "method.temperature"),
+        ({"momentum": 1.5}, "method.momentum"),
+        ({"alpha": -0.1}, "method.alpha"),
+        ({"queue_size": -1}, "method.queue_size"),
+        ({"temprature": 0.1}, "method.temprature"),
+    ],
+)
 def test_config_errors_name_the_key(data, key):
     with pytest.raises(UserError, match=key.replace(".", r"\.")):
         section_from_dict(MACRLConfig, data, "method")
@@ -126,9 +136,10 @@ def test_config_errors_name_the_key(data, key):
 def test_built_from_a_recipe():
     from sslray.methods.registry import build_method
 
-    recipe = {"method": {"name": "macrl", "alpha": 0.5, "temperature": 0.1, "momentum": 0.996, "mask_ratio": 0.8,
-                         **SMALL},
-              "backbone": {"name": "vit_tiny", "in_chans": 3, "img_size": 16, "patch_size": 4, "depth": 2}}
+    recipe = {
+        "method": {"name": "macrl", "alpha": 0.5, "temperature": 0.1, "momentum": 0.996, "mask_ratio": 0.8, **SMALL},
+        "backbone": {"name": "vit_tiny", "in_chans": 3, "img_size": 16, "patch_size": 4, "depth": 2},
+    }
     model = build_method(recipe)
     assert isinstance(model, MACRL)
     assert len(model.backbone.vit.blocks) == 2

@@ -105,10 +105,15 @@ def test_needs_a_vit_backbone():
         MAE(Conv())
 
 
-@pytest.mark.parametrize("data,key", [({"mask_ratio": 1.0}, "method.mask_ratio"),
-                                      ({"mask_ratio": -0.1}, "method.mask_ratio"),
-                                      ({"decoder_dim": 30}, "method.decoder_dim"),
-                                      ({"mask_ration": 0.5}, "method.mask_ration")])
+@pytest.mark.parametrize(
+    "data,key",
+    [
+        ({"mask_ratio": 1.0}, "method.mask_ratio"),
+        ({"mask_ratio": -0.1}, "method.mask_ratio"),
+        ({"decoder_dim": 30}, "method.decoder_dim"),
+        ({"mask_ration": 0.5}, "method.mask_ration"),
+    ],
+)
 def test_config_errors_name_the_key(data, key):
     with pytest.raises(UserError, match=key.replace(".", r"\.")):
         section_from_dict(MAEConfig, data, "method")
@@ -119,8 +124,10 @@ def test_config_errors_name_the_key(data, key):
 def test_built_from_a_recipe():
     from sslray.methods.registry import build_method
 
-    recipe = {"method": {"name": "mae", "mask_ratio": 0.5, **SMALL},
-              "backbone": {"name": "vit_tiny", "in_chans": 1, "img_size": 16, "patch_size": 4, "depth": 2}}
+    recipe = {
+        "method": {"name": "mae", "mask_ratio": 0.5, **SMALL},
+        "backbone": {"name": "vit_tiny", "in_chans": 1, "img_size": 16, "patch_size": 4, "depth": 2},
+    }
     model = build_method(recipe)
     assert isinstance(model, MAE)
     assert len(model.backbone.vit.blocks) == 2 and model.cfg.mask_ratio == 0.5

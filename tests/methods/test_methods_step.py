@@ -61,8 +61,7 @@ def test_one_optimizer_step(name, in_chans):
     if isinstance(method, MomentumSSLMethod):
         assert set(scheduled) >= {"momentum"} and 0.0 < scheduled["momentum"] <= 1.0
         # on_step moved the target toward the updated online net by (1 - m).
-        changed = [k for k in frozen_before
-                   if not torch.equal(frozen_before[k], dict(method.named_parameters())[k])]
+        changed = [k for k in frozen_before if not torch.equal(frozen_before[k], dict(method.named_parameters())[k])]
         assert changed
 
     features = method.embed(views_for(name, in_chans)[0])
@@ -94,8 +93,8 @@ def test_moco_v2_momentum_is_constant_and_queue_fills():
     start = method.queue.negatives
     method(views_for("moco_v2"))
     assert int(method.queue.pointer) == 2 * N  # symmetric: both views' keys
-    assert torch.equal(method.queue.negatives[2 * N:], start[2 * N:])
-    assert not torch.equal(method.queue.negatives[:2 * N], start[:2 * N])
+    assert torch.equal(method.queue.negatives[2 * N :], start[2 * N :])
+    assert not torch.equal(method.queue.negatives[: 2 * N], start[: 2 * N])
 
 
 def test_dino_teacher_temperature_warms_up():

@@ -29,18 +29,23 @@ def tiny_run(name: str, precision: str, vit: bool | None = None):
     # DINO's local crops: half size on a ViT, full size on a ResNet (at 16 px its last stage would get
     # a 1x1 input, where torch's CPU bf16 convolution returns garbage gradients; see tiny.py).
     local_size = size if size == RESNET_SIZE else size // 2
-    recipe = recipe_from_dict({**tiny_recipe(name, vit=vit),
-                               "data": {"augment": {"size": size, "local_size": local_size, "local_crops": 2}},
-                               "optim": {"name": "adamw", "base_lr": 1e-3},
-                               "train": {"epochs": 1, "batch_size": N, "warmup_epochs": 0, "grad_accum_steps": 2,
-                                         "precision": precision}})
+    recipe = recipe_from_dict(
+        {
+            **tiny_recipe(name, vit=vit),
+            "data": {"augment": {"size": size, "local_size": local_size, "local_crops": 2}},
+            "optim": {"name": "adamw", "base_lr": 1e-3},
+            "train": {"epochs": 1, "batch_size": N, "warmup_epochs": 0, "grad_accum_steps": 2, "precision": precision},
+        }
+    )
     torch.manual_seed(0)
     method = build_method(recipe)
     optimizer = build_optimizer(method, recipe.optim, recipe.train.batch_size)
     settings = StepSettings.of(recipe, total_steps=10, device=torch.device("cpu"))
     generator = torch.Generator().manual_seed(0)
-    views = [torch.randint(0, 256, (N, 1, spec.size, spec.size), dtype=torch.uint8, generator=generator)
-             for spec in recipe.data.augment.view_specs()]
+    views = [
+        torch.randint(0, 256, (N, 1, spec.size, spec.size), dtype=torch.uint8, generator=generator)
+        for spec in recipe.data.augment.view_specs()
+    ]
     return method, optimizer, settings, views
 
 
@@ -50,6 +55,7 @@ def output_dtypes(method: torch.nn.Module) -> set[torch.dtype]:
 
     def hook(module, inputs, output):
         seen.add(output.dtype)
+
     for module in method.modules():
         if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
             module.register_forward_hook(hook)

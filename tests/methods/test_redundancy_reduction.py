@@ -28,8 +28,10 @@ METHODS = ["vicreg", "barlow_twins"]
 TERMS = {"vicreg": {"invariance", "variance", "covariance"}, "barlow_twins": {"on_diagonal", "off_diagonal"}}
 
 
-@pytest.mark.parametrize("name, in_chans, vit", [("vicreg", 1, False), ("vicreg", 3, True),
-                                                  ("barlow_twins", 3, False), ("barlow_twins", 1, True)])
+@pytest.mark.parametrize(
+    "name, in_chans, vit",
+    [("vicreg", 1, False), ("vicreg", 3, True), ("barlow_twins", 3, False), ("barlow_twins", 1, True)],
+)
 def test_one_optimizer_step(name, in_chans, vit):
     torch.manual_seed(0)
     method = tiny_method(name, in_chans, vit=vit)
@@ -65,10 +67,20 @@ def test_projector_output_bias_gets_no_gradient(name):
 
 
 def test_knobs_reach_the_loss_and_the_projector():
-    vicreg = tiny_method("vicreg", invariance_weight=10.0, variance_weight=5.0, covariance_weight=0.5,
-                         proj_hidden_dim=48, proj_dim=24, proj_layers=2)
-    assert (vicreg.criterion.invariance_weight, vicreg.criterion.variance_weight,
-            vicreg.criterion.covariance_weight) == (10.0, 5.0, 0.5)
+    vicreg = tiny_method(
+        "vicreg",
+        invariance_weight=10.0,
+        variance_weight=5.0,
+        covariance_weight=0.5,
+        proj_hidden_dim=48,
+        proj_dim=24,
+        proj_layers=2,
+    )
+    assert (
+        vicreg.criterion.invariance_weight,
+        vicreg.criterion.variance_weight,
+        vicreg.criterion.covariance_weight,
+    ) == (10.0, 5.0, 0.5)
     widths = [(m.in_features, m.out_features) for m in vicreg.projector.modules() if isinstance(m, nn.Linear)]
     assert widths == [(512, 48), (48, 24)]
     barlow = tiny_method("barlow_twins", offdiag_weight=0.02, proj_hidden_dim=40, proj_dim=20)
@@ -79,7 +91,10 @@ def test_knobs_reach_the_loss_and_the_projector():
 
 def test_paper_defaults():
     assert (VICRegConfig().invariance_weight, VICRegConfig().variance_weight, VICRegConfig().covariance_weight) == (
-        25.0, 25.0, 1.0)
+        25.0,
+        25.0,
+        1.0,
+    )
     assert BarlowTwinsConfig().offdiag_weight == 5e-3
     for cfg in (VICRegConfig(), BarlowTwinsConfig()):
         assert (cfg.proj_hidden_dim, cfg.proj_dim, cfg.proj_layers) == (8192, 8192, 3)
@@ -108,8 +123,12 @@ class MLPBackbone(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(SIGNAL + NUISANCE, 64, bias=False), nn.BatchNorm1d(64), nn.ReLU(),
-                                 nn.Linear(64, self.num_features))
+        self.net = nn.Sequential(
+            nn.Linear(SIGNAL + NUISANCE, 64, bias=False),
+            nn.BatchNorm1d(64),
+            nn.ReLU(),
+            nn.Linear(64, self.num_features),
+        )
 
     def forward(self, x):
         return self.net(x)
@@ -137,8 +156,9 @@ def train(name: str, **knobs) -> dict[str, float]:
 
         def sample(n):
             signal = torch.randn(n, SIGNAL, generator=generator)
-            views = [torch.cat([signal, torch.randn(n, NUISANCE, generator=generator)], 1) @ rotation.T
-                     for _ in range(2)]
+            views = [
+                torch.cat([signal, torch.randn(n, NUISANCE, generator=generator)], 1) @ rotation.T for _ in range(2)
+            ]
             return signal, views
 
         cls, cfg = (VICReg, VICRegConfig) if name == "vicreg" else (BarlowTwins, BarlowTwinsConfig)
@@ -147,8 +167,10 @@ def train(name: str, **knobs) -> dict[str, float]:
 
         def measure(prefix):
             f0, f1 = method.embed(test_views[0]), method.embed(test_views[1])
-            return {f"{prefix}invariance_gap": ((f0 - f1).pow(2).sum(1).mean() / (2 * f0.var(0).sum())).item(),
-                    f"{prefix}signal_r2": r_squared(f0, test_signal)}
+            return {
+                f"{prefix}invariance_gap": ((f0 - f1).pow(2).sum(1).mean() / (2 * f0.var(0).sum())).item(),
+                f"{prefix}signal_r2": r_squared(f0, test_signal),
+            }
 
         result = measure("init_")
         optimizer = torch.optim.Adam(method.parameters(), lr=LR)
@@ -160,8 +182,12 @@ def train(name: str, **knobs) -> dict[str, float]:
         method.train()
         with torch.no_grad():  # the embedding where the loss is computed, on the held-out pairs
             projections = method.projector(method.backbone(test_views[0]))
-        return {**result, **measure(""), **{k: v.item() for k, v in out.items()},
-                "projection_std": projections.std(0).mean().item()}
+        return {
+            **result,
+            **measure(""),
+            **{k: v.item() for k, v in out.items()},
+            "projection_std": projections.std(0).mean().item(),
+        }
     finally:
         torch.set_num_threads(threads)
 
@@ -187,8 +213,10 @@ def test_vicreg_without_the_variance_term_collapses():
     assert collapsed["loss"] < 0.05  # ... while the loss being optimised is ~0
 
 
-@pytest.mark.parametrize("name, knob, term", [("vicreg", "covariance_weight", "covariance"),
-                                              ("barlow_twins", "offdiag_weight", "off_diagonal")])
+@pytest.mark.parametrize(
+    "name, knob, term",
+    [("vicreg", "covariance_weight", "covariance"), ("barlow_twins", "offdiag_weight", "off_diagonal")],
+)
 def test_the_redundancy_term_decorrelates_the_dimensions(name, knob, term):
     # Without it the projected dimensions end up redundant copies of a few directions (the term, left
     # unweighted, is many times larger), and the backbone keeps less of the 4-d signal.

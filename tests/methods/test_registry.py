@@ -22,8 +22,17 @@ def test_registry_names():
     assert {"simclr", "moco_v2", "moco_v3", "byol", "simsiam", "dino"} <= set(METHODS)
 
 
-@pytest.mark.parametrize("name, cls", [("simclr", SimCLR), ("moco_v2", MoCoV2), ("moco_v3", MoCoV3),
-                                       ("byol", BYOL), ("simsiam", SimSiam), ("dino", DINO)])
+@pytest.mark.parametrize(
+    "name, cls",
+    [
+        ("simclr", SimCLR),
+        ("moco_v2", MoCoV2),
+        ("moco_v3", MoCoV3),
+        ("byol", BYOL),
+        ("simsiam", SimSiam),
+        ("dino", DINO),
+    ],
+)
 def test_build_method_from_a_recipe(name, cls):
     knobs = {"out_dim": 256} if name == "dino" else {}
     method = build_method({"method": {"name": name, **knobs}, "backbone": BACKBONE, "train": {"epochs": 1}})
@@ -39,19 +48,24 @@ def test_knobs_reach_the_config():
     assert method.projector.out_dim == 64
 
 
-@pytest.mark.parametrize("recipe, message", [
-    ({"method": {"name": "simclr2"}}, r"method.name: unknown method 'simclr2'; choose one of simclr, moco_v2"),
-    ({"method": {"temperature": 0.1}}, r"method.name: missing"),
-    ({"method": {"name": "simclr", "temprature": 0.2}},
-     r"method.temprature: unknown key \(did you mean 'temperature'\?\)"),
-    ({"method": {"name": "simclr", "temperature": "hot"}}, r"method.temperature: expected a number"),
-    ({"method": {"name": "simclr", "temperature": 0}}, r"method.temperature: 0.0 is out of range"),
-    ({"method": {"name": "byol", "momentum": 1.5}}, r"method.momentum: 1.5 is out of range"),
-    ({"method": {"name": "moco_v2", "bn_mode": "batch"}}, r"method.bn_mode: 'batch' is not allowed"),
-    ({"method": {"name": "simclr"}, "backbone": {"name": "resnet101"}}, r"backbone.name: unknown backbone"),
-    ({"method": {"name": "simclr"}, "backbone": {"in_chan": 1}}, r"backbone.in_chan: unknown key"),
-    ({"method": "simclr"}, r"method: expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "recipe, message",
+    [
+        ({"method": {"name": "simclr2"}}, r"method.name: unknown method 'simclr2'; choose one of simclr, moco_v2"),
+        ({"method": {"temperature": 0.1}}, r"method.name: missing"),
+        (
+            {"method": {"name": "simclr", "temprature": 0.2}},
+            r"method.temprature: unknown key \(did you mean 'temperature'\?\)",
+        ),
+        ({"method": {"name": "simclr", "temperature": "hot"}}, r"method.temperature: expected a number"),
+        ({"method": {"name": "simclr", "temperature": 0}}, r"method.temperature: 0.0 is out of range"),
+        ({"method": {"name": "byol", "momentum": 1.5}}, r"method.momentum: 1.5 is out of range"),
+        ({"method": {"name": "moco_v2", "bn_mode": "batch"}}, r"method.bn_mode: 'batch' is not allowed"),
+        ({"method": {"name": "simclr"}, "backbone": {"name": "resnet101"}}, r"backbone.name: unknown backbone"),
+        ({"method": {"name": "simclr"}, "backbone": {"in_chan": 1}}, r"backbone.in_chan: unknown key"),
+        ({"method": "simclr"}, r"method: expected a mapping"),
+    ],
+)
 def test_bad_recipes_name_the_key(recipe, message):
     with pytest.raises(UserError, match=message):
         build_method(recipe)

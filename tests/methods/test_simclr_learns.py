@@ -41,8 +41,14 @@ def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out * uniform(0.6, 1.4).view(n, 1, 1, 1) + uniform(-0.4, 0.4).view(n, 1, 1, 1)
 
 
-def knn_top1(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, query_labels: torch.Tensor,
-             k: int = 20, temperature: float = 0.07) -> float:
+def knn_top1(
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    queries: torch.Tensor,
+    query_labels: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> float:
     """Weighted cosine kNN (Wu et al. 2018): each of the k nearest votes with exp(similarity / T)."""
     num_classes = int(max(bank_labels.max(), query_labels.max())) + 1  # a class no one votes for never wins
     similarity = F.normalize(queries, dim=1) @ F.normalize(bank, dim=1).T
@@ -69,10 +75,12 @@ def test_simclr_beats_random_init_on_fashion_mnist_knn():
     bank = torch.arange(200)  # the labelled few: a random sample, so roughly 20 per class
     queries, query_labels = as_tensor(test_pixels[:1000]), torch.from_numpy(test_labels[:1000])
 
-    method = build_method({
-        "method": {"name": "simclr", "temperature": 0.2, "proj_hidden_dim": 256, "proj_dim": 64},
-        "backbone": {"name": "resnet18", "small_stem": False, "in_chans": 1, "img_size": 14},
-    })
+    method = build_method(
+        {
+            "method": {"name": "simclr", "temperature": 0.2, "proj_hidden_dim": 256, "proj_dim": 64},
+            "backbone": {"name": "resnet18", "small_stem": False, "in_chans": 1, "img_size": 14},
+        }
+    )
     initial = copy.deepcopy(method)
 
     def accuracy(model) -> float:
@@ -83,7 +91,7 @@ def test_simclr_beats_random_init_on_fashion_mnist_knn():
     for _ in range(12):
         order = torch.randperm(len(images), generator=generator)
         for start in range(0, len(images), batch):
-            x = images[order[start:start + batch]]
+            x = images[order[start : start + batch]]
             out = method([augment(x, generator), augment(x, generator)])
             optimizer.zero_grad()
             out["loss"].backward()

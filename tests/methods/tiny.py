@@ -51,8 +51,14 @@ def tiny_method(name: str, in_chans: int = 1, vit: bool | None = None, **knobs):
     return build_method(tiny_recipe(name, in_chans, vit, **knobs))
 
 
-def tiny_views(name: str, n: int = 6, in_chans: int = 1, generator: torch.Generator | None = None,
-               dtype: torch.dtype = torch.float32, vit: bool | None = None) -> list[torch.Tensor]:
+def tiny_views(
+    name: str,
+    n: int = 6,
+    in_chans: int = 1,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    vit: bool | None = None,
+) -> list[torch.Tensor]:
     """Two global views at the backbone's size; DINO also gets two local crops at half of it (a ViT
     takes them through its interpolated position table)."""
     size = image_size(name, vit)

@@ -1,6 +1,5 @@
 """Gathers and means across 2 CPU processes (gloo): values, and gradients flowing back to each rank's inputs."""
 
-
 import torch
 
 from sslray.losses.infonce import NTXentLoss
@@ -8,7 +7,6 @@ from sslray.nn import dist
 from tests.gloo import WORLD, on_two_ranks
 
 N, D = 3, 5
-
 
 
 def rank_inputs(rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -36,13 +34,24 @@ def worker(rank: int) -> dict:
     loss, pos_top1 = NTXentLoss(temperature=0.5)(z0, z1)
     loss.backward()
     # Rank 1's loss is NaN: the mean over ranks must show it on rank 0 too (both stop at that step).
-    losses = dist.mean_over_ranks(torch.tensor([float(rank + 1)])), dist.mean_over_ranks(
-        torch.tensor([float("nan") if rank == 1 else 1.0]))
-    return {"world": dist.world_size(), "rank": dist.rank(), "gathered": gathered.detach(),
-            "mean": losses[0], "nan_mean": losses[1],
-            "no_grad_requires_grad": no_grad.requires_grad, "x_grad": x.grad,
-            "loss": loss.detach(), "z0_grad": z0.grad, "z1_grad": z1.grad,
-            "gathered_bf16": gathered_bf16.detach(), "x_bf16_grad": x_bf16.grad}
+    losses = (
+        dist.mean_over_ranks(torch.tensor([float(rank + 1)])),
+        dist.mean_over_ranks(torch.tensor([float("nan") if rank == 1 else 1.0])),
+    )
+    return {
+        "world": dist.world_size(),
+        "rank": dist.rank(),
+        "gathered": gathered.detach(),
+        "mean": losses[0],
+        "nan_mean": losses[1],
+        "no_grad_requires_grad": no_grad.requires_grad,
+        "x_grad": x.grad,
+        "loss": loss.detach(),
+        "z0_grad": z0.grad,
+        "z1_grad": z1.grad,
+        "gathered_bf16": gathered_bf16.detach(),
+        "x_bf16_grad": x_bf16.grad,
+    }
 
 
 def test_single_process_fallback():
@@ -60,7 +69,9 @@ def test_gathers_across_two_processes(tmp_path):
         assert torch.equal(result["gathered"], x_all)
         assert not result["no_grad_requires_grad"]
         assert torch.allclose(result["x_grad"], torch.full((N, D), 3.0))
-        assert result["gathered_bf16"].dtype == torch.bfloat16 and torch.equal(result["gathered_bf16"], x_all.bfloat16())
+        assert result["gathered_bf16"].dtype == torch.bfloat16 and torch.equal(
+            result["gathered_bf16"], x_all.bfloat16()
+        )
         assert torch.equal(result["x_bf16_grad"], torch.full((N, D), 3.0, dtype=torch.bfloat16))
         assert result["mean"].item() == 1.5 and torch.isnan(result["nan_mean"]).all()
 

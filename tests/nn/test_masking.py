@@ -7,8 +7,9 @@ from sslray.nn.masking import num_visible, patchify, random_masking, unpatchify
 
 
 # kept = round(L * (1 - r)), at least 1: 16.0, 1.6, 19.6, 10, 0.04 -> 16, 2, 20, 10, 1
-@pytest.mark.parametrize("length,ratio,keep", [(64, 0.75, 16), (16, 0.9, 2), (49, 0.6, 20), (10, 0.0, 10),
-                                               (4, 0.99, 1)])
+@pytest.mark.parametrize(
+    "length,ratio,keep", [(64, 0.75, 16), (16, 0.9, 2), (49, 0.6, 20), (10, 0.0, 10), (4, 0.99, 1)]
+)
 def test_kept_count_and_mask_sum(length, ratio, keep):
     x = torch.randn(3, length, 5)
     visible, mask, ids_restore = random_masking(x, ratio)
@@ -38,7 +39,7 @@ def test_ids_restore_inverts_the_shuffle():
     assert torch.equal(restored, x)
     # the removed tokens are the tail of the shuffled order, and that is where mask == 1
     for i in range(n):
-        assert torch.all(mask[i, ids_shuffle[i, visible.shape[1]:]] == 1)
+        assert torch.all(mask[i, ids_shuffle[i, visible.shape[1] :]] == 1)
 
 
 def test_generator_makes_masks_reproducible():
@@ -57,7 +58,7 @@ def test_patchify_matches_loop_and_unpatchify_inverts():
     for n in range(2):
         for i in range(2):
             for j in range(3):
-                block = imgs[n, :, i * p:(i + 1) * p, j * p:(j + 1) * p]  # [C, p, p]
+                block = imgs[n, :, i * p : (i + 1) * p, j * p : (j + 1) * p]  # [C, p, p]
                 expected = block.permute(1, 2, 0).reshape(-1)  # (row, col, channel)
                 assert torch.equal(patches[n, i * 3 + j], expected)
     assert torch.equal(unpatchify(patches, p, 3, grid_size=(2, 3)), imgs)

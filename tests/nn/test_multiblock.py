@@ -62,8 +62,9 @@ def test_block_sizes_cover_the_scale_and_aspect_ranges():
 def test_context_is_cut_to_the_batch_minimum_keeping_the_first_patches():
     """With a context block of scale 1 (the whole grid), each image's untrimmed context is every patch
     outside its targets; all are cut to the smallest one, keeping their first patches in raster order."""
-    masks = sample_multiblock_masks(64, (7, 7), MultiBlockConfig(context_scale=(1.0, 1.0)),
-                                    generator=torch.Generator().manual_seed(3))
+    masks = sample_multiblock_masks(
+        64, (7, 7), MultiBlockConfig(context_scale=(1.0, 1.0)), generator=torch.Generator().manual_seed(3)
+    )
     untrimmed = [sorted(set(range(49)) - set(t.flatten().tolist())) for t in masks.targets]
     keep = min(len(u) for u in untrimmed)
     assert masks.context.shape == (64, keep)
@@ -75,6 +76,7 @@ def test_context_is_cut_to_the_batch_minimum_keeping_the_first_patches():
 def test_short_contexts_are_redrawn_inside_their_block():
     """A 3x3 context block often loses most of itself to the targets; it is re-drawn at another position
     until it keeps min_context patches, so contexts stay inside a 3x3 window."""
+
     def fits_3x3(ids):
         rows, cols = rows_cols(ids, 7)
         return max(rows) - min(rows) < 3 and max(cols) - min(cols) < 3
@@ -109,8 +111,12 @@ def test_generator_makes_masks_reproducible():
 
     a, b, c = sample(5), sample(5), sample(6)
     assert torch.equal(a.context, b.context) and torch.equal(a.targets, b.targets)
-    assert not (a.context.shape == c.context.shape and torch.equal(a.context, c.context)
-                and a.targets.shape == c.targets.shape and torch.equal(a.targets, c.targets))
+    assert not (
+        a.context.shape == c.context.shape
+        and torch.equal(a.context, c.context)
+        and a.targets.shape == c.targets.shape
+        and torch.equal(a.targets, c.targets)
+    )
     torch.manual_seed(9)  # without a generator: the global RNG
     d = sample_multiblock_masks(8, (7, 7))
     torch.manual_seed(9)

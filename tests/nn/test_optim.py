@@ -26,8 +26,17 @@ def test_param_groups_exclude_bias_norm_and_listed_names():
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     ids = lambda ps: {id(p) for p in ps}  # noqa: E731
     assert ids(decay["params"]) == ids([model[0].fc.weight, model[1].weight])
-    assert ids(no_decay["params"]) == ids([model[0].token, model[0].fc.bias, model[0].norm.weight,
-                                           model[0].norm.bias, model[1].bias, model[2].weight, model[2].bias])
+    assert ids(no_decay["params"]) == ids(
+        [
+            model[0].token,
+            model[0].fc.bias,
+            model[0].norm.weight,
+            model[0].norm.bias,
+            model[1].bias,
+            model[2].weight,
+            model[2].bias,
+        ]
+    )
     assert decay["lars_adapt"] and not no_decay["lars_adapt"]
 
 

@@ -41,8 +41,9 @@ def test_position_embedding_is_fixed_sincos():
     assert torch.all(pos[0] == 0)  # CLS row
     # token (row 1, col 0) of a 2x2 grid: first half encodes row=1, second half col=0
     d = 192
-    expected = torch.cat([sincos_pos_embed_1d(d // 2, torch.tensor([1.0])),
-                          sincos_pos_embed_1d(d // 2, torch.tensor([0.0]))], dim=1)[0].float()
+    expected = torch.cat(
+        [sincos_pos_embed_1d(d // 2, torch.tensor([1.0])), sincos_pos_embed_1d(d // 2, torch.tensor([0.0]))], dim=1
+    )[0].float()
     torch.testing.assert_close(pos[1 + 2], expected)
     # 1-D formula written out: [sin(p w_k), cos(p w_k)], w_k = 10000^(-2k/d)
     k, p, dim = 3, 5.0, 8

@@ -39,8 +39,9 @@ def test_diverged_and_collapsed_trials_are_reported_and_the_rest_finish(ray_loca
     assert status[(1e-3, 0.99)].startswith("collapsed: embed_std")
     assert "< train.collapse_std 0.99 at epoch 1" in status[(1e-3, 0.99)] and epochs[(1e-3, 0.99)] == 1
     for collapse_std in (0.0, 0.99):
-        assert status[(1e8, collapse_std)] == ("diverged: non-finite loss (nan) at epoch 1, optimizer step 1: "
-                                               "lower optim.base_lr or check the data")
+        assert status[(1e8, collapse_std)] == (
+            "diverged: non-finite loss (nan) at epoch 1, optimizer step 1: lower optim.base_lr or check the data"
+        )
         assert status[(1e4, collapse_std)].startswith("diverged: non-finite embeddings (embed_std nan) after epoch 1")
         assert epochs[(1e8, collapse_std)] == epochs[(1e4, collapse_std)] == 1
 

@@ -55,8 +55,14 @@ def test_train_two_workers_reports_logs_and_checkpoints(ray_local, tiny_fmnist, 
     assert result["epoch"] == 2 and torch.isfinite(torch.tensor(result["loss"]))
     assert 0.0 <= result["knn_top1"] <= 1.0 and result["images_per_s"] > 0
     tags = scalar_tags(run_dir)
-    for tag in ("train/loss", "train/lr", "eval/knn_top1", "eval/embed_std", "perf/images_per_s",
-                "perf/data_wait_frac"):
+    for tag in (
+        "train/loss",
+        "train/lr",
+        "eval/knn_top1",
+        "eval/embed_std",
+        "perf/images_per_s",
+        "perf/data_wait_frac",
+    ):
         assert len(tags[tag]) == 2, tag
     if family == "masked":
         assert "train/recon_loss" in tags
@@ -98,8 +104,15 @@ def plain_library_model(cfg) -> torch.nn.Module:
     if cfg.name.startswith("vit"):
         from timm.models.vision_transformer import VisionTransformer
 
-        return VisionTransformer(img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans,
-                                 embed_dim=192, depth=cfg.depth, num_heads=3, num_classes=0)
+        return VisionTransformer(
+            img_size=cfg.img_size,
+            patch_size=cfg.patch_size,
+            in_chans=cfg.in_chans,
+            embed_dim=192,
+            depth=cfg.depth,
+            num_heads=3,
+            num_classes=0,
+        )
     import torchvision
 
     model = torchvision.models.resnet18(weights=None)
@@ -127,13 +140,20 @@ def test_stop_and_resume_equals_a_straight_run(ray_local, tiny_fmnist, tmp_path)
     assert scalar_tags(stopped)["train/loss"] == pytest.approx(scalar_tags(straight)["train/loss"], rel=1e-5)
 
 
-@pytest.mark.parametrize("family, overrides, message", [
-    ("contrastive", ["method.temprature=0.1"], "method.temprature: unknown key"),
-    ("masked", ["method.mask_ratio=1.5"], "method.mask_ratio: 1.5 is out of range"),
-    ("contrastive", ["data.path=/nonexistent/fmnist"], "data.path: /nonexistent/fmnist does not exist"),
-    ("contrastive", ["train.batch_size=1"], "train.batch_size: 1 does not split evenly across scaling.num_workers=2"),
-    ("contrastive", ["train.batch_size=512"], "needs at least 256 images per worker"),
-])
+@pytest.mark.parametrize(
+    "family, overrides, message",
+    [
+        ("contrastive", ["method.temprature=0.1"], "method.temprature: unknown key"),
+        ("masked", ["method.mask_ratio=1.5"], "method.mask_ratio: 1.5 is out of range"),
+        ("contrastive", ["data.path=/nonexistent/fmnist"], "data.path: /nonexistent/fmnist does not exist"),
+        (
+            "contrastive",
+            ["train.batch_size=1"],
+            "train.batch_size: 1 does not split evenly across scaling.num_workers=2",
+        ),
+        ("contrastive", ["train.batch_size=512"], "needs at least 256 images per worker"),
+    ],
+)
 def test_bad_recipes_exit_2_with_one_line(tiny_fmnist, tmp_path, capsys, family, overrides, message):
     method, backbone = FAMILIES[family]
     recipe_path = write_recipe(tmp_path, tiny_fmnist, method, backbone)
@@ -147,25 +167,42 @@ def test_existing_run_folder_is_never_overwritten(tiny_fmnist, tmp_path, capsys)
     method, backbone = FAMILIES["contrastive"]
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("mine")
-    assert main(["train", str(write_recipe(tmp_path, tiny_fmnist, method, backbone)), "--out",
-                 str(tmp_path / "run")]) == 2
+    assert (
+        main(["train", str(write_recipe(tmp_path, tiny_fmnist, method, backbone)), "--out", str(tmp_path / "run")]) == 2
+    )
     assert "already exists" in capsys.readouterr().err
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("family, overrides", [
-    # ResNet at 32 px: at 16 px its last stage gets a 1x1 input, where torch's CPU bf16 convolution
-    # returns garbage weight gradients (a CPU kernel bug, not the GPU path under test).
-    ("contrastive", ["data.augment.size=32", "train.compile=true"]),
-    ("masked", []),
-])
+@pytest.mark.parametrize(
+    "family, overrides",
+    [
+        # ResNet at 32 px: at 16 px its last stage gets a 1x1 input, where torch's CPU bf16 convolution
+        # returns garbage weight gradients (a CPU kernel bug, not the GPU path under test).
+        ("contrastive", ["data.augment.size=32", "train.compile=true"]),
+        ("masked", []),
+    ],
+)
 def test_train_in_bf16_as_on_a_gpu(ray_local, tiny_fmnist, tmp_path, family, overrides):
     """The GPU default (bf16 autocast) through the real `sslray train`, on CPU; the contrastive run also
     compiles its backbone (train.compile)."""
     method, backbone = FAMILIES[family]
     run_dir = tmp_path / "run"
-    assert main(["train", str(write_recipe(tmp_path, tiny_fmnist, method, backbone)), "--out", str(run_dir),
-                 "train.precision=bf16", "train.epochs=1", "scaling.num_workers=1", *overrides]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(write_recipe(tmp_path, tiny_fmnist, method, backbone)),
+                "--out",
+                str(run_dir),
+                "train.precision=bf16",
+                "train.epochs=1",
+                "scaling.num_workers=1",
+                *overrides,
+            ]
+        )
+        == 0
+    )
     result = json.loads((run_dir / "result.json").read_text())["metrics"]
     assert result["epoch"] == 1 and torch.isfinite(torch.tensor(result["loss"]))
     assert 0.0 <= result["knn_top1"] <= 1.0 and result["embed_std"] > 0

@@ -17,18 +17,22 @@ from sslray.tune.space import space_from_dict
 
 from .conftest import tiny_space
 
-OWN_KNOB = {"simclr": "method.temperature", "vicreg": "method.variance_weight",
-            "barlow_twins": "method.offdiag_weight"}
-TERMS = {"simclr": {"pos_top1"}, "vicreg": {"invariance", "variance", "covariance"},
-         "barlow_twins": {"on_diagonal", "off_diagonal"}}
+OWN_KNOB = {"simclr": "method.temperature", "vicreg": "method.variance_weight", "barlow_twins": "method.offdiag_weight"}
+TERMS = {
+    "simclr": {"pos_top1"},
+    "vicreg": {"invariance", "variance", "covariance"},
+    "barlow_twins": {"on_diagonal", "off_diagonal"},
+}
 
 
 def three_method_space(data_dir, **tune_section) -> dict:
     data = tiny_space(data_dir, **tune_section)
-    data["method"].update(name={"grid": ["simclr", "vicreg", "barlow_twins"]},
-                          temperature={"choice": [0.2, 0.3]},
-                          variance_weight={"uniform": [20.0, 30.0]},
-                          offdiag_weight={"loguniform": [1e-3, 1e-2]})
+    data["method"].update(
+        name={"grid": ["simclr", "vicreg", "barlow_twins"]},
+        temperature={"choice": [0.2, 0.3]},
+        variance_weight={"uniform": [20.0, 30.0]},
+        offdiag_weight={"loguniform": [1e-3, 1e-2]},
+    )
     return data
 
 
@@ -79,7 +83,8 @@ def test_sweep_over_three_methods_shows_each_trials_own_knobs(ray_local, tiny_fm
             else:
                 assert row[knob] == "-", f"{knob} shown for a {row['method']} trial"
     assert float(next(r for r in rows if r["method"] == "vicreg")["method.variance_weight"]) == pytest.approx(
-        25.0, abs=5.0)
+        25.0, abs=5.0
+    )
     markdown = (sweep_dir / "leaderboard.md").read_text()
     assert all(k in markdown.splitlines()[0] for k in OWN_KNOB.values())
 

@@ -45,16 +45,19 @@ def test_every_form_becomes_its_tune_domain():
     assert all(0.5 <= v <= 0.9 and abs(round(v / 0.1) * 0.1 - v) < 1e-9 for v in values)
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"uniform": [0.9, 0.5]}, "needs low < high"),
-    ({"loguniform": [0.0, 0.5]}, "needs low > 0"),
-    ({"randint": [5, 2]}, "low > high"),
-    ({"randint": [1.5, 2]}, "needs integers"),
-    ({"choice": []}, "non-empty list"),
-    ({"uniform": [0.1]}, "needs [low, high]"),
-    ({"quniform": [0.1, 0.5, 0]}, "needs q > 0"),
-    ({"uniform": ["a", 1]}, "needs numbers"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"uniform": [0.9, 0.5]}, "needs low < high"),
+        ({"loguniform": [0.0, 0.5]}, "needs low > 0"),
+        ({"randint": [5, 2]}, "low > high"),
+        ({"randint": [1.5, 2]}, "needs integers"),
+        ({"choice": []}, "non-empty list"),
+        ({"uniform": [0.1]}, "needs [low, high]"),
+        ({"quniform": [0.1, 0.5, 0]}, "needs q > 0"),
+        ({"uniform": ["a", 1]}, "needs numbers"),
+    ],
+)
 def test_malformed_distributions_name_the_key(spec, message):
     with pytest.raises(UserError, match="method.temperature") as err:
         space_from_dict(space(method__temperature=spec))
@@ -62,8 +65,11 @@ def test_malformed_distributions_name_the_key(spec, message):
 
 
 def test_a_misspelt_distribution_is_named_with_a_suggestion():
-    with pytest.raises(UserError, match=r"method.temperature: unknown distribution 'logunifrom'; "
-                                        "did you mean loguniform"):
+    with pytest.raises(
+        UserError,
+        match=r"method.temperature: unknown distribution 'logunifrom'; "
+        "did you mean loguniform",
+    ):
         space_from_dict(space(method__temperature={"logunifrom": [0.1, 0.5]}))
 
 
@@ -73,14 +79,21 @@ def test_a_knob_no_candidate_method_has_is_refused():
 
 
 def test_knobs_apply_only_to_the_methods_that_have_them():
-    s = space_from_dict(space(method__name={"choice": ["simclr", "mae"]}, method__mask_ratio={"uniform": [0.5, 0.9]},
-                              method__temperature={"loguniform": [0.1, 0.5]}))
+    s = space_from_dict(
+        space(
+            method__name={"choice": ["simclr", "mae"]},
+            method__mask_ratio={"uniform": [0.5, 0.9]},
+            method__temperature={"loguniform": [0.1, 0.5]},
+        )
+    )
     simclr = s.trial_recipe({"method.name": "simclr", "method.mask_ratio": 0.6, "method.temperature": 0.3})
     mae = s.trial_recipe({"method.name": "mae", "method.mask_ratio": 0.6, "method.temperature": 0.3})
     assert simclr["method"] == {"name": "simclr", "temperature": 0.3}
     assert mae["method"] == {"name": "mae", "mask_ratio": 0.6}
     assert s.applicable({"method.name": "mae", "method.mask_ratio": 0.6, "method.temperature": 0.3}) == {
-        "method.name": "mae", "method.mask_ratio": 0.6}
+        "method.name": "mae",
+        "method.mask_ratio": 0.6,
+    }
 
 
 def test_a_range_reaching_out_of_bounds_fails_before_the_sweep():
@@ -126,9 +139,14 @@ def test_pbt_explore_keeps_every_perturbed_value_inside_its_distribution():
     # BYOL's momentum at the top of its range, times PBT's 1.2, was 1.19: a UserError in the trial.
     from ray.tune.schedulers.pbt import _explore
 
-    data = space(method__name="byol", method__momentum={"uniform": [0.9, 0.99]},
-                 optim__base_lr={"loguniform": [1e-4, 1e-2]}, optim__weight_decay={"quniform": [0.0, 0.1, 0.05]},
-                 train__warmup_epochs={"randint": [0, 1]}, data__limit={"choice": [64, 128]})
+    data = space(
+        method__name="byol",
+        method__momentum={"uniform": [0.9, 0.99]},
+        optim__base_lr={"loguniform": [1e-4, 1e-2]},
+        optim__weight_decay={"quniform": [0.0, 0.1, 0.05]},
+        train__warmup_epochs={"randint": [0, 1]},
+        data__limit={"choice": [64, 128]},
+    )
     del data["method"]["temperature"]
     s = space_from_dict({**data, "tune": {"scheduler": {"name": "pbt", "resample_probability": 0.0}}})
     scheduler = s.build_scheduler()
@@ -137,8 +155,9 @@ def test_pbt_explore_keeps_every_perturbed_value_inside_its_distribution():
     high = {key: spec_values(spec)[-1] for key, spec in s.knobs.items()}
     for config, factor in [(high, 1.2), (low, 0.8), (high, 0.8), (low, 1.2)]:
         for _ in range(5):  # lists move to a random neighbour
-            explored, _ = _explore(config, scheduler._hyperparam_mutations, 0.0, (factor,),
-                                   scheduler._custom_explore_fn)
+            explored, _ = _explore(
+                config, scheduler._hyperparam_mutations, 0.0, (factor,), scheduler._custom_explore_fn
+            )
             for key, spec in s.knobs.items():
                 if "choice" in spec:
                     assert explored[key] in spec["choice"]

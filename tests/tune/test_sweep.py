@@ -84,9 +84,13 @@ def test_asha_sweep_end_to_end(ray_local, tiny_fmnist, tmp_path, capsys):
 def test_pbt_perturbs_a_knob_and_restores_a_checkpoint(ray_local, tiny_fmnist, tmp_path):
     # Two trials side by side (0.5 CPU each, one CPU left to Ray Data); after every epoch the worse
     # one copies the better one's checkpoint and perturbs the temperature.
-    data = tiny_space(tiny_fmnist, num_samples=2, max_concurrent_trials=2, resources_per_trial={"cpu": 0.5},
-                      scheduler={"name": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5,
-                                 "resample_probability": 0.5})
+    data = tiny_space(
+        tiny_fmnist,
+        num_samples=2,
+        max_concurrent_trials=2,
+        resources_per_trial={"cpu": 0.5},
+        scheduler={"name": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5, "resample_probability": 0.5},
+    )
     data["method"]["temperature"] = {"loguniform": [0.05, 0.5]}
     data["train"]["epochs"] = 4
     space = space_from_dict(data, "pbt-test")
@@ -113,17 +117,22 @@ def test_a_killed_driver_resumes_without_rerunning_trials(ray_local, tiny_fmnist
     address = ray_local.get_runtime_context().gcs_address
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     log = open(tmp_path / "driver.log", "w")
-    driver = subprocess.Popen([sys.executable, "-m", "sslray.cli", "sweep", str(space_path), "--out", str(sweep_dir),
-                               "--address", address], env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "sslray.cli", "sweep", str(space_path), "--out", str(sweep_dir), "--address", address],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 300
         while time.time() < deadline:  # kill it once the second trial has checkpointed an epoch
             progress = [trial_rows(t) for t in trial_dirs(sweep_dir) if (t / "result.json").is_file()]
             if len([rows for rows in progress if rows]) == 2 and min(len(rows) for rows in progress) >= 1:
                 break
-            assert driver.poll() is None, ("the sweep ended before it could be killed:\n"
-                                           + (tmp_path / "driver.log").read_text())
+            assert driver.poll() is None, (
+                "the sweep ended before it could be killed:\n" + (tmp_path / "driver.log").read_text()
+            )
             time.sleep(0.5)
         time.sleep(2)  # one more experiment-state save (TUNE_GLOBAL_CHECKPOINT_S=1)
         os.kill(driver.pid, signal.SIGKILL)
