@@ -33,7 +33,7 @@ from sslray.runs.restarts import EpochProgress
 from sslray.runs.storage import RunMirror
 from sslray.runs.tensorboard import RunLogger
 from sslray.train.epoch import Learner, NonFiniteLoss, RankData, StepSettings, train_epoch
-from sslray.train.online_eval import online_knn
+from sslray.train.online_eval import OnlineEval
 from sslray.train.reporting import RunOutputs, restore, stop_reason
 from sslray.train.session import WorkerSession
 
@@ -100,6 +100,7 @@ def run_worker(config: dict, session: WorkerSession) -> None:
     # (Ray Train V2 persists checkpoints only; other artifacts are the loop's own business).
     mirror = RunMirror(Path(config["run_dir"]), config["storage"]) if rank == 0 and config.get("storage") else None
     outputs = RunOutputs(session, recipe, Path(config["run_dir"]), logger, mirror)
+    online_eval = OnlineEval(recipe, device)  # rank 0 decodes the kNN splits at its first evaluation, once
     last_epoch = recipe.train.stop_at_epoch or recipe.train.epochs
     resumed_from = progress.epoch  # 0 for a fresh run; reported so a sweep can tell restores apart
     if progress.history and progress.epoch >= last_epoch:
@@ -121,7 +122,7 @@ def run_worker(config: dict, session: WorkerSession) -> None:
         probe_now = epoch + 1 == recipe.train.epochs and recipe.train.linear_probe_epochs > 0
         if rank == 0 and (probe_now or recipe.train.knn_every and (epoch + 1) % recipe.train.knn_every == 0):
             eval_start = time.perf_counter()
-            metrics.update(online_knn(method, recipe, device, linear_probe=probe_now))
+            metrics.update(online_eval(method, linear_probe=probe_now))
             metrics["eval_seconds"] = time.perf_counter() - eval_start
         metrics["resumed_from_epoch"] = resumed_from
         progress.epoch = epoch + 1
