@@ -91,3 +91,12 @@ def is_loopback(ip: str) -> bool:
     address = ipaddress.ip_address(ip.split("%")[0])
     mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1, an IPv6 socket bound to 127.0.0.1
     return (mapped or address).is_loopback
+
+
+def read_leaderboard(sweep_dir: Path) -> tuple[list[dict], dict[str, dict]]:
+    """leaderboard.csv of a sweep: the trials' rows, and the baseline rows (status "baseline") by name."""
+    import csv
+
+    with open(Path(sweep_dir) / "leaderboard.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    return [r for r in rows if r["status"] != "baseline"], {r["trial"]: r for r in rows if r["status"] == "baseline"}

@@ -54,14 +54,40 @@ def table(space, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]
     return header, cells
 
 
+def baseline_cells(space, header: list[str], baselines: dict) -> list[list[str]]:
+    """Rows ``random-init`` and ``raw-pixels`` under the trials: their value in the metric's column,
+    "-" elsewhere, status "baseline"."""
+    metric_column = header.index(f"best {space.tune.metric}")
+    cells = []
+    for name, value in (baselines.get("values") or {}).items():
+        row = ["-"] * len(header)
+        row[1], row[2], row[metric_column], row[-1] = name, "-", _format(value), "baseline"
+        cells.append(row)
+    return cells
+
+
+def versus_baselines(best: float | None, baselines: dict) -> str:
+    """ ", +0.19 over random-init, -0.01 vs raw-pixels" for a best value (empty without baselines)."""
+    if best is None:
+        return ""
+    words = {"random-init": "over random init", "raw-pixels": "vs raw pixels"}
+    parts = [
+        f"{best - value:+.3f} {words.get(name, 'vs ' + name)}"
+        for name, value in (baselines.get("values") or {}).items()
+        if value is not None
+    ]
+    return (": " + ", ".join(parts)) if parts else ""
+
+
 def markdown(header: list[str], cells: list[list[str]]) -> str:
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(header)]
     line = lambda values: "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"  # noqa: E731
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)]) + "\n"
 
 
-def plot_curves(space, rows: list[dict[str, Any]], path: Path) -> None:
-    """The metric per epoch for every trial (PNG), coloured by method; stopped trials end early."""
+def plot_curves(space, rows: list[dict[str, Any]], path: Path, baselines: dict | None = None) -> None:
+    """The metric per epoch for every trial (PNG), coloured by method; stopped trials end early. The
+    baselines are dashed horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,12 +110,17 @@ def plot_curves(space, rows: list[dict[str, Any]], path: Path) -> None:
             alpha=0.8,
             label=f"{row['trial']} ({method})",
         )
+    for index, (name, value) in enumerate(((baselines or {}).get("values") or {}).items()):
+        if value is not None:
+            ax.axhline(
+                value, linestyle="--", linewidth=1.2, color=("0.35", "0.65")[index % 2], label=f"{name} (baseline)"
+            )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(space.tune.metric)
     ax.set_title(f"{Path(space.source).name}: {space.tune.metric} per trial")
     ax.grid(alpha=0.3)
-    if any(row["curve"] for row in rows):
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path)
@@ -109,23 +140,30 @@ def write_best(space, row: dict[str, Any], path: Path) -> None:
 
 
 def write_leaderboard(
-    space, rows: list[dict[str, Any]], sweep_dir: Path, shown_as: str | None = None
+    space, rows: list[dict[str, Any]], sweep_dir: Path, shown_as: str | None = None, baselines: dict | None = None
 ) -> list[dict[str, Any]]:
-    """Write leaderboard.md/.csv/.png and best.yaml into ``sweep_dir``; the printed lines name the sweep
-    as ``shown_as`` (its URI when these files are uploaded there afterwards)."""
+    """Write leaderboard.md/.csv/.png and best.yaml into ``sweep_dir``, with the ``baselines`` (see
+    ``sslray.tune.baselines``) as rows and lines; the printed lines name the sweep as ``shown_as`` (its
+    URI when these files are uploaded there afterwards)."""
+    baselines = baselines or {}
     rows = ranked(rows, space.tune.mode)
     header, cells = table(space, rows)
+    cells += baseline_cells(space, header, baselines)
     text = markdown(header, cells)
     (sweep_dir / "leaderboard.md").write_text(text)
     with open(sweep_dir / "leaderboard.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(cells)
-    plot_curves(space, rows, sweep_dir / "leaderboard.png")
+    plot_curves(space, rows, sweep_dir / "leaderboard.png", baselines)
     print("\n" + text)
     shown = shown_as or str(sweep_dir)
     if rows and rows[0]["best"] is not None:
         write_best(space, rows[0], sweep_dir / "best.yaml")
-        print(f"best: {rows[0]['trial']} -> {shown}/best.yaml  (sslray train {shown}/best.yaml)")
+        best = rows[0]
+        print(
+            f"best: {best['trial']} {space.tune.metric} {_format(best['best'])}"
+            f"{versus_baselines(best['best'], baselines)} -> {shown}/best.yaml  (sslray train {shown}/best.yaml)"
+        )
     print(f"leaderboard: {shown}/leaderboard.md  (.csv, .png)\ncurves:      tensorboard --logdir {shown}")
     return rows

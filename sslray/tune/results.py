@@ -10,18 +10,18 @@ from sslray.runs import storage
 from sslray.tune.space import SearchSpace
 
 
-def finish(space: SearchSpace, results, sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Leaderboard (printed, .csv, .md, .png) and best.yaml from Tune's results, in the sweep folder
-    (written locally, then uploaded when the sweep lives at a URI)."""
+def finish(space: SearchSpace, results, sweep_dir: str | Path, baselines: dict | None = None) -> list[dict[str, Any]]:
+    """Leaderboard (printed, .csv, .md, .png) and best.yaml from Tune's results, with the sweep's
+    ``baselines``, in the sweep folder (written locally, then uploaded when the sweep lives at a URI)."""
     import tempfile
 
     from sslray.tune.leaderboard import write_leaderboard
 
     rows = [_row(space, result) for result in results]
     if not storage.is_uri(sweep_dir):
-        return write_leaderboard(space, rows, Path(sweep_dir))
+        return write_leaderboard(space, rows, Path(sweep_dir), baselines=baselines)
     with tempfile.TemporaryDirectory() as tmp:
-        board = write_leaderboard(space, rows, Path(tmp), shown_as=str(sweep_dir))
+        board = write_leaderboard(space, rows, Path(tmp), shown_as=str(sweep_dir), baselines=baselines)
         storage.upload_folder(Path(tmp), str(sweep_dir))
     return board
 

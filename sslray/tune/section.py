@@ -32,6 +32,9 @@ class TuneSection:
     seed: int | None = None  # seeds the random searcher, so a sweep samples the same trials
     resources_per_trial: dict[str, float] | None = None  # {cpu: 2, gpu: 1}; None: derived from the cluster
     time_budget_s: float | None = None  # stop the whole sweep after this long
+    # Rows random-init and raw-pixels in the leaderboard: the driver runs the trials' online protocol on
+    # both before the first trial (seconds at 28 px; minutes for a ResNet-50 at 224 px on a CPU head).
+    baselines: bool = True
     options: Any = field(default=None, repr=False)  # the scheduler's parsed options (set by validate)
 
     @property

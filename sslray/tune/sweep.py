@@ -26,6 +26,8 @@ from sslray.recipe import DataConfig
 from sslray.runs import storage
 from sslray.runs.folders import SWEEP, check_out
 from sslray.train.trainer import plain
+from sslray.tune.baselines import describe as describe_baselines
+from sslray.tune.baselines import sweep_baselines
 from sslray.tune.registry import SEARCHERS
 from sslray.tune.resources import plan_resources
 from sslray.tune.results import finish
@@ -106,13 +108,16 @@ def run_sweep(space: SearchSpace, out: str | Path) -> list[dict[str, Any]]:
     print(f"results: {sweep_dir}")
     warn_if_no_node_matches(space.first_recipe().data.label_selector)
     _write_files(sweep_dir, {SPACE_FILE: yaml.safe_dump(plain(space.to_yaml_dict()), sort_keys=False)})
+    baselines = sweep_baselines(space, sweep_dir)
+    if baselines:
+        print(describe_baselines(baselines))
     tuner = tune.Tuner(
         trainable(space, plan, sweep_dir),
         param_space=space.param_space(),
         tune_config=_tune_config(space, plan.max_concurrent),
         run_config=_run_config(sweep_dir, space),
     )
-    return finish(space, tuner.fit(), sweep_dir)
+    return finish(space, tuner.fit(), sweep_dir, baselines)
 
 
 def resume_sweep(out: str | Path) -> list[dict[str, Any]]:
@@ -141,7 +146,7 @@ def resume_sweep(out: str | Path) -> list[dict[str, Any]]:
         resume_errored=False,
         restart_errored=False,
     )
-    return finish(space, tuner.fit(), sweep_dir)
+    return finish(space, tuner.fit(), sweep_dir, sweep_baselines(space, sweep_dir))
 
 
 def _write_files(sweep_dir: str, texts: dict[str, str]) -> None:

@@ -13,7 +13,6 @@ process tree: ``ray stop`` would also stop the test session's Ray.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from sslray.data.shards import ShardOptions, prepare
 
+from ..conftest import read_leaderboard
 from ..tune.conftest import tiny_space
 
 RAY = Path(sys.executable).with_name("ray")
@@ -188,8 +188,8 @@ def test_a_sweep_job_succeeds_and_leaves_its_results_in_storage(ray_head, projec
     assert "no node of this cluster has these labels" not in logs
 
     sweep = store / "sweeps" / "tiny"
-    with open(sweep / "leaderboard.csv") as handle:
-        rows = list(csv.DictReader(handle))
+    rows, baselines = read_leaderboard(sweep)
+    assert set(baselines) == {"random-init", "raw-pixels"}
     assert sorted(float(r["method.temperature"]) for r in rows) == [0.1, 0.5]
     assert all(r["status"] == "done" and 0.0 <= float(r["best knn_top1"]) <= 1.0 for r in rows)
     assert (sweep / "leaderboard.png").read_bytes()[:4] == b"\x89PNG" and (sweep / "space.yaml").is_file()

@@ -13,7 +13,6 @@ no NaN weights are checkpointed, and the normal trial finishes.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from sslray.runs.checkpoint import checkpoint_folders
 from sslray.tune.space import space_from_dict
 from sslray.tune.sweep import run_sweep
 
+from ..conftest import read_leaderboard
 from ..tune.conftest import tiny_space
 
 
@@ -45,8 +45,7 @@ def test_diverged_and_collapsed_trials_are_reported_and_the_rest_finish(ray_loca
         assert status[(1e4, collapse_std)].startswith("diverged: non-finite embeddings (embed_std nan) after epoch 1")
         assert epochs[(1e8, collapse_std)] == epochs[(1e4, collapse_std)] == 1
 
-    with open(sweep_dir / "leaderboard.csv") as handle:
-        board = list(csv.DictReader(handle))
+    board, _ = read_leaderboard(sweep_dir)
     assert board[0]["trial"] == Path(fine["path"]).name  # ranked first: the only one with a real metric
     assert sorted(row["status"].split(":")[0] for row in board) == ["collapsed"] + ["diverged"] * 4 + ["done"]
     for row in rows:

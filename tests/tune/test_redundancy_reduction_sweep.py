@@ -4,7 +4,6 @@ the knobs of its method and "-" for the others."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 
@@ -15,6 +14,7 @@ from sslray.cli import main
 from sslray.errors import UserError
 from sslray.tune.space import space_from_dict
 
+from ..conftest import read_leaderboard
 from .conftest import tiny_space
 
 OWN_KNOB = {"simclr": "method.temperature", "vicreg": "method.variance_weight", "barlow_twins": "method.offdiag_weight"}
@@ -72,8 +72,7 @@ def test_sweep_over_three_methods_shows_each_trials_own_knobs(ray_local, tiny_fm
     sweep_dir = tmp_path / "sweep"
     assert main(["sweep", str(space_path), "--out", str(sweep_dir)]) == 0
 
-    with open(sweep_dir / "leaderboard.csv") as handle:
-        rows = list(csv.DictReader(handle))
+    rows, _ = read_leaderboard(sweep_dir)
     assert sorted(r["method"] for r in rows) == ["barlow_twins", "simclr", "vicreg"]
     for row in rows:
         assert row["status"] == "done" and 0.0 <= float(row["best knn_top1"]) <= 1.0

@@ -4,7 +4,6 @@ comes from Tune's own results, the sweep folder's files and the trials' TensorBo
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -22,6 +21,7 @@ from sslray.recipe import load_recipe
 from sslray.tune.space import space_from_dict
 from sslray.tune.sweep import run_sweep
 
+from ..conftest import read_leaderboard
 from .conftest import tiny_space
 
 
@@ -49,16 +49,28 @@ def test_asha_sweep_end_to_end(ray_local, tiny_fmnist, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "best knn_top1" in out and f"tensorboard --logdir {sweep_dir.resolve()}" in out
 
-    with open(sweep_dir / "leaderboard.csv") as handle:
-        rows = list(csv.DictReader(handle))
+    rows, baselines = read_leaderboard(sweep_dir)
     assert len(rows) == 3
+    # The baselines: the same online kNN on the random-init backbone and on raw pixels, as rows, in
+    # baselines.json, in the closing line and as flat TensorBoard curves beside the trials'.
+    stored = json.loads((sweep_dir / "baselines.json").read_text())
+    assert set(baselines) == {"random-init", "raw-pixels"} == set(stored["values"])
+    for name, row in baselines.items():
+        assert float(row["best knn_top1"]) == pytest.approx(stored["values"][name], abs=5e-4)
+        assert 0.1 < stored["values"][name] <= 1.0  # 10 classes: both are well above chance
+        accumulator = EventAccumulator(str(sweep_dir / f"baseline-{name}"), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        assert {e.value for e in accumulator.Scalars("eval/knn_top1")} == {pytest.approx(stored["values"][name])}
+    best = max(float(r["best knn_top1"]) for r in rows)
+    random_init = stored["values"]["random-init"]
+    assert f"{best - random_init:+.3f} over random init" in out and "vs raw pixels" in out
     assert all(0.0 <= float(r["best knn_top1"]) <= 1.0 for r in rows)
     assert sorted(float(r["optim.base_lr"]) for r in rows) == [1e-7, 1e-7, 3e-3]
     assert [float(r["best knn_top1"]) for r in rows] == sorted((float(r["best knn_top1"]) for r in rows), reverse=True)
     stopped = [r for r in rows if r["status"].startswith("stopped early at epoch 1/3")]
     assert len(stopped) == 1 and int(stopped[0]["epochs"]) == 1
     assert sum(r["status"] == "done" for r in rows) == 2
-    assert (sweep_dir / "leaderboard.md").read_text().count("\n") == 2 + 3
+    assert (sweep_dir / "leaderboard.md").read_text().count("\n") == 2 + 3 + 2
     assert (sweep_dir / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
 
     best = load_recipe(sweep_dir / "best.yaml")  # what `sslray train best.yaml` validates first
@@ -147,8 +159,7 @@ def test_a_killed_driver_resumes_without_rerunning_trials(ray_local, tiny_fmnist
 
     time.sleep(5)  # Ray reaps the dead driver's trial actors
     assert main(["sweep", "--resume", str(sweep_dir)]) == 0
-    with open(sweep_dir / "leaderboard.csv") as handle:
-        rows = list(csv.DictReader(handle))
+    rows, _ = read_leaderboard(sweep_dir)
     assert len(rows) == 2 and all(r["status"] == "done" for r in rows)
     for trial in trial_dirs(sweep_dir):
         epochs = [row["epoch"] for row in trial_rows(trial)]
@@ -188,7 +199,8 @@ def test_a_sweep_ranked_by_a_final_linear_probe(ray_local, tiny_fmnist, tmp_path
     rows = trial_rows(trial)
     assert [("linear_top1" in row) for row in rows] == [False, True]  # probed once, after the last epoch
     assert 0.0 <= rows[-1]["linear_top1"] <= 1.0
-    with open(tmp_path / "sweep" / "leaderboard.csv") as handle:
-        [row] = list(csv.DictReader(handle))
+    [row], baselines = read_leaderboard(tmp_path / "sweep")
+    assert set(baselines) == {"random-init", "raw-pixels"}  # probed like the trial: a linear_top1 each
+    assert all(0.0 <= float(b["best linear_top1"]) <= 1.0 for b in baselines.values())
     assert float(row["best linear_top1"]) == pytest.approx(rows[-1]["linear_top1"], abs=1e-4)
     assert row["status"] == "done"
