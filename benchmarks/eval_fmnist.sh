@@ -16,5 +16,5 @@ for method in simclr mae macrl; do
     /usr/bin/time -f "$method pretraining: %e s wall" .venv/bin/sslray train "$recipe" --out "$OUT/$method" "${BUDGET[@]}"
   fi
 done
-/usr/bin/time -f "report: %e s wall" .venv/bin/sslray report "$OUT" --data data/fmnist --k 5 --epochs 40 \
+/usr/bin/time -f "report: %e s wall" .venv/bin/sslray report "$OUT" --data data/fmnist --k 5 --temperature 0.07 --epochs 40 \
   --tsne-epochs 1,5 --val-limit 10000 --overwrite

@@ -19,16 +19,31 @@ def _epochs(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: {err}") from None
 
 
+def limit_or_all(text: str) -> int:
+    """A positive image count, or 'all' (0: no limit)."""
+    return 0 if text.strip().lower() == "all" else positive_int(text)
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         metavar="PREPARED",
         help="prepared folder with train/ and test/ splits (default: the run's data.knn_bank and data.knn_query)",
     )
-    parser.add_argument("--train-limit", type=positive_int, help="use the first N train images")
-    parser.add_argument("--val-limit", type=positive_int, help="use the first N val images")
-    parser.add_argument("--k", type=positive_int, help="kNN neighbours (default 20)")
-    parser.add_argument("--temperature", type=float, help="kNN vote temperature (default 0.07)")
+    parser.add_argument(
+        "--train-limit",
+        type=limit_or_all,
+        help="use the first N train images, or 'all' (default: the run's data.knn_bank_limit without --data)",
+    )
+    parser.add_argument(
+        "--val-limit",
+        type=limit_or_all,
+        help="use the first N val images, or 'all' (default: the run's data.knn_query_limit without --data)",
+    )
+    parser.add_argument("--k", type=positive_int, help="kNN neighbours (default: the run's train.knn_k, 200)")
+    parser.add_argument(
+        "--temperature", type=float, help="kNN vote temperature (default: the run's train.knn_temperature, 0.1)"
+    )
     parser.add_argument("--epochs", type=positive_int, help="linear-probe / fine-tune epochs (default 40 / 20)")
     parser.add_argument("--batch-size", type=positive_int, help="probe / fine-tune batch (default 512 / 256)")
     parser.add_argument("--optimizer", choices=["sgd", "lars", "adamw"], help="linear-probe optimizer (default sgd)")

@@ -121,6 +121,9 @@ def evaluate(
     encoders = series_encoders(target, options.every) if options.every else [find_encoder(target)]
     run_dir = run_dir_of(target)
     splits = EvalSplits.of(encoders[0], options.data, options.train_limit, options.val_limit)
+    options.knn = options.knn.resolved(encoders[0].recipe)
+    if options.protocol == "knn":  # say which protocol: by default the run's own online one
+        print(f"kNN k={options.knn.k} T={options.knn.temperature:g}, {splits.describe()}")
     cache_dir = run_dir / "eval" / "cache"
 
     rows, curves, last_trained = [], {}, None

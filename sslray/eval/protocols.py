@@ -38,6 +38,7 @@ from sslray.eval.features import (
 from sslray.eval.finetune import Classifier, FinetuneConfig, FinetuneData, finetune, label_subset
 from sslray.eval.knn import KNNConfig, knn_accuracy
 from sslray.eval.linear_probe import ProbeConfig, ProbeData, train_linear_probe
+from sslray.recipe import Recipe
 
 
 @dataclass
@@ -46,13 +47,14 @@ class EvalSplits:
 
     train: str
     val: str
-    train_limit: int | None = None  # first N images of each (None: all)
+    train_limit: int | None = None  # first N images of each, in file order (None: all)
     val_limit: int | None = None
 
     @classmethod
     def of(cls, encoder: Encoder, data_root: str | None, train_limit: int | None, val_limit: int | None) -> EvalSplits:
         """``DATA/train`` + ``DATA/test`` (else ``DATA/val``) when ``--data`` is given, else the run's
-        own kNN bank and query splits."""
+        own kNN bank and query splits with its own limits (``data.knn_bank_limit`` / ``knn_query_limit``):
+        the online protocol's images. A limit of 0 (``--train-limit all``) takes every image."""
         if data_root is not None:
             root = Path(data_root)
             val = root / "test" if (root / "test").exists() or not (root / "val").exists() else root / "val"
@@ -64,22 +66,39 @@ class EvalSplits:
                     "the run's recipe has no data.knn_bank / data.knn_query; "
                     "pass --data PREPARED (a folder with train/ and test/ splits)"
                 )
-            splits = cls(data.knn_bank, data.knn_query, train_limit, val_limit)
+            train_limit = data.knn_bank_limit if train_limit is None else train_limit
+            val_limit = data.knn_query_limit if val_limit is None else val_limit
+            splits = cls(data.knn_bank, data.knn_query, train_limit or None, val_limit or None)
         open_prepared(splits.train, where="--data (train split)")
         open_prepared(splits.val, where="--data (val split)")
         return splits
 
+    def describe(self) -> str:
+        """E.g. "bank data/fmnist/train (first 1000) x queries data/fmnist/test (first 500)"."""
+        first = lambda limit: f"first {limit}" if limit else "all"  # noqa: E731
+        return f"bank {self.train} ({first(self.train_limit)}) x queries {self.val} ({first(self.val_limit)})"
+
 
 @dataclass
 class KNNOptions:
-    k: int = 20  # DINO / solo-learn ImageNet protocol (Caron et al. 2021, eval_knn.py)
-    temperature: float = 0.07  # Wu et al. 2018
+    # None: the run's own online protocol (train.knn_k, train.knn_temperature; 200 and 0.1 by default,
+    # Wu et al. 2018), so `sslray eval` reproduces the number its leaderboard shows. DINO / solo-learn
+    # report ImageNet kNN with k=20, T=0.07: pass those to compare with their tables.
+    k: int | None = None
+    temperature: float | None = None
 
     def validate(self) -> None:
-        if self.k < 1:
+        if self.k is not None and self.k < 1:
             raise UserError(f"--k: {self.k} is out of range; need at least 1 neighbour")
-        if not self.temperature > 0:
+        if self.temperature is not None and not self.temperature > 0:
             raise UserError(f"--temperature: {self.temperature} is out of range; need > 0")
+
+    def resolved(self, recipe: Recipe) -> KNNOptions:
+        """These options with the run's own values where none were given."""
+        return KNNOptions(
+            k=self.k if self.k is not None else recipe.train.knn_k,
+            temperature=self.temperature if self.temperature is not None else recipe.train.knn_temperature,
+        )
 
 
 @dataclass
@@ -130,7 +149,7 @@ def row(encoder: Encoder, protocol: str, **values) -> dict:
 
 
 def run_knn(encoder: Encoder, splits: EvalSplits, options: EvalOptions, context: EvalContext = EvalContext()) -> dict:
-    knn = options.knn
+    knn = options.knn.resolved(encoder.recipe)
     (train_x, train_y), (val_x, val_y) = features_of(encoder, splits, context.device, context.cache_dir)
     num_classes = num_classes_of(splits.train, train_y, val_y)
     scores = knn_accuracy(train_x, train_y, val_x, val_y, num_classes, KNNConfig(k=knn.k, temperature=knn.temperature))

@@ -93,6 +93,8 @@ def build_report(
     runs = find_runs(target)
     encoders = {run: find_encoder(run) for run in runs}
     splits = EvalSplits.of(encoders[runs[0]], options.data, options.train_limit, options.val_limit)
+    options.knn = options.knn.resolved(encoders[runs[0]].recipe)
+    print(f"report: kNN k={options.knn.k} T={options.knn.temperature:g} and linear probe, {splits.describe()}")
     with output_folder(Path(out), overwrite, REPORT, options) as out:
         return _write_report(Compared(runs, encoders, splits), out, options, tsne_epochs, device)
 

@@ -43,6 +43,8 @@ def decode_split(recipe: Recipe, path: str, limit: int | None) -> EvalImages:
     """The first ``limit`` eval crops of a prepared split, in one pass of Ray Data."""
     data = recipe.data
     dataset = eval_dataset(path, data.eval_view, channels=data.channels, tasks=MapTasks.of(data))
+    # "The first N images" in file order, as `sslray eval` takes them: the same bank for every trial.
+    dataset.context.execution_options.preserve_order = True
     if limit is not None:
         dataset = dataset.limit(limit)
     images, labels = [], []

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from sslray.cli import main
 from sslray.data.shards import ShardOptions, prepare
 from sslray.eval.features import extract_features, find_encoder
-from sslray.runs.checkpoint import MODEL, checkpoint_folders
+from sslray.runs.checkpoint import MODEL, checkpoint_folders, read_state
 
 PNG = b"\x89PNG\r\n\x1a\n"
 EPOCHS = 4
@@ -59,9 +59,10 @@ def results(folder: Path) -> list[dict]:
     return json.loads((folder / "results.json").read_text())
 
 
-def test_knn_equals_a_brute_force_vote_on_the_same_features(run, fmnist, tmp_path):
+def test_knn_equals_a_brute_force_vote_on_the_same_features(run, fmnist, tmp_path, capsys):
     out = tmp_path / "knn"
     assert main(["eval", str(run), "--protocol", "knn", "--k", "5", "--out", str(out)]) == 0
+    assert "kNN k=5 T=0.1, bank " in capsys.readouterr().out  # T: the run's own train.knn_temperature
     [row] = results(out)
     assert row["encoder"] == f"epoch {row['epoch']}" and row["train_images"] == 1024 and row["val_images"] == 300
 
@@ -70,8 +71,20 @@ def test_knn_equals_a_brute_force_vote_on_the_same_features(run, fmnist, tmp_pat
     query, query_labels = extract_features(encoder, str(fmnist / "test"), None, cache_dir=run / "eval" / "cache")
     similarity = F.normalize(query, dim=1) @ F.normalize(bank, dim=1).T
     top, index = similarity.topk(5, dim=1)
-    votes = torch.zeros(len(query), 10).scatter_add_(1, bank_labels[index], (top / 0.07).exp())
+    votes = torch.zeros(len(query), 10).scatter_add_(1, bank_labels[index], (top / 0.1).exp())
     assert row["val_top1"] == pytest.approx((votes.argmax(1) == query_labels).float().mean().item(), abs=1e-6)
+
+
+def test_eval_knn_reproduces_the_online_knn_of_the_checkpoint(run, tmp_path, capsys):
+    """One kNN protocol: by default `sslray eval --protocol knn` is the run's own online kNN (k, T, bank,
+    queries, crops), so the best checkpoint scores what the run reported for its epoch."""
+    out = tmp_path / "same"
+    assert main(["eval", str(run), "--protocol", "knn", "--out", str(out)]) == 0
+    assert "kNN k=200 T=0.1, bank " in capsys.readouterr().out
+    [row] = results(out)
+    history = read_state(checkpoint_folders(run)[-1])["history"]
+    online = next(m["knn_top1"] for m in history if m["epoch"] == row["epoch"])
+    assert row["val_top1"] == pytest.approx(online, abs=0.005)
 
 
 def test_linear_probe_of_the_pretrained_run_beats_its_random_init(run, tmp_path):
