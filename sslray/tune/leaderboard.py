@@ -34,7 +34,9 @@ def ranked(rows: list[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
 def table(space, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Header and string cells. A knob that does not apply to a trial's method shows as '-'."""
     knobs = [k for k in space.knobs if k != "method.name"]
-    header = ["#", "trial", "method", *knobs, f"best {space.tune.metric}", "epochs", "minutes", "overhead_s", "status"]
+    metric = space.tune.metric
+    header = ["#", "trial", "method", *knobs, f"best {metric}", "best epoch", f"last {metric}", "epochs", "minutes"]
+    header += ["overhead_s", "status"]
     cells = []
     for rank, row in enumerate(rows, start=1):
         method = row["config"].get("method.name", space.methods[0])
@@ -45,6 +47,8 @@ def table(space, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]
                 method,
                 *(_format(row["applicable"].get(k)) for k in knobs),
                 _format(row["best"]),
+                _format(row.get("best_epoch")),
+                _format(row.get("last")),
                 str(row["epochs"]),
                 f"{row['minutes']:.1f}",
                 _format(row["overhead_s"]),
@@ -133,7 +137,8 @@ def write_best(space, row: dict[str, Any], path: Path) -> None:
     knobs = ", ".join(f"{k}={_format(v)}" for k, v in row["applicable"].items())
     header = (
         f"# Best trial of the sweep {space.source}: {row['trial']} ({space.tune.metric} "
-        f"{_format(row['best'])} after {row['epochs']} epochs)\n# searched: {knobs or 'nothing'}\n"
+        f"{_format(row['best'])} at epoch {_format(row.get('best_epoch'))} of {row['epochs']}; "
+        f"last {_format(row.get('last'))})\n# searched: {knobs or 'nothing'}\n"
         f"# run it: sslray train {path}\n"
     )
     path.write_text(header + yaml.safe_dump(plain(recipe), sort_keys=False))

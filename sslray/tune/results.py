@@ -44,6 +44,7 @@ def _row(space: SearchSpace, result) -> dict[str, Any]:
     curve = sorted(by_epoch.items())
     values = [v for _, v in curve]
     best = (max(values) if mode == "max" else min(values)) if values else None
+    best_epoch = next((epoch for epoch, value in curve if value == best), None)
     epochs = metrics.get("epoch", 0)
     planned = space.planned_epochs(config) if set(config) == set(space.knobs) else None
     if result.error is not None:
@@ -60,6 +61,8 @@ def _row(space: SearchSpace, result) -> dict[str, Any]:
         "config": config,
         "applicable": space.applicable(config),
         "best": best,
+        "best_epoch": best_epoch,  # best and last are both shown: a trial may peak before its last epoch
+        "last": values[-1] if values else None,
         "epochs": epochs,
         "minutes": metrics.get("time_total_s", 0.0) / 60,
         "overhead_s": _overhead_seconds(frame),

@@ -85,6 +85,11 @@ def test_asha_sweep_end_to_end(ray_local, tiny_fmnist, tmp_path, capsys):
 
     dirs = trial_dirs(sweep_dir)
     assert len(dirs) == 3
+    for row in rows:  # best and last, and the epoch of the best, from the trial's own reports
+        reported = {r["epoch"]: r["knn_top1"] for r in trial_rows(sweep_dir / row["trial"])}
+        assert float(row["last knn_top1"]) == pytest.approx(reported[max(reported)], abs=5e-4)
+        assert float(row["best knn_top1"]) == pytest.approx(reported[int(row["best epoch"])], abs=5e-4)
+        assert float(row["best knn_top1"]) == pytest.approx(max(reported.values()), abs=5e-4)
     for trial in dirs:
         accumulator = EventAccumulator(str(trial), size_guidance={"scalars": 0})
         accumulator.Reload()
