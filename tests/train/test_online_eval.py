@@ -10,6 +10,7 @@ import torch
 
 from sslray.methods.registry import build_method
 from sslray.recipe import recipe_from_dict
+from sslray.train import online_eval
 from sslray.train.online_eval import OnlineEval, baselines
 
 from ..conftest import tiny_recipe
@@ -48,3 +49,13 @@ def test_baselines_are_the_online_protocol_on_random_init_and_raw_pixels(ray_loc
     expected = torch.nn.functional.normalize(query, dim=1).std(dim=0).mean()
     assert found["raw-pixels"]["embed_std"] == pytest.approx(float(expected), abs=1e-5)
     assert baselines(recipe, linear_probe=True)["random-init"] == found["random-init"]  # seeded: reproducible
+
+
+def test_small_splits_are_decoded_in_process_exactly_as_ray_data_decodes_them(ray_local, tiny_fmnist, monkeypatch):
+    """The first N crops in file order either way: in-process (small sets) or one Ray Data pass (large)."""
+    recipe = recipe_from_dict(tiny_recipe(tiny_fmnist))
+    here = online_eval.decode_split(recipe, str(tiny_fmnist / "train"), 200)
+    monkeypatch.setattr(online_eval, "LOCAL_DECODE_BYTES", 0)  # every split counts as large
+    by_ray_data = online_eval.decode_split(recipe, str(tiny_fmnist / "train"), 200)
+    assert here.images.shape == (200, 1, 16, 16) and here.images.dtype == torch.uint8
+    assert torch.equal(here.images, by_ray_data.images) and torch.equal(here.labels, by_ray_data.labels)
