@@ -116,14 +116,16 @@ def test_pbt_perturbs_a_knob_and_restores_a_checkpoint(ray_local, tiny_fmnist, t
         scheduler={"name": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5, "resample_probability": 0.5},
     )
     data["method"]["temperature"] = {"loguniform": [0.05, 0.5]}
-    data["train"]["epochs"] = 4
+    # Epochs long and many enough that the two trials overlap (the second starts seconds after the first).
+    data["train"]["epochs"] = 8
+    data["data"]["limit"] = 256
     space = space_from_dict(data, "pbt-test")
     run_sweep(space, tmp_path / "sweep")
 
     restored = []
     for trial in trial_dirs(tmp_path / "sweep"):
         rows = trial_rows(trial)
-        assert rows[-1]["epoch"] == 4
+        assert rows[-1]["epoch"] == 8
         temperatures = [row["config"]["method.temperature"] for row in rows]
         for before, after, row in zip(temperatures, temperatures[1:], rows[1:]):
             if row["resumed_from_epoch"] > 0 and after != before:
@@ -134,7 +136,7 @@ def test_pbt_perturbs_a_knob_and_restores_a_checkpoint(ray_local, tiny_fmnist, t
 def test_a_killed_driver_resumes_without_rerunning_trials(ray_local, tiny_fmnist, tmp_path):
     data = tiny_space(tiny_fmnist, num_samples=2, scheduler="fifo")
     data["method"]["temperature"] = {"choice": [0.1, 0.3]}
-    data["train"]["epochs"] = 4
+    data["train"]["epochs"] = EPOCHS_KILLED = 12  # an epoch takes about a second: time to kill the driver
     space_path = tmp_path / "space.yaml"
     space_path.write_text(yaml.safe_dump(data))
     sweep_dir = tmp_path / "sweep"
@@ -167,7 +169,7 @@ def test_a_killed_driver_resumes_without_rerunning_trials(ray_local, tiny_fmnist
         log.close()
     assert driver.returncode == -signal.SIGKILL
     before = {t.name: len(trial_rows(t)) for t in trial_dirs(sweep_dir)}
-    assert any(n < 4 for n in before.values())
+    assert any(n < EPOCHS_KILLED for n in before.values())
 
     time.sleep(5)  # Ray reaps the dead driver's trial actors
     assert main(["sweep", "--resume", str(sweep_dir)]) == 0
@@ -176,7 +178,7 @@ def test_a_killed_driver_resumes_without_rerunning_trials(ray_local, tiny_fmnist
     for trial in trial_dirs(sweep_dir):
         epochs = [row["epoch"] for row in trial_rows(trial)]
         assert epochs.count(1) == 1, f"{trial.name} started again from scratch: {epochs}"
-        assert epochs[-1] == 4
+        assert epochs[-1] == EPOCHS_KILLED
 
 
 def test_multi_worker_trials_fit_a_torchtrainer_and_reach_tune(ray_local, tiny_fmnist, tmp_path):
