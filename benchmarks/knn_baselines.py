@@ -20,8 +20,9 @@ from sslray.train.online_eval import OnlineEval, baselines  # noqa: E402
 def main() -> None:
     recipe = load_recipe(sys.argv[1], sys.argv[2:])
     init_ray(num_cpus=os.cpu_count())
-    found = baselines(recipe)
-    print(f"kNN baselines ({OnlineEval(recipe).describe()}):")
+    online = OnlineEval(recipe)
+    found = baselines(online)
+    print(f"kNN baselines ({online.describe()}):")
     print(f"  raw pixels:                       knn_top1 {found['raw-pixels']['knn_top1']:.4f}")
     print(f"  {recipe.backbone.name} at random init:   knn_top1 {found['random-init']['knn_top1']:.4f}")
 

@@ -200,17 +200,23 @@ def eval_dataset(path: str, spec: EvalViewSpec, *, channels: int = 3, tasks: Map
 # ------------------------------------------------------------------ per-worker training datasets
 
 
-def epoch_row_groups(prepared: PreparedDataset, *, seed: int, epoch: int, rank: int, world: int,
-                     limit: int | None = None) -> list[tuple[str, int, int]]:
-    """The row groups worker ``rank`` of ``world`` reads in ``epoch``: a seeded permutation of all row
-    groups (of the first ``limit`` rows), dealt round-robin. Every worker computes every worker's share,
-    so all agree on the epoch's length without talking to each other."""
+def leading_row_groups(prepared: PreparedDataset, limit: int | None = None) -> list[tuple[str, int, int]]:
+    """(file, row group, rows) units holding the first ``limit`` rows in file order (the last one cut short)."""
     units, left = [], limit if limit is not None else prepared.num_rows
     for file, group, rows in prepared.row_groups:
         if left <= 0:
             break
         units.append((file, group, min(rows, left)))
         left -= rows
+    return units
+
+
+def epoch_row_groups(prepared: PreparedDataset, *, seed: int, epoch: int, rank: int, world: int,
+                     limit: int | None = None) -> list[tuple[str, int, int]]:
+    """The row groups worker ``rank`` of ``world`` reads in ``epoch``: a seeded permutation of all row
+    groups (of the first ``limit`` rows), dealt round-robin. Every worker computes every worker's share,
+    so all agree on the epoch's length without talking to each other."""
+    units = leading_row_groups(prepared, limit)
     order = np.random.default_rng([seed, epoch]).permutation(len(units))
     return [units[i] for i in order[rank::world]]
 
@@ -237,13 +243,8 @@ def first_rows(prepared: PreparedDataset, limit: int | None = None) -> Iterator[
     """The first ``limit`` rows of a prepared split in file order, one row group at a time, read right
     here (no Ray): for small fixed sets such as the online kNN's, where starting a pipeline costs more
     than decoding them."""
-    left = prepared.num_rows if limit is None else limit
-    for file, group, rows in prepared.row_groups:
-        if left <= 0:
-            break
-        take = min(rows, left)
-        yield read_row_groups(pa.table({"file": [file], "row_group": [group], "rows": [take]}))
-        left -= take
+    for file, group, rows in leading_row_groups(prepared, limit):
+        yield read_row_groups(pa.table({"file": [file], "row_group": [group], "rows": [rows]}))
 
 
 def row_group_views(units: pa.Table, *, batch_size: int, **view_options) -> Iterator[dict[str, np.ndarray]]:

@@ -27,7 +27,7 @@ from timm.optim import param_groups_layer_decay
 from torch import Tensor, nn
 
 from sslray.eval.linear_probe import Batches
-from sslray.eval.supervised import Optimization, evaluate_batches, train_epoch
+from sslray.eval.supervised import Optimization, evaluate_batches, train_epochs
 from sslray.nn.optim import param_groups, scaled_lr
 from sslray.nn.schedules import warmup_cosine
 from sslray.sections import check_range
@@ -184,21 +184,6 @@ def finetune(
         optimizer, lambda s: warmup_cosine(s, total, warmup, peak), device, label_smoothing=cfg.label_smoothing
     )
 
-    history, val, step = [], None, 0
-    for epoch in range(cfg.epochs):
-        meter, step, lr = train_epoch(model, data.train_batches(epoch), optimization, step)
-        stats = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            **meter.summary("train_"),
-            "val_loss": None,
-            "val_top1": None,
-            "val_top5": None,
-        }
-        if val_batches is not None:
-            val = evaluate_batches(model, val_batches(), device)
-            stats.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"])
-        history.append(stats)
-        if on_epoch is not None:
-            on_epoch(stats)
+    validate = (lambda: evaluate_batches(model, val_batches(), device)) if val_batches is not None else None
+    history, val = train_epochs(model, data.train_batches, optimization, cfg.epochs, validate, on_epoch)
     return FinetuneResult(history, val["predictions"] if val else None, val["labels"] if val else None)

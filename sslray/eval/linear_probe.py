@@ -12,7 +12,7 @@ that folds into the linear layer, so the classifier is still linear in the featu
 The training loop reads batches from a callable ``epoch -> iterator of (features [B, D], labels [B])``, so
 the same loop trains on cached features (``feature_batches``) or on features a frozen backbone computes
 every epoch from freshly augmented images (MoCo v3 and MAE probe with random-resized crops + flips).
-The epoch itself (``train_epoch``) and the evaluation (``evaluate_batches``) live in
+The epochs (``train_epochs``) and the evaluation (``evaluate_batches``) live in
 ``sslray.eval.supervised``, shared with fine-tuning.
 """
 
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sslray.errors import UserError
-from sslray.eval.supervised import Optimization, evaluate_batches, train_epoch
+from sslray.eval.supervised import Optimization, evaluate_batches, train_epochs
 from sslray.nn.optim import LARS, param_groups, scaled_lr
 from sslray.nn.schedules import warmup_cosine
 from sslray.sections import check_range
@@ -191,21 +191,7 @@ def train_linear_probe(
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     optimization = Optimization(optimizer, lambda s: warmup_cosine(s, total, warmup, peak), device)
 
-    history, step, val = [], 0, None
-    for epoch in range(cfg.epochs):
-        meter, step, lr = train_epoch(head, data.train_batches(epoch), optimization, step)
-        stats = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            **meter.summary("train_"),
-            "val_loss": None,
-            "val_top1": None,
-            "val_top5": None,
-        }
-        if val_features is not None and val_labels is not None:
-            val = evaluate_head(head, val_features, val_labels)
-            stats.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"])
-        history.append(stats)
-        if on_epoch is not None:
-            on_epoch(stats)
+    has_val = val_features is not None and val_labels is not None
+    validate = (lambda: evaluate_head(head, val_features, val_labels)) if has_val else None
+    history, val = train_epochs(head, data.train_batches, optimization, cfg.epochs, validate, on_epoch)
     return ProbeResult(history, head, val["predictions"] if val is not None else None)

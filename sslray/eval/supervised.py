@@ -114,3 +114,31 @@ def train_epoch(
         meter.update(loss.detach(), logits.detach(), labels)
         step += 1
     return meter, step, lr
+
+
+VAL_KEYS = ("val_loss", "val_top1", "val_top5")  # None in the history when there is nothing to validate on
+
+
+def train_epochs(
+    model: nn.Module,
+    train_batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
+    optimization: Optimization,
+    epochs: int,
+    validate: Callable[[], dict] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> tuple[list[dict], dict | None]:
+    """``epochs`` of ``train_epoch`` over ``train_batches(epoch)``; after each, ``validate()`` (a dict with
+    ``loss``, ``top1``, ``top5``, as ``evaluate_batches`` returns) and ``on_epoch(stats)``. Returns the
+    per-epoch history (``epoch``, ``lr``, ``train_loss/top1/top5``, ``val_loss/top1/top5`` or None) and
+    the last validation's dict (None without ``validate``)."""
+    history, val, step = [], None, 0
+    for epoch in range(epochs):
+        meter, step, lr = train_epoch(model, train_batches(epoch), optimization, step)
+        stats = {"epoch": epoch + 1, "lr": lr, **meter.summary("train_"), **dict.fromkeys(VAL_KEYS)}
+        if validate is not None:
+            val = validate()
+            stats.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"])
+        history.append(stats)
+        if on_epoch is not None:
+            on_epoch(stats)
+    return history, val

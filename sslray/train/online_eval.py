@@ -47,7 +47,7 @@ def decode_split(recipe: Recipe, path: str, limit: int | None) -> EvalImages:
     28 px that decode in a fraction of that), else in one pass of Ray Data."""
     data = recipe.data
     prepared = open_prepared(path)
-    rows = min(prepared.num_rows, prepared.num_rows if limit is None else limit)
+    rows = prepared.num_rows if limit is None else min(limit, prepared.num_rows)
     if rows * data.channels * data.eval_view.size**2 <= LOCAL_DECODE_BYTES:
         parts = [
             make_eval_images(table, spec=data.eval_view, channels=data.channels)
@@ -124,7 +124,8 @@ class OnlineEval:
         return self.evaluate(method.embed, linear_probe)
 
     def describe(self) -> str:
-        """The protocol in words, e.g. "kNN k=200 T=0.1, bank 1000 x queries 500"."""
+        """The protocol in words, e.g. "kNN k=200 T=0.1, bank 1000 x queries 500" (decodes the splits
+        if no evaluation has yet)."""
         bank, query = self.splits()
         train = self.recipe.train
         return f"kNN k={train.knn_k} T={train.knn_temperature:g}, bank {len(bank.labels)} x queries {len(query.labels)}"
@@ -133,10 +134,10 @@ class OnlineEval:
 BASELINES = ("random-init", "raw-pixels")
 
 
-def baselines(recipe: Recipe, linear_probe: bool = False, device: torch.device | str = "cpu") -> dict[str, dict]:
-    """The online protocol's metrics for the recipe's backbone at random initialisation (seeded with
+def baselines(online: OnlineEval, linear_probe: bool = False) -> dict[str, dict]:
+    """``online``'s metrics for its recipe's backbone at random initialisation (seeded with
     ``train.seed``) and for raw pixels (the normalised crop, flattened), keyed by ``BASELINES``."""
-    online = OnlineEval(recipe, device)
+    recipe = online.recipe
     torch.manual_seed(recipe.train.seed)
     random_init = build_method(recipe).to(online.device)
     return {

@@ -35,11 +35,10 @@ def sweep_baselines(space: SearchSpace, sweep_dir: str) -> dict:
     if storage.has_files(location):
         return json.loads(storage.read_text(location, BASELINES_FILE))
     recipe = space.first_recipe()
-    online = OnlineEval(recipe)
+    online = OnlineEval(recipe, "cuda" if torch.cuda.is_available() else "cpu")
     if metric not in EVAL_METRICS or not online.enabled or not space.tune.baselines:
         return {}
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    found = baselines(recipe, linear_probe=metric == "linear_top1", device=device)
+    found = baselines(online, linear_probe=metric == "linear_top1")  # the splits, decoded once, serve both
     result = {
         "protocol": online.describe(),
         "metric": metric,

@@ -38,17 +38,20 @@ def test_the_knn_splits_are_decoded_once_and_kept(ray_local, tiny_fmnist, tmp_pa
 
 def test_baselines_are_the_online_protocol_on_random_init_and_raw_pixels(ray_local, tiny_fmnist):
     recipe = recipe_from_dict(tiny_recipe(tiny_fmnist, linear_probe_epochs=3))
-    found = baselines(recipe, linear_probe=True)
+    online = OnlineEval(recipe)
+    found = baselines(online, linear_probe=True)
     assert set(found) == {"random-init", "raw-pixels"}
     for metrics in found.values():
         # 10 classes, 256 bank images: both are far above chance (0.1), and neither is perfect.
         assert 0.3 < metrics["knn_top1"] < 1.0 and 0.0 <= metrics["linear_top1"] <= 1.0
     # Raw pixels are the normalised crops themselves: embed_std of L2-normalised 256-d pixel vectors.
-    online = OnlineEval(recipe)
+    assert online.decodes == 1  # both baselines from one decode of the splits
     query = online.normalizer.to_float(online.splits()[1].images).flatten(1)
     expected = torch.nn.functional.normalize(query, dim=1).std(dim=0).mean()
     assert found["raw-pixels"]["embed_std"] == pytest.approx(float(expected), abs=1e-5)
-    assert baselines(recipe, linear_probe=True)["random-init"] == found["random-init"]  # seeded: reproducible
+    assert (
+        baselines(OnlineEval(recipe), linear_probe=True)["random-init"] == found["random-init"]
+    )  # seeded: reproducible
 
 
 def test_small_splits_are_decoded_in_process_exactly_as_ray_data_decodes_them(ray_local, tiny_fmnist, monkeypatch):
