@@ -23,6 +23,7 @@ from sslray.locations import absolute
 from sslray.recipe import Recipe
 from sslray.runs.checkpoint import checkpoint_folders
 from sslray.runs.restarts import read_restarts
+from sslray.train.need import measure_need
 
 MAX_CPUS_PER_WORKER = 2.0  # a training worker mostly feeds its device; the rest of the CPUs decode/augment
 
@@ -60,6 +61,26 @@ def worker_resources(recipe: Recipe, cluster_cpus: float) -> dict[str, float]:
     if scaling.use_gpu:
         resources["GPU"] = 1.0
     return resources
+
+
+def largest_node_cpus() -> float:
+    """CPUs of the largest alive node of the connected Ray: what one process's threads can use."""
+    import ray
+
+    return max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=1.0)
+
+
+def torch_threads(recipe: Recipe) -> int | None:
+    """torch threads of a single CPU worker that has no ``scaling.cpus_per_worker``: its node's training
+    cores, from the measured need (``sslray.train.need``; at 28 px both cores of a 2-core machine, where
+    Ray's books give the worker one CPU and keep one for Ray Data). None: Ray's default (its CPUs)."""
+    scaling = recipe.scaling
+    if scaling.num_workers != 1 or scaling.use_gpu or scaling.cpus_per_worker is not None:
+        return None
+    need = measure_need(recipe)
+    threads = need.threads(largest_node_cpus())
+    print(f"{threads} torch thread(s) for the worker; {need.describe()}")
+    return threads
 
 
 def check_data(recipe: Recipe) -> None:
@@ -130,6 +151,7 @@ def fit(
     write_config(recipe, run_dir)
     warn_if_no_node_matches(recipe.data.label_selector)
     resources = worker_resources(recipe, ray.cluster_resources().get("CPU", 1.0))
+    threads = torch_threads(recipe)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -138,6 +160,7 @@ def fit(
             "resume_from": latest_checkpoint(run_dir),
             "hparams": hparams,
             "storage": storage_uri,
+            "torch_threads": threads,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=recipe.scaling.num_workers, use_gpu=recipe.scaling.use_gpu, resources_per_worker=resources
@@ -161,6 +184,7 @@ def fit(
         if (run_dir / "checkpoints" / "best").is_dir()
         else None,
         "restarts": read_restarts(run_dir),
+        "torch_threads": threads,  # per worker, from the measured need (None: Ray's default)
     }
     if summary_file:
         (run_dir / summary_file).write_text(json.dumps(summary, indent=2) + "\n")

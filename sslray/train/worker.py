@@ -34,7 +34,7 @@ from sslray.runs.storage import RunMirror
 from sslray.runs.tensorboard import RunLogger
 from sslray.train.epoch import Learner, NonFiniteLoss, RankData, StepSettings, train_epoch
 from sslray.train.online_eval import OnlineEval
-from sslray.train.reporting import RunOutputs, restore, stop_reason
+from sslray.train.reporting import RunOutputs, hparams_metrics, restore, stop_reason
 from sslray.train.session import WorkerSession
 
 
@@ -50,6 +50,8 @@ def run_worker(config: dict, session: WorkerSession) -> None:
     when given (a sweep's sampled knobs), is what the TensorBoard HParams tab shows; else the recipe."""
     recipe = recipe_from_dict(config["recipe"])
     rank, world, device = session.rank, session.world, session.device
+    if config.get("torch_threads"):  # the measured plan's share of the cores, not Ray's CPU count
+        torch.set_num_threads(config["torch_threads"])
     torch.manual_seed(recipe.train.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
 
     method = build_method(recipe)
@@ -89,7 +91,9 @@ def run_worker(config: dict, session: WorkerSession) -> None:
     data = RankData(recipe, prepared, rank, world, device)
     if rank == 0:
         sys.stdout.write(
-            f"training on {world} x {device.type}, precision {settings.precision.name}"
+            f"training on {world} x {device.type}"
+            f"{f' ({torch.get_num_threads()} torch threads)' if device.type == 'cpu' else ''}"
+            f", precision {settings.precision.name}"
             f"{', compiled backbones' if recipe.train.compile else ''}\n"
         )
     # Scalars are logged at step = epoch number; on resume, drop anything past the checkpoint's epoch.
@@ -133,9 +137,7 @@ def run_worker(config: dict, session: WorkerSession) -> None:
         # HParams every epoch and before the report: a trial that a scheduler stops (its process ends
         # inside or after the report) still gets its row, with its last metrics, in the HParams tab.
         logger.hparams(
-            config.get("hparams") or recipe.to_dict(),
-            {k: v for k, v in metrics.items() if isinstance(v, float)},
-            step=progress.epoch,
+            config.get("hparams") or recipe.to_dict(), hparams_metrics(progress.history), step=progress.epoch
         )
         logger.flush()  # a stopped trial's process ends without closing the file
         # Only rank 0 evaluates: its verdict goes to every rank so that all of them stop together.

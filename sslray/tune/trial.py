@@ -54,6 +54,7 @@ def run_trial(config: dict[str, Any], space: SearchSpace, plan: ResourcePlan, sw
                 "run_dir": str(trial_dir),
                 "storage": trial_storage,
                 "hparams": hparams,
+                "torch_threads": plan.torch_threads,
             },
             TuneTrialSession(recipe.scaling.use_gpu),
         )

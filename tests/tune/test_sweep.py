@@ -39,14 +39,18 @@ def trial_dirs(sweep_dir: Path) -> list[Path]:
 def test_asha_sweep_end_to_end(ray_local, tiny_fmnist, tmp_path, capsys):
     # A grid in this order makes ASHA's verdict certain whichever learns faster: trial 2 is cut at
     # epoch 1 if it is below trial 1 (the only value at that rung), and otherwise trial 3, identical
-    # to trial 1, is below the midpoint of the two (reduction_factor 2: keep the top half).
-    data = tiny_space(tiny_fmnist, scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2})
+    # to trial 1, is below the midpoint of the two (reduction_factor 2: keep the top half). One trial at
+    # a time keeps that order (the measured plan would run two side by side on these 2 CPUs).
+    data = tiny_space(
+        tiny_fmnist, scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2}, max_concurrent_trials=1
+    )
     data["optim"]["base_lr"] = {"grid": [1e-7, 3e-3, 1e-7]}
     space_path = tmp_path / "space.yaml"
     space_path.write_text(yaml.safe_dump(data))
     sweep_dir = tmp_path / "sweep"
     assert main(["sweep", str(space_path), "--out", str(sweep_dir)]) == 0
     out = capsys.readouterr().out
+    assert "1 trial(s) at a time x 2 torch thread(s)" in out and "measured per image" in out
     assert "best knn_top1" in out and f"tensorboard --logdir {sweep_dir.resolve()}" in out
 
     rows, baselines = read_leaderboard(sweep_dir)
@@ -95,7 +99,9 @@ def test_asha_sweep_end_to_end(ray_local, tiny_fmnist, tmp_path, capsys):
         accumulator.Reload()
         epochs = len(trial_rows(trial))
         assert len(accumulator.Scalars("eval/knn_top1")) == epochs
-        assert "hparams/knn_top1" in accumulator.Tags()["scalars"]
+        assert {"hparams/knn_top1", "hparams/best_knn_top1", "hparams/best_epoch_knn_top1"} <= set(
+            accumulator.Tags()["scalars"]
+        )
 
     # `sslray report` on the sweep folder: every trial's best checkpoint next to the two baselines.
     assert main(["report", str(sweep_dir), "--epochs", "2", "--k", "5"]) == 0
