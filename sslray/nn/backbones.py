@@ -1,4 +1,4 @@
-"""Feature extractors: torchvision ResNets and the project's ViT, behind one interface.
+"""Feature extractors: torchvision ResNets, timm's shallow ResNet-10-T and the project's ViT, behind one interface.
 
 Every backbone has an attribute ``num_features`` and ``forward(x [N, C, H, W]) -> [N, num_features]``
 (globally pooled features, no classifier), the convention of timm's ``forward_features`` + pooling.
@@ -20,13 +20,14 @@ from sslray.sections import check_range
 
 @dataclass
 class BackboneConfig:
-    name: str = "resnet18"  # a key of BACKBONES: resnet18/34/50, vit_tiny/small/base
+    name: str = "resnet18"  # a key of BACKBONES: resnet18/34/50, resnet10t, vit_tiny/small/base
     small_stem: bool = True  # ResNet: 3x3 stride-1 conv and no max-pool, for 28-64 px images (SimCLR CIFAR variant)
     in_chans: int = 3  # 1 for Fashion-MNIST, 3 for RGB
     img_size: int = 32  # ViT: input side in pixels (sets the number of patches); ResNets accept any size
     patch_size: int = 4  # ViT: patch side in pixels; img_size must be a multiple of it
     drop_path_rate: float = 0.0  # ViT: stochastic depth; ResNets have none, so it must stay 0 for them
     depth: int | None = None  # ViT: number of blocks; None keeps the size's default (12); small values for CPU runs
+    width: int | None = None  # resnet10t: channels of the first stage, doubled per stage (None: 64); 16-32 on a CPU
 
 
 class ResNetBackbone(nn.Module):
@@ -58,18 +59,61 @@ class ResNetBackbone(nn.Module):
         self.net.compile()
 
 
+class ResNet10TBackbone(nn.Module):
+    """timm's ``resnet10t`` (one BasicBlock per stage behind a 3-conv "tiered" 3x3 stem, average-pool
+    downsampling; Wightman et al. 2021, "ResNet strikes back"), at any width: ``width`` channels in the
+    first stage, doubled per stage (64 -> 64/128/256/512 as timm's). The CPU-sized ConvNet of sslray:
+    at width 32 and 28 px a training image costs about a fifth of a ResNet-18 with the small stem.
+
+    ``small_stem`` makes the stem's first conv stride 1 and drops the max-pool (28 px reaches the first
+    stage at full resolution instead of 7x7), as ``ResNetBackbone`` does.
+    """
+
+    def __init__(self, width: int = 64, in_chans: int = 3, small_stem: bool = False):
+        super().__init__()
+        import timm
+
+        channels = tuple(width * 2**stage for stage in range(4))
+        # stem_width w/2: the tiered stem ends at 2 x stem_width = width channels, the first stage's.
+        net = timm.create_model(
+            "resnet10t", pretrained=False, num_classes=0, in_chans=in_chans, channels=channels, stem_width=width // 2
+        )
+        if small_stem:
+            net.conv1[0].stride = (1, 1)
+            net.maxpool = nn.Identity()
+        self.num_features = net.num_features
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def compile_trunk(self) -> None:
+        self.net.compile()
+
+
+def _resnet_knobs_only(cfg: BackboneConfig) -> None:
+    if cfg.drop_path_rate != 0.0:
+        raise UserError(
+            f"backbone.drop_path_rate: {cfg.drop_path_rate!r} is not supported by "
+            f"{cfg.name}; it applies to ViT backbones only (leave it at 0)"
+        )
+    if cfg.depth is not None:
+        raise UserError(f"backbone.depth: {cfg.name} has a fixed depth; depth applies to ViT backbones only")
+
+
 def _resnet(depth: int) -> Callable[[BackboneConfig], nn.Module]:
     def build(cfg: BackboneConfig) -> nn.Module:
-        if cfg.drop_path_rate != 0.0:
-            raise UserError(
-                f"backbone.drop_path_rate: {cfg.drop_path_rate!r} is not supported by "
-                f"{cfg.name}; it applies to ViT backbones only (leave it at 0)"
-            )
-        if cfg.depth is not None:
-            raise UserError(f"backbone.depth: {cfg.name} has a fixed depth; depth applies to ViT backbones only")
+        _resnet_knobs_only(cfg)
+        if cfg.width is not None:
+            raise UserError(f"backbone.width: {cfg.name} has a fixed width; width applies to resnet10t only")
         return ResNetBackbone(depth, in_chans=cfg.in_chans, small_stem=cfg.small_stem)
 
     return build
+
+
+def _resnet10t(cfg: BackboneConfig) -> nn.Module:
+    _resnet_knobs_only(cfg)
+    return ResNet10TBackbone(cfg.width or 64, in_chans=cfg.in_chans, small_stem=cfg.small_stem)
 
 
 def _vit(size: str) -> Callable[[BackboneConfig], nn.Module]:
@@ -77,6 +121,8 @@ def _vit(size: str) -> Callable[[BackboneConfig], nn.Module]:
         # Imported here so the ResNet paths work without the ViT module (and its timm imports).
         from sslray.nn.vit import ViTBackbone
 
+        if cfg.width is not None:
+            raise UserError(f"backbone.width: {cfg.name} sets its width by size; width applies to resnet10t only")
         if cfg.img_size % cfg.patch_size != 0:
             raise UserError(f"backbone.patch_size: {cfg.patch_size} does not divide backbone.img_size {cfg.img_size}")
         return ViTBackbone(
@@ -95,6 +141,7 @@ BACKBONES: dict[str, Callable[[BackboneConfig], nn.Module]] = {
     "resnet18": _resnet(18),
     "resnet34": _resnet(34),
     "resnet50": _resnet(50),
+    "resnet10t": _resnet10t,
     "vit_tiny": _vit("tiny"),
     "vit_small": _vit("small"),
     "vit_base": _vit("base"),
@@ -111,6 +158,10 @@ def check_backbone_config(cfg: BackboneConfig) -> None:
     check_range("backbone.drop_path_rate", cfg.drop_path_rate, 0.0, 1.0, high_open=True)
     if cfg.depth is not None:
         check_range("backbone.depth", cfg.depth, 1, None)
+    if cfg.width is not None:
+        check_range("backbone.width", cfg.width, 2, 1024)
+        if cfg.width % 2:
+            raise UserError(f"backbone.width: {cfg.width} is odd; the stem halves it (use an even width)")
 
 
 def compile_backbones(model: nn.Module) -> int:

@@ -6,6 +6,8 @@ the wrapped library model, so they load with ``strict=True`` into:
 
 - ResNets: ``torchvision.models.resnet18(weights=None)`` with ``fc = nn.Identity()`` and, for a small
   stem or other channel counts, ``conv1`` / ``maxpool`` replaced as in ``sslray.nn.backbones``;
+- resnet10t: ``timm.create_model("resnet10t", num_classes=0, in_chans=..., channels=..., stem_width=...)``
+  (small stem: the stem's first conv at stride 1 and no max-pool);
 - ViTs: ``timm.models.vision_transformer.VisionTransformer(img_size=..., patch_size=..., in_chans=...,
   embed_dim=..., depth=..., num_heads=..., num_classes=0)``.
 
@@ -58,6 +60,14 @@ def _how_to_load(cfg) -> str:
             f"timm.models.vision_transformer.VisionTransformer(img_size={cfg.img_size}, patch_size="
             f"{cfg.patch_size}, in_chans={cfg.in_chans}, embed_dim={dim}, depth={cfg.depth or depth}, "
             f"num_heads={heads}, num_classes=0).load_state_dict(torch.load(PATH, weights_only=True))"
+        )
+    if cfg.name == "resnet10t":
+        width = cfg.width or 64
+        small = "; m.conv1[0].stride = (1, 1); m.maxpool = nn.Identity()" if cfg.small_stem else ""
+        return (
+            f'm = timm.create_model("resnet10t", num_classes=0, in_chans={cfg.in_chans}, '
+            f"channels={tuple(width * 2**i for i in range(4))}, stem_width={width // 2}){small}; "
+            "m.load_state_dict(torch.load(PATH, weights_only=True))"
         )
     stem = (
         "conv1 = nn.Conv2d(IN, 64, 3, 1, 1, bias=False); maxpool = nn.Identity()"
