@@ -135,6 +135,22 @@ class RunOutputs:
         logger.images("reconstructions", normalizer.to_uint8(rows).cpu(), step=epoch + 1, nrow=len(images))
 
 
+RANKED_METRICS = ("knn_top1", "knn_top5", "linear_top1")  # higher is better: best and epoch of best kept
+
+
+def hparams_metrics(history: list[dict]) -> dict[str, float]:
+    """The HParams columns after the last epoch of ``history``: its float metrics (the last values), and
+    for each evaluation metric its best value and the epoch of that best (``best_knn_top1``,
+    ``best_epoch_knn_top1``): a run may peak before its last epoch, and the leaderboard ranks by the best."""
+    metrics = {k: v for k, v in history[-1].items() if isinstance(v, float)}
+    for name in RANKED_METRICS:
+        scored = [(epoch["epoch"], epoch[name]) for epoch in history if isinstance(epoch.get(name), float)]
+        if scored:
+            best_epoch, best = max(scored, key=lambda pair: (pair[1], -pair[0]))
+            metrics[f"best_{name}"], metrics[f"best_epoch_{name}"] = best, float(best_epoch)
+    return metrics
+
+
 def stop_reason(metrics: dict, threshold: float) -> str | None:
     """Why the run stops after an epoch, or None. Non-finite embeddings (rank 0's online eval): the
     weights became NaN in the epoch's last steps. ``embed_std`` below the threshold: a collapse, every

@@ -62,3 +62,19 @@ def test_small_splits_are_decoded_in_process_exactly_as_ray_data_decodes_them(ra
     by_ray_data = online_eval.decode_split(recipe, str(tiny_fmnist / "train"), 200)
     assert here.images.shape == (200, 1, 16, 16) and here.images.dtype == torch.uint8
     assert torch.equal(here.images, by_ray_data.images) and torch.equal(here.labels, by_ray_data.labels)
+
+
+def test_hparams_carry_best_epoch_of_best_and_last():
+    """A run that peaks before its last epoch: HParams shows the last value and the best with its epoch."""
+    from sslray.train.reporting import hparams_metrics
+
+    history = [
+        {"epoch": 1, "loss": 3.0, "knn_top1": 0.40},
+        {"epoch": 2, "loss": 2.5, "knn_top1": 0.52},
+        {"epoch": 3, "loss": 2.1, "knn_top1": 0.52},  # a tie keeps the earlier epoch
+        {"epoch": 4, "loss": 2.0, "knn_top1": 0.47},
+    ]
+    metrics = hparams_metrics(history)
+    assert metrics["knn_top1"] == 0.47 and metrics["loss"] == 2.0
+    assert (metrics["best_knn_top1"], metrics["best_epoch_knn_top1"]) == (0.52, 2.0)
+    assert "best_loss" not in metrics and "best_linear_top1" not in metrics
