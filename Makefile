@@ -37,9 +37,11 @@ fmnist-source:
 		fi; \
 	fi
 
-data: $(FMNIST_OUT)/.prepared
+# The stamp's name changes with the splits `make data` writes (v2: train, val, test), so an older data/
+# folder is prepared again instead of lacking a split.
+data: $(FMNIST_OUT)/.prepared-v2
 
-$(FMNIST_OUT)/.prepared: | install fmnist-source
+$(FMNIST_OUT)/.prepared-v2: | install fmnist-source
 	$(VENV)/bin/sslray data prepare fashion-mnist $(FMNIST_OUT) --overwrite
 	@touch $@
 

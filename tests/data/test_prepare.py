@@ -34,7 +34,10 @@ def pixels(data: bytes) -> np.ndarray:
 def test_fashion_mnist_idx_round_trip(idx_dir, tmp_path):
     root, arrays = idx_dir
     reports = prepare("fashion-mnist", tmp_path / "out", path=str(root), options=ShardOptions(workers=1))
-    assert [(r.split, r.rows) for r in reports] == [("train", 12), ("test", 5)]
+    assert [(r.split, r.rows) for r in reports] == [("train", 12), ("val", 2), ("test", 5)]
+    val = read_split(tmp_path / "out" / "val")  # the last sixth of train, held out for model selection
+    for row, data in enumerate(val["image"].to_pylist()):
+        np.testing.assert_array_equal(pixels(data), arrays["train"][0][10 + row])
     table = read_split(tmp_path / "out" / "train")
     assert table.schema.equals(SCHEMA)
     images, labels = arrays["train"]
@@ -243,7 +246,9 @@ def test_real_fashion_mnist_full_prepare(tmp_path):
     assert FASHION_MNIST_DIR.is_dir(), "make test installs dataset-fashion-mnist; run it through make"
     assert main(["data", "prepare", "fashion-mnist", str(tmp_path / "fmnist")]) == 0
     train, test = read_split(tmp_path / "fmnist" / "train"), read_split(tmp_path / "fmnist" / "test")
-    assert (train.num_rows, test.num_rows) == (60_000, 10_000)
+    val = read_split(tmp_path / "fmnist" / "val")
+    assert (train.num_rows, val.num_rows, test.num_rows) == (60_000, 10_000, 10_000)
+    assert val["image"][0].as_py() == train["image"][50_000].as_py()  # val: train's last 10,000
     assert train["label"].null_count == 0 and set(test["label"].to_pylist()) == set(range(10))
     images, labels = fashion_mnist_arrays("test")
     for row in (0, 4321, 9999):

@@ -12,6 +12,10 @@ from sslray.data.readers.base import ArrayReader
 from sslray.errors import UserError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+# "val": the last sixth of the train images (10,000 of 60,000), held out for model selection: a sweep
+# picks its winner on them, never on the test split. Pretraining with data.limit <= 50,000 never sees
+# them; "train" stays the official 60,000 so that full-data results compare with published ones.
+VAL_FRACTION = 6
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
@@ -74,7 +78,11 @@ class FashionMNISTReader(ArrayReader):
         self.root = path
 
     def splits(self) -> list[str]:
-        return ["train", "test"]
+        return ["train", "val", "test"]
 
     def arrays(self, split):
+        if split == "val":
+            images, labels = fashion_mnist_arrays("train", self.root)
+            first = len(images) - len(images) // VAL_FRACTION
+            return images[first:], labels[first:]
         return fashion_mnist_arrays(split, self.root)
