@@ -38,6 +38,7 @@ from sslray.eval.features import (
 from sslray.eval.finetune import Classifier, FinetuneConfig, FinetuneData, finetune, label_subset
 from sslray.eval.knn import KNNConfig, knn_accuracy
 from sslray.eval.linear_probe import ProbeConfig, ProbeData, train_linear_probe
+from sslray.locations import absolute
 from sslray.recipe import Recipe
 
 
@@ -56,9 +57,9 @@ class EvalSplits:
         own kNN bank and query splits with its own limits (``data.knn_bank_limit`` / ``knn_query_limit``):
         the online protocol's images. A limit of 0 (``--train-limit all``) takes every image."""
         if data_root is not None:
-            root = Path(data_root)
+            root = Path(absolute(data_root))  # Ray Data's tasks read it from their own working folder
             val = root / "test" if (root / "test").exists() or not (root / "val").exists() else root / "val"
-            splits = cls(str(root / "train"), str(val), train_limit, val_limit)
+            splits = cls(str(root / "train"), str(val), train_limit or None, val_limit or None)
         else:
             data = encoder.recipe.data
             if data.knn_bank is None or data.knn_query is None:

@@ -241,3 +241,16 @@ def test_overwrite_replaces_an_earlier_eval_folder(run, tmp_path):
     (out / "stale.txt").write_text("from the first evaluation")
     assert main(["eval", str(run), "--protocol", "knn", "--k", "5", "--out", str(out), "--overwrite"]) == 0
     assert not (out / "stale.txt").exists() and results(out)[0]["val_top1"] > 0
+
+
+def test_data_with_train_limit_all_takes_every_image(run, tiny_fmnist, monkeypatch):
+    """`--data DIR --train-limit all --val-limit all` (limit 0): every image of both splits, not none, and a
+    relative DIR is read from where the command ran (Ray Data's tasks have their own working folder)."""
+    from sslray.eval.protocols import EvalSplits
+
+    monkeypatch.chdir(tiny_fmnist.parent)
+    splits = EvalSplits.of(find_encoder(run), tiny_fmnist.name, 0, 0)
+    assert (splits.train_limit, splits.val_limit) == (None, None)
+    assert splits.train == str(tiny_fmnist.resolve() / "train") and splits.val == str(tiny_fmnist.resolve() / "test")
+    features, labels = extract_features(find_encoder(run), splits.train, splits.train_limit)
+    assert len(features) == len(labels) == 256  # tiny_fmnist's whole train split
