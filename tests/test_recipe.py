@@ -57,6 +57,14 @@ def test_shipped_recipe_builds_and_runs_one_forward(path):
     assert recipe.train.batch_size % recipe.scaling.num_workers == 0
 
 
+def test_scientific_notation_without_a_dot_is_a_number(tmp_path):
+    """YAML 1.1 (PyYAML's default) reads 2e-3 as a string; recipes and overrides read it as 0.002."""
+    path = write(tmp_path, "method: {name: simclr}\nbackbone: {in_chans: 1}\noptim: {weight_decay: 5e-4}\n")
+    recipe = load_recipe(path, ["optim.base_lr=2e-3", "method.temperature=1E-1"])
+    assert (recipe.optim.base_lr, recipe.optim.weight_decay, recipe.method.temperature) == (0.002, 0.0005, 0.1)
+    assert apply_overrides({}, ["data.path=1e"]) == {"data": {"path": "1e"}}  # not a number: stays text
+
+
 def test_overrides_are_typed_yaml_values_on_dotted_paths(tmp_path):
     path = write(tmp_path, "method: {name: simclr}\nbackbone: {in_chans: 1}\n")
     recipe = load_recipe(

@@ -1,5 +1,6 @@
-"""Recipe YAML in: ``yaml.safe_load`` only, with limits on what validation will walk, ``key.path=value``
-overrides from the command line, and the search distributions a sweep explores.
+"""Recipe YAML in: ``yaml.SafeLoader`` only (reading YAML 1.2 floats such as ``2e-3``), with limits on
+what validation will walk, ``key.path=value`` overrides from the command line, and the search
+distributions a sweep explores.
 
 Every failure is a one-line ``UserError`` that names the file (or override) and, where the parser
 knows it, the line and column.
@@ -8,6 +9,7 @@ knows it, the line and column.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,25 @@ DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform
 
 MAX_DEPTH = 32  # a recipe nests 4 levels; deeper is a mistake, and validation walks it recursively
 MAX_VALUES = 100_000  # values once YAML aliases are expanded: "billion laughs" is refused, not walked
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that reads YAML 1.2's floats: PyYAML follows YAML 1.1, where ``2e-3`` and
+    ``1e5`` (no dot) are strings, so ``optim.base_lr=2e-3`` failed as "expected a number"."""
+
+
+RecipeLoader.add_implicit_resolver(  # YAML 1.2 core schema's float, plus 1.1's underscores
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 
 def check_tree(data: Any, where: str, depth: int = 0) -> None:
@@ -55,7 +76,7 @@ def parse_yaml(text: str | bytes, where: str) -> Any:
     """``yaml.safe_load`` whose every failure is a one-line UserError starting with ``where`` (and the
     line:column when the parser knows it)."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=RecipeLoader)  # a SafeLoader: no Python tags
     except yaml.reader.ReaderError as err:  # bytes that are not UTF-8, or characters YAML forbids
         if err.encoding == "unicode":  # decoded fine, but a control character YAML does not allow
             problem = (
