@@ -118,6 +118,13 @@ def test_overrides_are_typed_yaml_values_on_dotted_paths(tmp_path):
         ("method: {name: simclr\n", [], r"recipe\.yaml:2:1: "),
         ("method: !!python/object/apply:os.system ['touch pwned']\n", [], r"recipe\.yaml:1:9: .*safe_load"),
         ("- just\n- a list\n", [], r"expected a mapping of sections"),
+        (  # PyYAML keeps the last of two equal keys: the first train section would vanish silently
+            "method: {name: simclr}\ntrain: {batch_size: 64, warmup_epochs: 0}\n"
+            "backbone: {in_chans: 1}\ntrain: {epochs: 3}\n",
+            [],
+            r"recipe\.yaml:4:1: duplicate key 'train' \(first on line 2, again on line 4\)",
+        ),
+        ("method: {name: simclr, name: byol}\n", [], r"recipe\.yaml:1:24: duplicate key 'name'"),
         ("method: {name: mae}\nbackbone: {in_chans: 1}\n", [], r"backbone\.name: method mae needs a ViT backbone"),
         (
             "method: {name: simclr}\nbackbone: {in_chans: 1}\n",

@@ -24,8 +24,30 @@ MAX_VALUES = 100_000  # values once YAML aliases are expanded: "billion laughs" 
 
 
 class RecipeLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that reads YAML 1.2's floats: PyYAML follows YAML 1.1, where ``2e-3`` and
-    ``1e5`` (no dot) are strings, so ``optim.base_lr=2e-3`` failed as "expected a number"."""
+    """``yaml.SafeLoader`` that reads YAML 1.2's floats (PyYAML follows YAML 1.1, where ``2e-3`` and
+    ``1e5`` are strings, so ``optim.base_lr=2e-3`` failed as "expected a number") and refuses a key
+    given twice in one mapping (YAML says keys are unique; PyYAML silently keeps the last, so a second
+    ``train:`` section dropped the first one's settings)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = first_line.get(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if seen is not None:
+                    raise yaml.constructor.ConstructorError(
+                        problem=f"duplicate key {key!r} (first on line {seen}, again on line "
+                        f"{key_node.start_mark.line + 1}); give each key once",
+                        problem_mark=key_node.start_mark,
+                    )
+                first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 RecipeLoader.add_implicit_resolver(  # YAML 1.2 core schema's float, plus 1.1's underscores
