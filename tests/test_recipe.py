@@ -125,6 +125,12 @@ def test_overrides_are_typed_yaml_values_on_dotted_paths(tmp_path):
             r"recipe\.yaml:4:1: duplicate key 'train' \(first on line 2, again on line 4\)",
         ),
         ("method: {name: simclr, name: byol}\n", [], r"recipe\.yaml:1:24: duplicate key 'name'"),
+        ("method: {name: simclr}\nbackbone: {in_chans: 1}\n", ["train.seed=-1"], r"train\.seed: -1 is out of range"),
+        (
+            "method: {name: simclr}\nbackbone: {in_chans: 1}\n",
+            ["train.seed=4294967296"],
+            r"train\.seed: .* out of range",
+        ),
         ("method: {name: mae}\nbackbone: {in_chans: 1}\n", [], r"backbone\.name: method mae needs a ViT backbone"),
         (
             "method: {name: simclr}\nbackbone: {in_chans: 1}\n",

@@ -68,7 +68,7 @@ class TrainConfig:
     # torch.compile the backbones (ResNet: whole net; ViT: its blocks) before training. The first steps
     # take longer (compiling); afterwards GPU steps are faster. Checkpoints are the same either way.
     compile: bool = False
-    seed: int = 0
+    seed: int = 0  # 0 .. 2**32 - 1 (numpy's and Ray's seeds are 32-bit)
     checkpoint_every: int = 1  # epochs between checkpoints
     keep_checkpoints: int = 2  # latest K kept, plus the best by knn_top1
     knn_every: int = 1  # epochs between online kNN evaluations (0: never)
@@ -100,6 +100,7 @@ class TrainConfig:
         ):
             check_range(f"train.{name}", getattr(self, name), low, None)
         check_range("train.final_lr_fraction", self.final_lr_fraction, 0.0, 1.0)
+        check_range("train.seed", self.seed, 0, 2**32 - 1)
         if self.stop_at_epoch is not None:
             check_range("train.stop_at_epoch", self.stop_at_epoch, 1, self.epochs)
         check_range("train.knn_temperature", self.knn_temperature, 0.0, None, low_open=True)

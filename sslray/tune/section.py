@@ -56,6 +56,8 @@ class TuneSection:
         if self.mode not in ("max", "min"):
             raise UserError(f"tune.mode: {self.mode!r} is not allowed; choose max or min")
         check_range("tune.num_samples", self.num_samples, 1, None)
+        if self.seed is not None:
+            check_range("tune.seed", self.seed, 0, 2**32 - 1)  # numpy's RandomState takes 32 bits
         if self.max_concurrent_trials is not None:
             check_range("tune.max_concurrent_trials", self.max_concurrent_trials, 1, None)
         if self.time_budget_s is not None:

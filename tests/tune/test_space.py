@@ -113,6 +113,8 @@ def test_tune_section_mistakes():
         space_from_dict({**space(), "tune": {"metric": "accuracy"}})
     with pytest.raises(UserError, match="train.knn_every: 2"):
         space_from_dict({**space(train__knn_every=2), "tune": {}})
+    with pytest.raises(UserError, match=r"tune.seed: -1 is out of range"):  # was a ValueError from numpy
+        space_from_dict({**space(), "tune": {"seed": -1}})
 
 
 def test_linear_top1_needs_a_final_probe_and_a_scheduler_that_waits_for_it():
