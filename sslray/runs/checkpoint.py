@@ -48,6 +48,9 @@ def write_text_atomically(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
+REQUIRED_STATE = ("epoch", "recipe")  # what resume, eval, report and export read from every state.json
+
+
 def read_state(folder: Path) -> dict[str, Any]:
     return json.loads((folder / STATE).read_text())
 
@@ -88,6 +91,9 @@ def incomplete_because(folder: Path) -> str | None:
         return f"no {STATE}"
     except (json.JSONDecodeError, UnicodeDecodeError):
         return f"{STATE} is cut off"
+    missing = [key for key in REQUIRED_STATE if not isinstance(state, dict) or key not in state]
+    if missing:  # not written by sslray's checkpointing (which writes these first of all)
+        return f"{STATE} lacks {', '.join(missing)}"
     for name in TENSOR_FILES:
         if not (folder / name).is_file():
             return f"no {name}"

@@ -22,9 +22,8 @@ from pathlib import Path
 import torch
 
 from sslray.errors import UserError
-from sslray.methods.registry import build_method
-from sslray.recipe import recipe_from_dict
-from sslray.runs.checkpoint import MODEL, find_checkpoint, load_tensors, read_state
+from sslray.eval.features import checkpoint_encoder
+from sslray.runs.checkpoint import find_checkpoint
 
 
 def export_backbone(run_or_checkpoint: Path, out: Path, overwrite: bool = False) -> dict:
@@ -33,10 +32,10 @@ def export_backbone(run_or_checkpoint: Path, out: Path, overwrite: bool = False)
     if not overwrite and (out.exists() or sidecar.exists()):
         raise UserError(f"{out if out.exists() else sidecar} already exists; pass --overwrite to replace it")
     folder = find_checkpoint(Path(run_or_checkpoint))
-    recipe = recipe_from_dict(read_state(folder)["recipe"])
-    method = build_method(recipe)
-    method.load_state_dict(load_tensors(folder / MODEL))
-    backbone = method.evaluation_backbone()
+    # As eval and report read it: a state.json without its fields, or a model.pt that does not load
+    # (truncated, corrupt, another recipe's), is one UserError naming the file.
+    encoder = checkpoint_encoder(folder)
+    recipe, backbone = encoder.recipe, encoder.build("cpu")
     library_model = backbone.vit if hasattr(backbone, "vit") else backbone.net
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(library_model.state_dict(), out)

@@ -53,3 +53,18 @@ def test_a_half_written_checkpoint_is_ignored_with_a_warning(ray_local, tiny_fmn
     assert summary["restarts"][-1]["restored_epoch"] == 2
     history = read_state(checkpoint_folders(run_dir)[-1])["history"]
     assert [m["epoch"] for m in history] == [1, 2, 3]
+
+    # A state.json without the fields sslray writes, and a truncated best/model.pt (issue 18, items 4-5):
+    # export says so in one line, exit 2, and writes nothing, as eval and report do.
+    lacking = last.parent / "checkpoint_lacking_fields"
+    shutil.copytree(last, lacking)
+    (lacking / STATE).write_text(json.dumps({k: v for k, v in state.items() if k not in ("epoch", "recipe")}))
+    assert main(["export", str(lacking), str(tmp_path / "a.pt")]) == 2
+    assert f"incomplete checkpoint ({STATE} lacks epoch, recipe)" in capsys.readouterr().err
+    best = run_dir / "checkpoints" / "best" / MODEL
+    with open(best, "r+b") as handle:
+        handle.truncate(best.stat().st_size // 2)
+    assert main(["export", str(run_dir), str(tmp_path / "b.pt")]) == 2
+    err = capsys.readouterr().err
+    assert f"{best}: not a readable checkpoint" in err and "Traceback" not in err
+    assert not (tmp_path / "b.pt").exists() and not (tmp_path / "b.json").exists()
