@@ -138,15 +138,24 @@ class RunOutputs:
 RANKED_METRICS = ("knn_top1", "knn_top5", "linear_top1")  # higher is better: best and epoch of best kept
 
 
+def best_of(curve: list[tuple[int, float]], mode: str = "max") -> tuple[float | None, int | None]:
+    """The best value of an ``(epoch, value)`` curve sorted by epoch and the first epoch that reached it
+    (``mode`` "max" or "min"); ``(None, None)`` for an empty curve."""
+    values = [value for _, value in curve]
+    if not values:
+        return None, None
+    best = max(values) if mode == "max" else min(values)
+    return best, next(epoch for epoch, value in curve if value == best)
+
+
 def hparams_metrics(history: list[dict]) -> dict[str, float]:
     """The HParams columns after the last epoch of ``history``: its float metrics (the last values), and
     for each evaluation metric its best value and the epoch of that best (``best_knn_top1``,
     ``best_epoch_knn_top1``): a run may peak before its last epoch, and the leaderboard ranks by the best."""
     metrics = {k: v for k, v in history[-1].items() if isinstance(v, float)}
     for name in RANKED_METRICS:
-        scored = [(epoch["epoch"], epoch[name]) for epoch in history if isinstance(epoch.get(name), float)]
-        if scored:
-            best_epoch, best = max(scored, key=lambda pair: (pair[1], -pair[0]))
+        best, best_epoch = best_of([(e["epoch"], e[name]) for e in history if isinstance(e.get(name), float)])
+        if best is not None:
             metrics[f"best_{name}"], metrics[f"best_epoch_{name}"] = best, float(best_epoch)
     return metrics
 

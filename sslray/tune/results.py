@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sslray.runs import storage
+from sslray.train.reporting import best_of
 from sslray.tune.space import SearchSpace
 
 
@@ -42,9 +43,7 @@ def _row(space: SearchSpace, result) -> dict[str, Any]:
     if frame is not None and metric in frame and "epoch" in frame:
         by_epoch.update({int(e): float(v) for e, v in zip(frame["epoch"], frame[metric]) if v == v})
     curve = sorted(by_epoch.items())
-    values = [v for _, v in curve]
-    best = (max(values) if mode == "max" else min(values)) if values else None
-    best_epoch = next((epoch for epoch, value in curve if value == best), None)
+    best, best_epoch = best_of(curve, mode)
     epochs = metrics.get("epoch", 0)
     planned = space.planned_epochs(config) if set(config) == set(space.knobs) else None
     if result.error is not None:
@@ -62,7 +61,7 @@ def _row(space: SearchSpace, result) -> dict[str, Any]:
         "applicable": space.applicable(config),
         "best": best,
         "best_epoch": best_epoch,  # best and last are both shown: a trial may peak before its last epoch
-        "last": values[-1] if values else None,
+        "last": curve[-1][1] if curve else None,
         "epochs": epochs,
         "minutes": metrics.get("time_total_s", 0.0) / 60,
         "overhead_s": _overhead_seconds(frame),
