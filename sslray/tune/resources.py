@@ -15,9 +15,11 @@ of the CPUs busy). A multi-worker trial's Tune function only waits on its ``Torc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sslray.errors import UserError
+from sslray.recipe import Recipe
 from sslray.train.need import Need
 from sslray.train.trainer import MAX_CPUS_PER_WORKER, cpus_for_ray_data
 from sslray.tune.space import SearchSpace, trials_per_sample
@@ -44,11 +46,15 @@ class ResourcePlan:
         )
 
 
-def plan_resources(space: SearchSpace, cluster: dict[str, float], need: Need | None = None) -> ResourcePlan:
+def plan_resources(
+    space: SearchSpace, cluster: dict[str, float], measure: Callable[[Recipe], Need] | None = None
+) -> ResourcePlan:
     """Trial resources, concurrency and torch threads. Ray Data keeps at least one whole CPU in Ray's
-    books (docs/ray.md §3); with ``need`` (``measure_need``) a single-worker CPU trial's concurrency and
-    threads follow the cores instead: training cores = CPUs / (1 + data cores per training core), as
-    many trials as there are training cores (at most the sweep's samples), threads to share them."""
+    books (docs/ray.md §3). With ``measure`` (``measure_need``, called on the first trial's recipe only
+    when its result decides the plan: single-worker CPU trials without ``tune.resources_per_trial.cpu``)
+    concurrency and threads follow the cores instead: training cores = CPUs / (1 + data cores per
+    training core), as many trials as there are training cores (at most the sweep's trials), threads
+    to share them."""
     recipe = space.first_recipe()
     cpus, gpus = cluster.get("CPU", 1.0), cluster.get("GPU", 0.0)
     data_cpus = cpus_for_ray_data(recipe, cpus)
@@ -63,7 +69,8 @@ def plan_resources(space: SearchSpace, cluster: dict[str, float], need: Need | N
             f"(which needs {data_cpus:g}); give Ray more CPUs"
         )
     limit = space.tune.max_concurrent_trials
-    if workers == 1 and need is not None and not use_gpu and "cpu" not in given:
+    if workers == 1 and measure is not None and not use_gpu and "cpu" not in given:
+        need = measure(recipe)
         trials = space.tune.num_samples * trials_per_sample(space)
         concurrent = limit or min(trials, max(1, round(need.training_cores(cpus))))
         threads = need.threads(cpus, concurrent)

@@ -30,7 +30,7 @@ from sslray.train.trainer import plain
 from sslray.tune.baselines import describe as describe_baselines
 from sslray.tune.baselines import sweep_baselines
 from sslray.tune.registry import SEARCHERS
-from sslray.tune.resources import ResourcePlan, plan_resources
+from sslray.tune.resources import plan_resources
 from sslray.tune.results import finish
 from sslray.tune.space import SearchSpace, load_space, space_from_dict
 from sslray.tune.trial import trainable, trial_dirname
@@ -101,7 +101,7 @@ def run_sweep(space: SearchSpace, out: str | Path) -> list[dict[str, Any]]:
     sweep_dir = sweep_location(out)
     check_out(sweep_dir, SWEEP, overwrite=False)
     space = _with_absolute_data_paths(space)  # trials run in their own folders
-    plan = _plan(space, ray.cluster_resources())
+    plan = plan_resources(space, ray.cluster_resources(), measure_need)
     print(
         f"sweep {space.source}: {len(space.knobs)} searched knob(s), methods {', '.join(space.methods)}; "
         f"{plan.describe()}"
@@ -137,7 +137,7 @@ def resume_sweep(out: str | Path) -> list[dict[str, Any]]:
         local = Path(tmp) / SPACE_FILE
         local.write_text(storage.read_text(space_file, "--resume"))
         space = load_space(local)
-    plan = _plan(space, ray.cluster_resources())
+    plan = plan_resources(space, ray.cluster_resources(), measure_need)
     print(f"resuming sweep {sweep_dir}: {plan.describe()}")
     _run_config(sweep_dir, space)  # the logger environment, as on the first run
     tuner = tune.Tuner.restore(
@@ -148,16 +148,6 @@ def resume_sweep(out: str | Path) -> list[dict[str, Any]]:
         restart_errored=False,
     )
     return finish(space, tuner.fit(), sweep_dir, sweep_baselines(space, sweep_dir))
-
-
-def _plan(space: SearchSpace, cluster: dict[str, float]) -> ResourcePlan:
-    """The resource plan, from a measurement of the first trial's need where it decides the plan
-    (single-worker CPU trials without ``tune.resources_per_trial.cpu``)."""
-    recipe = space.first_recipe()
-    given = space.tune.resources_per_trial or {}
-    if recipe.scaling.num_workers != 1 or recipe.scaling.use_gpu or "cpu" in given:
-        return plan_resources(space, cluster)
-    return plan_resources(space, cluster, measure_need(recipe))
 
 
 def _write_files(sweep_dir: str, texts: dict[str, str]) -> None:
