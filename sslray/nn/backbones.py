@@ -59,6 +59,19 @@ class ResNetBackbone(nn.Module):
         self.net.compile()
 
 
+def resnet10t_args(width: int | None, in_chans: int) -> dict:
+    """``timm.create_model("resnet10t", **args)`` for a width (None: timm's 64): channels doubled per
+    stage, and stem_width w/2, since the tiered stem ends at 2 x stem_width = the first stage's width.
+    ``sslray export`` writes the same arguments into its loading line."""
+    width = width or 64
+    return {
+        "num_classes": 0,
+        "in_chans": in_chans,
+        "channels": tuple(width * 2**stage for stage in range(4)),
+        "stem_width": width // 2,
+    }
+
+
 class ResNet10TBackbone(nn.Module):
     """timm's ``resnet10t`` (one BasicBlock per stage behind a 3-conv "tiered" 3x3 stem, average-pool
     downsampling; Wightman et al. 2021, "ResNet strikes back"), at any width: ``width`` channels in the
@@ -69,15 +82,11 @@ class ResNet10TBackbone(nn.Module):
     stage at full resolution instead of 7x7), as ``ResNetBackbone`` does.
     """
 
-    def __init__(self, width: int = 64, in_chans: int = 3, small_stem: bool = False):
+    def __init__(self, width: int | None = 64, in_chans: int = 3, small_stem: bool = False):
         super().__init__()
         import timm
 
-        channels = tuple(width * 2**stage for stage in range(4))
-        # stem_width w/2: the tiered stem ends at 2 x stem_width = width channels, the first stage's.
-        net = timm.create_model(
-            "resnet10t", pretrained=False, num_classes=0, in_chans=in_chans, channels=channels, stem_width=width // 2
-        )
+        net = timm.create_model("resnet10t", pretrained=False, **resnet10t_args(width, in_chans))
         if small_stem:
             net.conv1[0].stride = (1, 1)
             net.maxpool = nn.Identity()
@@ -113,7 +122,7 @@ def _resnet(depth: int) -> Callable[[BackboneConfig], nn.Module]:
 
 def _resnet10t(cfg: BackboneConfig) -> nn.Module:
     _resnet_knobs_only(cfg)
-    return ResNet10TBackbone(cfg.width or 64, in_chans=cfg.in_chans, small_stem=cfg.small_stem)
+    return ResNet10TBackbone(cfg.width, in_chans=cfg.in_chans, small_stem=cfg.small_stem)
 
 
 def _vit(size: str) -> Callable[[BackboneConfig], nn.Module]:

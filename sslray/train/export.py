@@ -23,6 +23,7 @@ import torch
 
 from sslray.errors import UserError
 from sslray.eval.features import checkpoint_encoder
+from sslray.nn.backbones import resnet10t_args
 from sslray.runs.checkpoint import find_checkpoint
 
 
@@ -61,12 +62,10 @@ def _how_to_load(cfg) -> str:
             f"num_heads={heads}, num_classes=0).load_state_dict(torch.load(PATH, weights_only=True))"
         )
     if cfg.name == "resnet10t":
-        width = cfg.width or 64
+        args = ", ".join(f"{key}={value!r}" for key, value in resnet10t_args(cfg.width, cfg.in_chans).items())
         small = "; m.conv1[0].stride = (1, 1); m.maxpool = nn.Identity()" if cfg.small_stem else ""
         return (
-            f'm = timm.create_model("resnet10t", num_classes=0, in_chans={cfg.in_chans}, '
-            f"channels={tuple(width * 2**i for i in range(4))}, stem_width={width // 2}){small}; "
-            "m.load_state_dict(torch.load(PATH, weights_only=True))"
+            f'm = timm.create_model("resnet10t", {args}){small}; m.load_state_dict(torch.load(PATH, weights_only=True))'
         )
     stem = (
         "conv1 = nn.Conv2d(IN, 64, 3, 1, 1, bias=False); maxpool = nn.Identity()"
