@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/cpu_budget.py quickstart   # a: `make sweep` <= 10 min, winner >= random init + 0.10
     .venv/bin/python benchmarks/cpu_budget.py simclr       # b: a 20-minute SimCLR run, kNN under the peer's protocol
     .venv/bin/python benchmarks/cpu_budget.py long         # c: a 60-minute run of the sweep's best vs raw pixels
+    .venv/bin/python benchmarks/cpu_budget.py methods      # d: 8 methods, each swept for 10 min, one table
 
 While a goal runs, the machine's CPU use is sampled from /proc/stat every second (all processes:
 Ray, its workers and data tasks together), so "CPUs busy" is what the machine did, not what Ray booked.
@@ -101,11 +102,7 @@ def quickstart(args: argparse.Namespace) -> dict:
     out = Path(args.out or f"sweeps/bench-cpu-budget-{time.strftime('%Y%m%d-%H%M%S')}")
     with CpuSampler() as cpu:
         wall = run([*SSLRAY, "sweep", "search_spaces/quickstart.yaml", "--out", str(out)])
-    with open(ROOT / out / "leaderboard.csv") as handle:
-        rows = list(csv.DictReader(handle))
-    metric = next(key for key in rows[0] if key.startswith("best ") and key != "best epoch")
-    trials = [r for r in rows if r["status"] != "baseline"]
-    baselines = {r["trial"]: float(r[metric]) for r in rows if r["status"] == "baseline"}
+    metric, trials, baselines = read_leaderboard(ROOT / out)
     epochs = [e for r in trials for e in trial_epochs(ROOT / out / r["trial"]) if e.get("seconds")]
     eval_ratios = [e["eval_seconds"] / e["seconds"] for e in epochs]
     best = max(float(r[metric]) for r in trials)
@@ -221,6 +218,159 @@ def long_run(args: argparse.Namespace) -> dict:
     return result
 
 
+METHODS_CPU = ["simclr", "moco_v2", "moco_v3", "byol", "simsiam", "dino", "mae", "macrl"]  # goal d's eight
+BASELINES = ("random init", "raw pixels")
+
+
+def read_leaderboard(sweep: Path) -> tuple[str, list[dict], dict[str, float]]:
+    """A sweep's metric column, its trials (best first) and its baselines, from leaderboard.csv."""
+    with open(sweep / "leaderboard.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    metric = next(key for key in rows[0] if key.startswith("best ") and key != "best epoch")
+    trials = [r for r in rows if r["status"] != "baseline"]
+    baselines = {r["trial"]: float(r[metric]) for r in rows if r["status"] == "baseline"}
+    return metric, trials, baselines
+
+
+def sweep_once(space: str, out: Path) -> dict:
+    """Run the sweep ``space`` into ``out`` unless ``out`` holds a finished one (a leaderboard); its wall
+    minutes and CPU use as measured when it ran (kept in ``out/bench.json``)."""
+    measured = ROOT / out / "bench.json"
+    if (ROOT / out / "leaderboard.csv").is_file() and measured.is_file():
+        print(f"{out} holds a finished sweep: reading its results")
+        return json.loads(measured.read_text())
+    overwrite = ["--overwrite"] if (ROOT / out).exists() else []  # an unfinished sweep of an earlier sitting
+    with CpuSampler() as cpu:
+        wall = run([*SSLRAY, "sweep", space, "--out", str(out), *overwrite])
+    result = {"wall_min": wall / 60, "cpu_busy": cpu.mean}
+    measured.write_text(json.dumps(result) + "\n")
+    return result
+
+
+def methods(args: argparse.Namespace) -> dict:
+    """Goal d: each method's space (search_spaces/methods_cpu/) swept for at most 10 minutes
+    (tune.time_budget_s: 600, search included), picking on val; then one `sslray report` per backbone on
+    the winners' best checkpoints: kNN (k=200, T=0.1, the full 60k train bank, 10k test queries) and a
+    linear probe (full splits), next to that backbone's random init and raw pixels. Re-running skips
+    finished sweeps, so the eight can be spread over sittings (``--only simclr moco_v2``)."""
+    root = Path(args.out)
+    chosen = args.only or METHODS_CPU
+    swept = {}
+    for name in chosen:
+        out = root / name
+        try:
+            measured = sweep_once(f"search_spaces/methods_cpu/{name}.yaml", out)
+        except subprocess.CalledProcessError as error:  # one method's failure leaves the others to run
+            print(f"{name}: the sweep failed (exit {error.returncode}); see {out}")
+            continue
+        metric, trials, baselines = read_leaderboard(ROOT / out)
+        best = trials[0]
+        swept[name] = {
+            **measured,
+            "sweep": str(out),
+            "best_trial": best["trial"],
+            "online_best": float(best[metric]),
+            "online_baselines": baselines,
+            "trials": len(trials),
+            "knobs": {k: v for k, v in best.items() if "." in k and v not in ("", "-")},
+        }
+        print(f"{name}: online {metric} {float(best[metric]):.4f} ({best['trial']}) in {measured['wall_min']:.1f} min")
+    if args.sweeps_only:
+        return {"goal": "d", "methods": swept}
+    rows = {}
+    for backbone, names in winners_by_backbone(root, swept).items():
+        report_dir = root / f"report-{backbone}"
+        results = ROOT / report_dir / "results.json"
+        reported = {r["name"] for r in json.loads(results.read_text())["rows"]} if results.is_file() else set()
+        if not set(names) <= reported:  # not yet, or before some of these methods were swept
+            run(
+                [
+                    *SSLRAY,
+                    "report",
+                    str(root / f"best-{backbone}"),
+                    *REPORT_FULL,
+                    "--out",
+                    str(report_dir),
+                    "--overwrite",
+                ]
+            )
+        for row in json.loads((ROOT / report_dir / "results.json").read_text())["rows"]:
+            key = row["name"] if row["name"] not in BASELINES else f"{row['name']} ({backbone})"
+            rows[key] = row
+    result = {"goal": "d", "methods": swept, "rows": rows}
+    print_methods_table(swept, rows)
+    plot_methods(swept, rows, IMAGES / "cpu_budget_methods.png")
+    return result
+
+
+REPORT_FULL = [
+    "--data",
+    "data/fmnist",
+    "--train-limit",
+    "all",
+    "--val-limit",
+    "all",
+    "--k",
+    "200",
+    "--temperature",
+    "0.1",
+]
+
+
+def winners_by_backbone(root: Path, swept: dict) -> dict[str, list[str]]:
+    """Link each method's best trial as ``root/best-<backbone>/<method>``, so that one report per backbone
+    compares the winners with that backbone's random init (a report's baselines use its first run's)."""
+    import yaml
+
+    groups: dict[str, list[str]] = {}
+    for name, entry in swept.items():
+        trial = ROOT / entry["sweep"] / entry["best_trial"]
+        backbone = yaml.safe_load((ROOT / entry["sweep"] / "space.yaml").read_text())["backbone"]["name"]
+        link = ROOT / root / f"best-{backbone}" / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() and link.resolve() != trial.resolve():
+            link.unlink()
+        if not link.is_symlink():
+            link.symlink_to(trial)
+        groups.setdefault(backbone, []).append(name)
+    return groups
+
+
+def print_methods_table(swept: dict, rows: dict) -> None:
+    print(f"\n{'method':<26} {'sweep min':>9} {'online kNN':>10} {'kNN top1':>9} {'linear top1':>11}")
+    for name, row in rows.items():
+        entry = swept.get(name, {})
+        minutes = f"{entry['wall_min']:.1f}" if entry else "-"
+        online = f"{entry['online_best']:.3f}" if entry else "-"
+        print(f"{name:<26} {minutes:>9} {online:>10} {row['knn top1']:>9.3f} {row['linear val top1']:>11.3f}")
+
+
+def plot_methods(swept: dict, rows: dict, path: Path) -> None:
+    """kNN and linear probe of each method's winner as bars, each backbone's baselines as dashed lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in rows if n in swept]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, column, title in zip(axes, ("knn top1", "linear val top1"), ("kNN top-1 (k=200)", "linear probe top-1")):
+        ax.bar(range(len(names)), [rows[n][column] for n in names], color=[f"C{i}" for i in range(len(names))])
+        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+        for (key, row), style in zip(
+            ((k, r) for k, r in rows.items() if k not in swept), ("--", ":", "-.", (0, (1, 3)))
+        ):
+            ax.axhline(row[column], ls=style, c="grey", lw=1, label=f"{key} {row[column]:.3f}")
+        ax.set(title=title, ylim=(0.5, 0.95))
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0].set_ylabel("Fashion-MNIST test top-1")
+    fig.suptitle("Each method swept for 10 minutes on 2 CPU cores; its winner on the full splits", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path.relative_to(ROOT)}")
+
+
 def report(checks: list[tuple[str, str, str, bool]]) -> None:
     print(f"\n{'goal':<28} {'measured':>10}  {'target':<10} verdict")
     for name, measured, target, ok in checks:
@@ -283,8 +433,12 @@ def main() -> None:
     goal_c.add_argument("--recipe", default=SIMCLR_20, help="the best recipe a sweep found (best.yaml)")
     goal_c.add_argument("--epochs", type=int, default=54, help="54: ~60 min for the default recipe here")
     goal_c.add_argument("overrides", nargs="*", help="key=value overrides of the recipe")
+    goal_d = goals.add_parser("methods", help="goal d: each method swept for 10 minutes, one table with baselines")
+    goal_d.add_argument("--out", default="sweeps/bench-methods", help="one sweep folder per method under it")
+    goal_d.add_argument("--only", nargs="+", choices=METHODS_CPU, help="these methods (default: all eight)")
+    goal_d.add_argument("--sweeps-only", action="store_true", help="run the sweeps, leave the report for later")
     args = parser.parse_args()
-    result = {"quickstart": quickstart, "simclr": simclr, "long": long_run}[args.goal](args)
+    result = {"quickstart": quickstart, "simclr": simclr, "long": long_run, "methods": methods}[args.goal](args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"cpu_budget_{args.goal}.json").write_text(json.dumps(result, indent=1) + "\n")
     print(f"results: {(RESULTS / f'cpu_budget_{args.goal}.json').relative_to(ROOT)}")
