@@ -63,10 +63,9 @@ def _run_sweep(args: argparse.Namespace) -> int:
     from sslray.runs.folders import SWEEP, check_out, replace_folder
 
     check_out(out, SWEEP, args.overwrite)  # a path or a URI (s3://, gs://, ...: sslray.runs.storage)
-    from sslray.train.trainer import check_data
-    from sslray.tune.sweep import run_sweep
+    from sslray.tune.sweep import check_trial_data, run_sweep
 
-    check_data(space.first_recipe())  # a missing dataset fails before Ray
+    check_trial_data(space)  # a missing dataset, in any value of a distribution, fails before Ray
     if args.overwrite:  # only now that everything is validated: a mistake must not cost the old sweep
         replace_folder(out, SWEEP)
     init_ray(args.address)

@@ -77,6 +77,27 @@ class SearchSpace:
         space does not search) read from one place."""
         return recipe_from_dict(self.trial_recipe(self.first_config()))
 
+    def corner_recipes(self) -> list[tuple[str, Recipe]]:
+        """The recipe of every method at every listed value and both ends of every range (one knob off
+        its first value at a time), each with where it comes from: ``SPACE (key=value, ...)``. A mistake
+        in any value of a distribution fails here, before a trial is spent on it."""
+        others = [k for k in self.knobs if k != "method.name"]
+        first = {k: spec_values(self.knobs[k])[0] for k in others}
+        corners = [({}, first)]
+        for key in others:
+            corners += [({key: value}, {**first, key: value}) for value in spec_values(self.knobs[key])[1:]]
+        out = []
+        for method in self.methods:
+            for changed, config in corners:
+                named = ({"method.name": method} if len(self.methods) > 1 else {}) | changed
+                where = self.source + (f" ({', '.join(f'{k}={v}' for k, v in named.items())})" if named else "")
+                try:
+                    recipe = recipe_from_dict(self.trial_recipe({**config, "method.name": method}))
+                except UserError as err:
+                    raise UserError(f"{where}: {err}") from None
+                out.append((where, recipe))
+        return out
+
     def param_space(self) -> dict[str, Any]:
         """Tune's param_space: flat dotted keys -> domains (the status table and HParams show them)."""
         return {key: tune_domain(key, spec) for key, spec in self.knobs.items()}
@@ -169,22 +190,8 @@ def _check_scheduler(space: SearchSpace) -> None:
 
 
 def _check_every_corner(space: SearchSpace) -> None:
-    """Validate the recipe of every method at every listed value and both ends of every range."""
-    others = [k for k in space.knobs if k != "method.name"]
-    for method in space.methods:
-        low = {k: spec_values(space.knobs[k])[0] for k in others}
-        configs = [dict(low)]
-        for key in others:
-            for value in spec_values(space.knobs[key])[1:]:
-                configs.append({**low, key: value})
-        for config in configs:
-            config["method.name"] = method
-            where = f"{space.source}" + (f" (method.name={method})" if len(space.methods) > 1 else "")
-            try:
-                recipe = recipe_from_dict(space.trial_recipe(config))
-            except UserError as err:
-                raise UserError(f"{where}: {err}") from None
-            _check_recipe_for_sweep(recipe, space.tune, where)
+    for where, recipe in space.corner_recipes():
+        _check_recipe_for_sweep(recipe, space.tune, where)
 
 
 def _check_recipe_for_sweep(recipe: Recipe, tune_section: TuneSection, where: str) -> None:

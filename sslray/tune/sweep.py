@@ -26,7 +26,7 @@ from sslray.recipe import DataConfig
 from sslray.runs import storage
 from sslray.runs.folders import SWEEP, check_out
 from sslray.train.need import measure_need
-from sslray.train.trainer import plain
+from sslray.train.trainer import check_data, plain
 from sslray.tune.baselines import describe as describe_baselines
 from sslray.tune.baselines import sweep_baselines
 from sslray.tune.registry import SEARCHERS
@@ -165,6 +165,20 @@ def _write_files(sweep_dir: str, texts: dict[str, str]) -> None:
         storage.upload_folder(Path(tmp), sweep_dir)
 
 
+def check_trial_data(space: SearchSpace) -> None:
+    """``check_data`` on every distinct data set-up the space can sample (paths, limits, batch sizes and
+    worker counts at every listed value and both ends of ranges), naming the values of a failing one."""
+    seen = set()
+    for where, recipe in space.corner_recipes():
+        setup = repr((recipe.data, recipe.train.batch_size, recipe.train.seed, recipe.scaling.num_workers))
+        if setup not in seen:
+            seen.add(setup)
+            try:
+                check_data(recipe)
+            except UserError as err:
+                raise UserError(f"{where}: {err}") from None
+
+
 def _with_absolute_data_paths(space: SearchSpace) -> SearchSpace:
     data = space.to_yaml_dict()
     section = data.setdefault("data", {})
@@ -173,4 +187,7 @@ def _with_absolute_data_paths(space: SearchSpace) -> SearchSpace:
         value = section.get(name, getattr(defaults, name))
         if isinstance(value, str):
             section[name] = absolute(value)
+        elif isinstance(value, dict) and {"choice", "grid"} & value.keys():  # a searched path: each value
+            ((form, paths),) = value.items()
+            section[name] = {form: [absolute(p) if isinstance(p, str) else p for p in paths]}
     return space_from_dict(data, space.source)

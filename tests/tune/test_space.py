@@ -212,3 +212,27 @@ def test_sweep_command_mistakes_exit_2_before_ray_starts(tmp_path, capsys):
     assert main(["sweep", str(good), "--out", str(occupied)]) == 2
     assert "already exists and is not empty" in capsys.readouterr().err
     assert (occupied / "keep.txt").read_text() == "mine"
+
+
+def test_every_value_of_a_searched_data_path_or_batch_size_is_checked_before_ray(tiny_fmnist, tmp_path, capsys):
+    """Issue 18 #3: only the first value used to be checked, so a sweep whose other values could never
+    run spent every such trial on an error and exited 0."""
+    from sslray.cli import main
+
+    from ..conftest import assert_one_line_error
+    from .conftest import tiny_space
+
+    missing = tmp_path / "nope"
+    cases = [
+        ("data", "path", {"choice": [str(tiny_fmnist / "train"), str(missing)]}, [f"data.path={missing}", "nope"]),
+        ("train", "batch_size", {"choice": [32, 100000]}, ["train.batch_size=100000", "needs at least"]),
+    ]
+    for section, key, spec, needles in cases:
+        data = tiny_space(tiny_fmnist)
+        data[section][key] = spec
+        path = tmp_path / f"{key}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        out = tmp_path / f"sweep-{key}"
+        assert main(["sweep", str(path), "--out", str(out)]) == 2
+        assert_one_line_error(capsys.readouterr().err, str(path), *needles)
+        assert not out.exists()
