@@ -62,6 +62,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
         print(
             f"{report.split}: {report.rows:,} images in {report.shards} shard(s) -> {report.folder}"
             f"  (skipped {len(report.skipped)})"
+            + (f"; {report.composited} with transparency composited on white" if report.composited else "")
         )
         for where, why in report.skipped[:10]:
             print(f"  skipped {where}: {why}")

@@ -35,6 +35,19 @@ def _png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def _has_transparency(img: Image.Image) -> bool:
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        return img.convert("RGBA").getchannel("A").getextrema()[0] < 255
+    return False
+
+
+def _on_white(img: Image.Image) -> Image.Image:
+    """``img`` composited on a white background: L for grey images, RGB otherwise."""
+    grey = img.mode in ("LA", "La") or (img.mode == "L" and "transparency" in img.info)
+    flat = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img.convert("RGBA"))
+    return flat.convert("L" if grey else "RGB")
+
+
 def _to_8bit(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
@@ -54,7 +67,12 @@ def _too_large(pixels: str) -> BadImage:
 
 
 def stored_bytes(payload: np.ndarray | bytes | Path) -> bytes:
-    """The bytes to store for one image payload, or BadImage with the reason.
+    """The bytes to store for one image payload, or BadImage with the reason."""
+    return _stored(payload)[0]
+
+
+def _stored(payload: np.ndarray | bytes | Path) -> tuple[bytes, bool]:
+    """``stored_bytes`` and whether the image had transparency (composited on white).
 
     The size in the header is checked before any pixel is decoded, so an image that claims billions
     of pixels costs nothing. Decoders meet arbitrary bytes here, and PIL's plugins raise many kinds of
@@ -63,7 +81,7 @@ def stored_bytes(payload: np.ndarray | bytes | Path) -> bytes:
     if isinstance(payload, np.ndarray):
         if payload.dtype != np.uint8 or payload.ndim not in (2, 3):
             raise BadImage(f"pixel array of {payload.dtype} {payload.shape}, expected uint8 HxW or HxWxC")
-        return _png(Image.fromarray(np.ascontiguousarray(payload)))
+        return _png(Image.fromarray(np.ascontiguousarray(payload))), False
     if isinstance(payload, Path):
         try:
             payload = payload.read_bytes()
@@ -93,9 +111,10 @@ def stored_bytes(payload: np.ndarray | bytes | Path) -> bytes:
                     # marker, and refuses the file without one.
                     raise BadImage("truncated JPEG: no end-of-image marker after the image data")
                 if img.format == "JPEG" and img.mode in ("L", "RGB"):
-                    return payload
+                    return payload, False
                 try:
-                    return _png(_to_8bit(img))
+                    transparent = _has_transparency(img)
+                    return _png(_on_white(img) if transparent else _to_8bit(img)), transparent
                 except Exception as err:  # noqa: BLE001 - decoded, but in a mode PIL cannot convert (LAB, ...)
                     raise BadImage(f"cannot convert its {img.mode} pixels to 8-bit L or RGB "
                                    f"({type(err).__name__}: {err})") from None
@@ -113,10 +132,12 @@ def stored_bytes(payload: np.ndarray | bytes | Path) -> bytes:
         raise BadImage(f"corrupt or truncated image data ({type(err).__name__}: {err})") from None
 
 
-def encode_record(record: RawImage) -> tuple[RawImage, bytes | None, str]:
-    """``(record, bytes to store, "")``, or ``(record, None, why)`` with the reason on one line when the
-    image cannot be stored. Runs in the worker processes of ``sslray.data.shards.prepare``."""
+def encode_record(record: RawImage) -> tuple[RawImage, bytes | None, str, bool]:
+    """``(record, bytes to store, "", had transparency)``, or ``(record, None, why, False)`` with the
+    reason on one line when the image cannot be stored. Runs in the worker processes of
+    ``sslray.data.shards.prepare``."""
     try:
-        return record, stored_bytes(record.payload), ""
+        data, transparent = _stored(record.payload)
     except BadImage as err:
-        return record, None, " ".join(str(err).split())  # one line: reasons are listed one per line
+        return record, None, " ".join(str(err).split()), False  # one line: reasons are listed one per line
+    return record, data, "", transparent

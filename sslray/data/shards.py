@@ -49,6 +49,7 @@ class SplitReport:
     rows: int = 0
     shards: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (where, why)
+    composited: int = 0  # images with transparency, stored composited on white
 
 
 class ShardWriter:
@@ -108,10 +109,17 @@ def resolve_classes(reader: Reader, wanted: list[str] | None, num_classes: int |
         if not 1 <= num_classes <= len(names):
             raise UserError(f"--num-classes: {num_classes} is out of range; the source has {len(names)} classes")
         return {i: i for i in range(num_classes)}
+    # Where class names are themselves numbers ("1", "2", ...), "0" could be a name or an index: then
+    # --classes takes names only, so no item means two different classes.
+    numbered = any(name.isdigit() for name in names)
     chosen = []
     for item in wanted:
         if item in names:
             chosen.append(names.index(item))
+        elif item.isdigit() and numbered:
+            raise UserError(f"--classes: no class named {item!r}; this source's class names are numbers, so "
+                            f"--classes takes names, not indices: {', '.join(names[:20])}"
+                            + (", ..." if len(names) > 20 else ""))
         elif item.isdigit() and int(item) < len(names):
             chosen.append(int(item))
         else:
@@ -148,10 +156,11 @@ def write_split(records: Iterator[RawImage], writer: ShardWriter, report: SplitR
     last_log = time.monotonic()
     for chunk in _chunks(records, CHUNK):
         results = pool.map(encode_record, chunk, chunksize=64) if pool else map(encode_record, chunk)
-        for record, data, why in results:
+        for record, data, why, transparent in results:
             if data is None:
                 report.skipped.append((record.source or record.id, why))
                 continue
+            report.composited += transparent
             writer.add(data, record.label, record.id)
             report.rows += 1
             if limit is not None and report.rows >= limit:
@@ -193,6 +202,12 @@ def prepare(source: str, out: str | Path, *, path: str | None = None, split: str
         raise UserError(f"--split: {source} has no split {split!r}; it has {', '.join(available)}")
     splits = available if split == "all" else [split]
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"OUT: {out} is a file; give a folder to write the splits into")
+    # The folder and parquet sources read every file under --path: an OUT there is read back on a re-run.
+    if source in ("folder", "parquet") and path is not None and out.resolve().is_relative_to(Path(path).resolve()):
+        raise UserError(f"OUT: {out} is inside --path {path}; prepare would read its own output as input "
+                        "on the next run: choose an OUT outside it")
     for name in splits:  # refuse before doing any work, so nothing is half-replaced
         if (out / name).exists() and not options.overwrite:
             raise UserError(f"{out / name} already exists; pass --overwrite to replace it, or choose another OUT")
@@ -239,6 +254,7 @@ def _info(source, path, split, report: SplitReport, class_names) -> dict:
         "num_rows": report.rows, "num_shards": report.shards,
         "classes": class_names, "num_classes": None if class_names is None else len(class_names),
         "skipped": len(report.skipped),
+        "composited_on_white": report.composited,  # images with transparency (sslray.data.encode)
         # Every skipped image, not a sample: the CLI prints the first few and points here for the rest.
         "skipped_examples": [{"where": w, "why": y} for w, y in report.skipped],
     }

@@ -188,7 +188,7 @@ def test_unusual_valid_images_are_kept_as_8bit_with_their_pixels(tmp_path):
         "rgb16.png": ("RGB", rgb, False),
         "gray.jpg": ("L", None, True),
         "gray.png": ("L", gray, None),  # rewritten by PIL (see the last test): maybe the same bytes
-        "gray_alpha.png": ("L", gray, False),
+        "gray_alpha.png": ("L", None, False),  # composited on white: checked below
         "palette.gif": ("RGB", palette_rgb, False),
     }
     for image_id, (mode, pixels, kept) in expected.items():
@@ -205,6 +205,10 @@ def test_unusual_valid_images_are_kept_as_8bit_with_their_pixels(tmp_path):
         np.testing.assert_array_equal(trained, decoded, err_msg=image_id)
         if pixels is not None:
             np.testing.assert_array_equal(decoded, pixels, err_msg=image_id)
+    with Image.open(io.BytesIO(stored["gray_alpha.png"])) as img:  # alpha 9/255 over white: out = a*g + (1-a)*255
+        on_white = 255 - (255 - gray.astype(float)) * 9 / 255
+        np.testing.assert_allclose(np.asarray(img), on_white, atol=1)
+    assert report.composited == 1
     with Image.open(io.BytesIO(stored["cmyk.jpg"])) as img:  # lossy, but the colours must survive
         assert np.abs(np.asarray(img).astype(int) - cmyk_as_rgb).mean() < 12
 

@@ -177,6 +177,46 @@ def test_folder_split_subfolders_and_class_subset(tmp_path):
     assert json.loads((tmp_path / "out" / "val" / "dataset.json").read_text())["classes"] == ["n03", "n01"]
 
 
+def test_prepare_never_changes_data_quietly(tmp_path, capsys):
+    """Issue 18 #8 and #11: an OUT that is a file, an OUT inside --path (read back as a class on a re-run),
+    class folders named by numbers (``--classes 0,1`` meant "0" as an index and "1" as a name), and
+    content drawn only in alpha (lost when alpha was dropped) each end in one line or are counted."""
+    from tests.conftest import assert_one_line_error
+
+    photos = tmp_path / "photos"
+    for c, name in enumerate(["1", "2", "3"]):
+        (photos / name).mkdir(parents=True)
+        (photos / name / "x.png").write_bytes(encode(pattern(8, 8, 3, c)))
+    # An RGBA image whose shape is only in alpha: a black square on transparent black.
+    drawn = np.zeros((8, 8, 4), np.uint8)
+    drawn[2:6, 2:6, 3] = 255
+    (photos / "1" / "alpha_only.png").write_bytes(encode(drawn))
+    as_file = tmp_path / "file.txt"
+    as_file.write_text("mine")
+    cases = [
+        ([str(as_file)], [f"OUT: {as_file} is a file"]),
+        ([str(photos / "out")], [f"OUT: {photos / 'out'} is inside --path {photos}"]),
+        ([str(tmp_path / "out"), "--classes", "0,1"], ["--classes: no class named '0'", "takes names, not indices"]),
+    ]
+    for args, needles in cases:
+        out = Path(args[0])
+        assert main(["data", "prepare", "folder", *args, "--path", str(photos), "--workers", "1"]) == 2
+        assert_one_line_error(capsys.readouterr().err, *needles)
+        assert not (out / "train").exists()
+    assert as_file.read_text() == "mine"
+
+    assert main(["data", "prepare", "folder", str(tmp_path / "out"), "--path", str(photos), "--classes", "3,1",
+                 "--workers", "1"]) == 0
+    assert "1 with transparency composited on white" in capsys.readouterr().out
+    info = json.loads((tmp_path / "out" / "train" / "dataset.json").read_text())
+    assert info["classes"] == ["3", "1"] and info["num_rows"] == 3 and info["composited_on_white"] == 1
+    table = read_split(tmp_path / "out" / "train")
+    stored = dict(zip(table["id"].to_pylist(), table["image"].to_pylist()))
+    square = pixels(stored["1/alpha_only.png"])
+    assert square.shape == (8, 8, 3)
+    assert (square[2:6, 2:6] == 0).all() and (square[0] == 255).all()  # the square shows, on white
+
+
 def test_parquet_source_with_raw_and_struct_columns(tmp_path):
     images = [encode(pattern(9, 9, 3, i)) for i in range(4)]
     raw = pa.table({"img": images, "y": [0, 1, None, 3]})
