@@ -21,8 +21,16 @@ from sslray.cluster import use_loopback
 from sslray.errors import UserError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose mistakes are one ``sslray: error:`` line pointing at ``--help``, like every other
+    mistake, instead of the usage block (which ``--help`` shows). Sub-parsers take the same class."""
+
+    def error(self, message: str):
+        self.exit(2, f"sslray: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sslray", description="Self-supervised pretraining and sweeps on Ray.")
+    parser = OneLineParser(prog="sslray", description="Self-supervised pretraining and sweeps on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (add_data, add_train, add_sweep, add_export, add_eval, add_report, add_submit):
         add(sub)

@@ -88,24 +88,25 @@ def test_python_m_sslray_cli_help_names_every_subcommand():
 
 
 @pytest.mark.parametrize(
-    "argv, message",
+    "argv, message, parser",
     [
-        ([], "the following arguments are required: command"),
-        (["pretrain", "recipe.yaml"], "invalid choice: 'pretrain'"),
-        (["train"], "the following arguments are required: RECIPE"),
-        (["export", "runs/r1"], "the following arguments are required: OUT.pt"),
-        (["data", "prepare", "fashion-mnist"], "the following arguments are required: OUT"),
-        (["data", "prepare", "mnist", "out"], "invalid choice: 'mnist'"),
-        (["data", "prepare", "fashion-mnist", "out", "--limit", "0"], "--limit: 0 is out of range; must be >= 1"),
-        (["eval", "runs/r1", "--protocol", "svm"], "invalid choice: 'svm'"),
+        ([], "the following arguments are required: command", "sslray"),
+        (["pretrain", "recipe.yaml"], "invalid choice: 'pretrain'", "sslray"),
+        (["train"], "the following arguments are required: RECIPE", "sslray train"),
+        (["export", "runs/r1"], "the following arguments are required: OUT.pt", "sslray export"),
+        (["data", "prepare", "fashion-mnist"], "the following arguments are required: OUT", "sslray data prepare"),
+        (["data", "prepare", "mnist", "out"], "invalid choice: 'mnist'", "sslray data prepare"),
+        (["data", "prepare", "fashion-mnist", "out", "--limit", "0"], "--limit: 0 is out of range; must be >= 1",
+         "sslray data prepare"),
+        (["eval", "runs/r1", "--protocol", "svm"], "invalid choice: 'svm'", "sslray eval"),
     ],
-)
-def test_argparse_refuses_a_wrong_command_line_with_exit_2(argv, message, capsys):
+)  # fmt: skip
+def test_argparse_refuses_a_wrong_command_line_with_exit_2(argv, message, parser, capsys):
+    """One line naming the mistake and the parser's --help (issue 18 #12: it was a 9-line usage block)."""
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("usage: sslray") and message in err, err
+    assert_one_line_error(capsys.readouterr().err, f"sslray: error: {parser}: ", message, f"(see `{parser} --help`)")
 
 
 @pytest.fixture
