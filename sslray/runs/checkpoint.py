@@ -9,11 +9,15 @@ best one by ``knn_top1`` is also copied to ``RUN_DIR/checkpoints/best`` (atomica
 
 A copy cut off half-way (a killed driver or node, a full disk) leaves a folder with missing or short
 files; ``checkpoint_folders`` checks every file against the sizes in ``state.json`` and leaves such a
-folder out with a warning, so a resume never starts from it.
+folder out with a warning, so a resume never starts from it. ``state.json`` also records each tensor
+file's SHA-256: bytes changed after the write (a flipped bit on disk, a bad copy) keep the size but not
+the digest. Digests are checked where tensors are about to be loaded (``damaged_because``: resume skips
+such a checkpoint with a warning; eval, report and export refuse it), not on every listing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -36,9 +40,22 @@ def write_checkpoint(folder: Path, model_state: dict, optimizer_state: dict, sta
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(model_state, folder / MODEL)
     torch.save(optimizer_state, folder / OPTIMIZER)
-    sizes = {name: (folder / name).stat().st_size for name in TENSOR_FILES}
-    write_text_atomically(folder / STATE, json.dumps({**state, "files": sizes}, indent=2, default=float) + "\n")
+    files = {name: {"bytes": (folder / name).stat().st_size, "sha256": sha256(folder / name)} for name in TENSOR_FILES}
+    write_text_atomically(folder / STATE, json.dumps({**state, "files": files}, indent=2, default=float) + "\n")
     return folder
+
+
+def sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _recorded(state: dict, name: str) -> tuple[int | None, str | None]:
+    """The size and digest ``state.json`` records for tensor file ``name`` (older checkpoints: size only)."""
+    entry = state.get("files", {}).get(name)
+    if isinstance(entry, dict):
+        return entry.get("bytes"), entry.get("sha256")
+    return entry, None
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -97,9 +114,34 @@ def incomplete_because(folder: Path) -> str | None:
     for name in TENSOR_FILES:
         if not (folder / name).is_file():
             return f"no {name}"
-        expected, found = state.get("files", {}).get(name), (folder / name).stat().st_size
+        (expected, _), found = _recorded(state, name), (folder / name).stat().st_size
         if expected is not None and found != expected:
             return f"{name} has {found:,} of {expected:,} bytes"
+    return None
+
+
+def damaged_because(folder: Path) -> str | None:
+    """Why ``folder`` cannot be loaded: incomplete, or a tensor file whose bytes differ from the SHA-256
+    recorded when it was written; None when it is intact. Reads every tensor file (seconds for GBs)."""
+    reason = incomplete_because(folder)
+    if reason is not None:
+        return reason
+    state = read_state(folder)
+    for name in TENSOR_FILES:
+        _, digest = _recorded(state, name)
+        if digest is not None and sha256(folder / name) != digest:
+            return f"{name} does not match the SHA-256 in {STATE}: its bytes changed after it was written"
+    return None
+
+
+def newest_intact(folders: list[Path]) -> Path | None:
+    """The newest of ``folders`` (complete checkpoints, oldest first) whose tensor files match their
+    digests; a damaged one is passed over with a warning that names it."""
+    for folder in reversed(folders):
+        reason = damaged_because(folder)
+        if reason is None:
+            return folder
+        print(f"warning: ignoring checkpoint {folder}: {reason}", file=sys.stderr)
     return None
 
 
@@ -123,16 +165,23 @@ def find_checkpoint(path: Path, which: str = "best") -> Path:
     """A checkpoint folder from a run folder (``best`` if present, else the latest) or the folder itself."""
     path = Path(path)
     if (path / MODEL).is_file():
-        reason = incomplete_because(path)
-        if reason is not None:
-            raise UserError(f"{path}: incomplete checkpoint ({reason}); use another one of the run")
-        return path
+        return _intact(path)
     if not path.is_dir():
         raise UserError(f"{path}: no such run folder or checkpoint")
     best = path / "checkpoints" / "best"
     if which == "best" and (best / MODEL).is_file():
-        return best
+        return _intact(best)
     folders = checkpoint_folders(path)
     if not folders:
         raise UserError(f"{path}: no checkpoint found (expected {path}/checkpoints/checkpoint_*/model.pt)")
-    return folders[-1]
+    return _intact(folders[-1])
+
+
+def _intact(folder: Path) -> Path:
+    """``folder`` if it can be loaded, else a UserError saying why (eval, report and export refuse to read
+    a damaged checkpoint: its numbers would look like a real model's)."""
+    reason = damaged_because(folder)
+    if reason is not None:
+        kind = "incomplete" if incomplete_because(folder) else "damaged"
+        raise UserError(f"{folder}: {kind} checkpoint ({reason}); use another checkpoint of the run")
+    return folder

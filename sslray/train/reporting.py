@@ -21,7 +21,14 @@ import torch
 
 from sslray.data.augment import PixelNormalizer
 from sslray.recipe import Recipe
-from sslray.runs.checkpoint import MODEL, load_tensors, read_state, replace_atomically, write_checkpoint
+from sslray.runs.checkpoint import (
+    MODEL,
+    damaged_because,
+    load_tensors,
+    read_state,
+    replace_atomically,
+    write_checkpoint,
+)
 from sslray.runs.storage import RunMirror
 from sslray.runs.tensorboard import RunLogger
 from sslray.train.epoch import Learner, Progress
@@ -176,17 +183,24 @@ def stop_reason(metrics: dict, threshold: float) -> str | None:
 
 
 def restore(method, optimizer, device, checkpoint, resume_from: str | None) -> tuple[Progress, bool]:
-    """From the session's checkpoint (Ray Train after a worker-group restart, Tune after PBT's exploit
-    or a restored sweep), else from ``--resume``'s, else fresh; and whether a checkpoint was restored."""
-    if checkpoint is None and resume_from is not None:
-        checkpoint = ray.train.Checkpoint.from_directory(resume_from)
-    if checkpoint is None:
+    """From the session's checkpoint (Ray Train after a worker-group restart or when a run is resumed in
+    its folder, Tune after PBT's exploit or a restored sweep), else from ``--resume``'s (the newest intact
+    one), else fresh; and whether a checkpoint was restored. A damaged one (``damaged_because``: bytes
+    changed since written) is passed over with a warning, never loaded."""
+    candidates = [c for c in (checkpoint, resume_from and ray.train.Checkpoint.from_directory(resume_from)) if c]
+    for candidate in candidates:
+        with candidate.as_directory() as folder:
+            folder = Path(folder)
+            reason = damaged_because(folder)
+            if reason is not None:
+                print(f"warning: ignoring checkpoint {candidate.path}: {reason}", file=sys.stderr)
+                continue
+            method.load_state_dict(load_tensors(folder / MODEL, device))
+            optimizer.load_state_dict(load_tensors(folder / "optimizer.pt", device))
+            state = read_state(folder)
+        break
+    else:
         return Progress(), False
-    with checkpoint.as_directory() as folder:
-        folder = Path(folder)
-        method.load_state_dict(load_tensors(folder / MODEL, device))
-        optimizer.load_state_dict(load_tensors(folder / "optimizer.pt", device))
-        state = read_state(folder)
     return Progress(
         epoch=state["epoch"] + 1,
         step=state["step"],

@@ -21,7 +21,7 @@ from sslray.data.pipeline import open_prepared, steps_per_epoch
 from sslray.errors import UserError
 from sslray.locations import absolute
 from sslray.recipe import Recipe
-from sslray.runs.checkpoint import checkpoint_folders
+from sslray.runs.checkpoint import checkpoint_folders, newest_intact
 from sslray.runs.restarts import read_restarts
 from sslray.train.need import measure_need
 
@@ -115,10 +115,11 @@ def absolute_data_paths(recipe: Recipe) -> None:
 
 
 def latest_checkpoint(run_dir: Path) -> str | None:
-    """The run's latest complete checkpoint folder (to resume from), or None for a new run. Passed to
+    """The run's latest intact checkpoint folder (to resume from; a damaged newer one is named in a warning
+    and passed over), or None for a new run. Passed to
     the workers in the loop config: Train V2 deprecates ``resume_from_checkpoint`` (ray#49454)."""
-    folders = checkpoint_folders(run_dir)
-    return str(folders[-1]) if folders else None
+    intact = newest_intact(checkpoint_folders(run_dir))
+    return str(intact) if intact else None
 
 
 def write_config(recipe: Recipe, run_dir: Path) -> None:
