@@ -18,7 +18,7 @@ import torch
 from sslray.cli import main
 from sslray.errors import UserError
 from sslray.methods.registry import build_method
-from sslray.runs.checkpoint import MODEL, STATE, load_tensors, read_state
+from sslray.runs.checkpoint import MODEL, STATE, load_tensors, read_state, sha256
 
 from ..conftest import assert_one_line_error
 
@@ -35,11 +35,12 @@ class RunsCode:
 
 def plant_code(checkpoint: Path, marker: Path) -> None:
     """Replace model.pt by a pickle that touches ``marker`` when loaded without weights_only, and update
-    state.json's recorded size so that the checkpoint is otherwise complete (not skipped as cut off)."""
+    state.json's recorded size and digest, as a tamperer would, so that the checkpoint is otherwise intact
+    (not refused as cut off or damaged): only weights_only stands between the file and the payload."""
     state_dict = build_method(read_state(checkpoint)["recipe"]).state_dict()
     torch.save({**state_dict, "payload": RunsCode(f"touch {shlex.quote(str(marker))}")}, checkpoint / MODEL)
     state = read_state(checkpoint)
-    state["files"][MODEL] = (checkpoint / MODEL).stat().st_size
+    state["files"][MODEL] = {"bytes": (checkpoint / MODEL).stat().st_size, "sha256": sha256(checkpoint / MODEL)}
     (checkpoint / STATE).write_text(json.dumps(state, indent=2))
 
 
