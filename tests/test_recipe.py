@@ -142,6 +142,33 @@ def test_overrides_are_typed_yaml_values_on_dotted_paths(tmp_path):
             ["scaling.num_workers=4"],
             r"method\.bn_mode: SyncBatchNorm runs on GPUs only",
         ),
+        # Issue 18 #1: each of these used to pass load and fail inside a Ray worker, retried.
+        (
+            "method: {name: mae}\nbackbone: {name: vit_tiny, in_chans: 1, img_size: 28}\ndata: {augment: {size: 28}}\n",
+            ["backbone.patch_size=5"],
+            r"backbone\.patch_size: 5 does not divide backbone\.img_size 28",
+        ),
+        ("method: {name: simclr}\nbackbone: {in_chans: 1}\n", ["backbone.depth=4"], r"backbone\.depth: resnet18 has"),
+        (
+            "method: {name: simclr}\nbackbone: {in_chans: 1}\n",
+            ["backbone.drop_path_rate=0.1"],
+            r"backbone\.drop_path_rate: 0\.1 is not supported by resnet18",
+        ),
+        (
+            "method: {name: simclr}\nbackbone: {in_chans: 1}\n",
+            ["method.proj_dim=100000000000"],
+            r"method\.proj_dim: 100000000000 is out of range",
+        ),
+        (
+            "method: {name: moco_v2}\nbackbone: {in_chans: 1}\n",
+            ["method.queue_size=100000000"],
+            r"method\.queue_size: 100000000 is out of range",
+        ),
+        (
+            "method: {name: simclr}\nbackbone: {in_chans: 1}\n",
+            ["optim.base_lr=1.0e+300"],
+            r"optim\.base_lr: 1e\+300 is out",
+        ),
     ],
 )
 def test_bad_recipes_name_the_key_and_value(tmp_path, monkeypatch, text, overrides, message):

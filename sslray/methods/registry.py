@@ -11,6 +11,7 @@ ignored here.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,7 +28,7 @@ from sslray.methods.simclr import SimCLR, SimCLRConfig
 from sslray.methods.simsiam import SimSiam, SimSiamConfig
 from sslray.methods.vicreg import VICReg, VICRegConfig
 from sslray.nn.backbones import BackboneConfig, build_backbone
-from sslray.sections import section_from_dict
+from sslray.sections import check_range, section_from_dict
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,26 @@ def method_config(method_section: dict[str, Any] | None) -> tuple[str, Any]:
     if not isinstance(name, str) or name not in METHODS:  # a list or mapping is unhashable: no `in`
         what = "missing" if name is None else f"unknown method {name!r}"
         raise UserError(f"method.name: {what}; choose one of {', '.join(METHODS)}")
-    return name, section_from_dict(METHODS[name].config, knobs, "method")
+    config = section_from_dict(METHODS[name].config, knobs, "method")
+    check_sizes(config)
+    return name, config
+
+
+MAX_DIM = 1 << 18  # 262,144: DINO's largest head in its ablations; a wider layer is a typo, not a recipe
+MAX_QUEUE = 1 << 20  # 1,048,576 keys: 16x MoCo's 65,536
+
+
+def check_sizes(config) -> None:
+    """Bounds on a method's layer widths and queue: a typo such as ``proj_dim: 100000000000`` is one line
+    here, not an allocation error inside a Ray worker that Ray retries."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if f.name.endswith("_dim"):
+            check_range(f"method.{f.name}", value, 1, MAX_DIM)
+        elif f.name == "queue_size":
+            check_range("method.queue_size", value, 0, MAX_QUEUE)
 
 
 def check_method_backbone(name: str, backbone: BackboneConfig) -> None:

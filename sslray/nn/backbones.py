@@ -112,16 +112,12 @@ def _resnet_knobs_only(cfg: BackboneConfig) -> None:
 
 def _resnet(depth: int) -> Callable[[BackboneConfig], nn.Module]:
     def build(cfg: BackboneConfig) -> nn.Module:
-        _resnet_knobs_only(cfg)
-        if cfg.width is not None:
-            raise UserError(f"backbone.width: {cfg.name} has a fixed width; width applies to resnet10t only")
         return ResNetBackbone(depth, in_chans=cfg.in_chans, small_stem=cfg.small_stem)
 
     return build
 
 
 def _resnet10t(cfg: BackboneConfig) -> nn.Module:
-    _resnet_knobs_only(cfg)
     return ResNet10TBackbone(cfg.width, in_chans=cfg.in_chans, small_stem=cfg.small_stem)
 
 
@@ -130,10 +126,6 @@ def _vit(size: str) -> Callable[[BackboneConfig], nn.Module]:
         # Imported here so the ResNet paths work without the ViT module (and its timm imports).
         from sslray.nn.vit import ViTBackbone
 
-        if cfg.width is not None:
-            raise UserError(f"backbone.width: {cfg.name} sets its width by size; width applies to resnet10t only")
-        if cfg.img_size % cfg.patch_size != 0:
-            raise UserError(f"backbone.patch_size: {cfg.patch_size} does not divide backbone.img_size {cfg.img_size}")
         return ViTBackbone(
             size,
             img_size=cfg.img_size,
@@ -171,6 +163,17 @@ def check_backbone_config(cfg: BackboneConfig) -> None:
         check_range("backbone.width", cfg.width, 2, 1024)
         if cfg.width % 2:
             raise UserError(f"backbone.width: {cfg.width} is odd; the stem halves it (use an even width)")
+    # Knobs of one family given to another: checked here, at load time, where the error names the key
+    # (a builder's error would surface inside a Ray worker, which Ray restarts).
+    if cfg.name.startswith("vit"):
+        if cfg.width is not None:
+            raise UserError(f"backbone.width: {cfg.name} sets its width by size; width applies to resnet10t only")
+        if cfg.img_size % cfg.patch_size != 0:
+            raise UserError(f"backbone.patch_size: {cfg.patch_size} does not divide backbone.img_size {cfg.img_size}")
+    else:
+        _resnet_knobs_only(cfg)
+        if cfg.width is not None and cfg.name != "resnet10t":
+            raise UserError(f"backbone.width: {cfg.name} has a fixed width; width applies to resnet10t only")
 
 
 def compile_backbones(model: nn.Module) -> int:

@@ -13,6 +13,9 @@ from torch import Tensor, nn
 
 from sslray.sections import check_range
 
+MAX_BASE_LR = 100.0
+MAX_WEIGHT_DECAY = 10.0
+
 
 @dataclass
 class OptimizerConfig:
@@ -24,8 +27,10 @@ class OptimizerConfig:
     trust_coefficient: float = 0.001  # LARS eta (You et al. 2017; SimCLR, BYOL)
 
     def __post_init__(self) -> None:
-        check_range("optim.base_lr", self.base_lr, 0.0, None, low_open=True)
-        check_range("optim.weight_decay", self.weight_decay, 0.0, None)
+        # Upper bounds far above any published recipe (LARS base lrs reach ~5, weight decays ~0.3), so
+        # only a typo is refused: 1e300 overflowed the scaled lr inside a worker instead of a line here.
+        check_range("optim.base_lr", self.base_lr, 0.0, MAX_BASE_LR, low_open=True)
+        check_range("optim.weight_decay", self.weight_decay, 0.0, MAX_WEIGHT_DECAY)
         check_range("optim.betas[0]", self.betas[0], 0.0, 1.0, high_open=True)
         check_range("optim.betas[1]", self.betas[1], 0.0, 1.0, high_open=True)
         check_range("optim.sgd_momentum", self.sgd_momentum, 0.0, 1.0, high_open=True)
