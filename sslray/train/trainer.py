@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from sslray.cluster import warn_if_no_node_matches
-from sslray.data.pipeline import open_prepared, steps_per_epoch
+from sslray.data.pipeline import epoch_row_groups, leading_row_groups, open_prepared, steps_per_epoch
 from sslray.errors import UserError
 from sslray.locations import absolute
 from sslray.recipe import Recipe
@@ -98,10 +98,23 @@ def check_data(recipe: Recipe) -> None:
         == 0
     ):
         rows = min(prepared.num_rows, recipe.data.limit or prepared.num_rows)
+        if world == 1:
+            raise UserError(
+                f"train.batch_size: {recipe.train.batch_size} needs at least {per_worker} images per worker, "
+                f"but data.path gives {rows} in total; lower train.batch_size or raise data.limit"
+            )
+        # Workers read whole Parquet row groups (pipeline.epoch_row_groups): the limit is each one's share.
+        units = leading_row_groups(prepared, recipe.data.limit)
+        shares = [
+            sum(n for _, _, n in epoch_row_groups(prepared, seed=recipe.train.seed, epoch=0, rank=r, world=world,
+                                                  limit=recipe.data.limit))
+            for r in range(world)
+        ]  # fmt: skip
         raise UserError(
-            f"train.batch_size: {recipe.train.batch_size} over {world} worker(s) needs at least "
-            f"{per_worker} images per worker, but data.path gives {rows} in total; "
-            "lower train.batch_size or raise data.limit"
+            f"train.batch_size: {recipe.train.batch_size} over {world} workers needs at least {per_worker} "
+            f"images per worker, but workers read whole Parquet row groups and data.path's {rows} images are in "
+            f"{len(units)} row group(s), so the workers get {', '.join(map(str, shares))}; lower "
+            "train.batch_size or scaling.num_workers, or use more images (data.limit, or a larger data set)"
         )
 
 

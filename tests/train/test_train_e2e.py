@@ -16,7 +16,7 @@ from sslray.methods.registry import build_method
 from sslray.recipe import load_recipe
 from sslray.runs.checkpoint import MODEL, checkpoint_folders, load_tensors
 
-from ..conftest import TINY_VIT, tiny_recipe
+from ..conftest import TINY_VIT, assert_one_line_error, tiny_recipe
 
 RESNET = {"name": "resnet18", "small_stem": False, "in_chans": 1}  # 16 px -> 4 px after the stem: fast
 FAMILIES = {
@@ -161,6 +161,21 @@ def test_bad_recipes_exit_2_with_one_line(tiny_fmnist, tmp_path, capsys, family,
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_too_few_row_groups_for_the_workers_says_so(tmp_path, capsys):
+    """Issue 18 #12: 512 images in one row group, batch 256 on 2 workers used to read "needs at least 128
+    images per worker, but data.path gives 512 in total": true of the images, not of what limits."""
+    from sslray.data.shards import ShardOptions, prepare
+
+    for split, limit in (("train", 512), ("test", 64)):
+        prepare("fashion-mnist", tmp_path / "fm", split=split, limit=limit, options=ShardOptions(workers=1))
+    method, backbone = FAMILIES["contrastive"]
+    recipe_path = write_recipe(tmp_path, tmp_path / "fm", method, backbone)
+    assert main(["train", str(recipe_path), "--out", str(tmp_path / "run"), "train.batch_size=256"]) == 2
+    assert_one_line_error(
+        capsys.readouterr().err, "512 images are in 1 row group(s), so the workers get 512, 0", "scaling.num_workers"
+    )
 
 
 def test_existing_run_folder_is_never_overwritten(tiny_fmnist, tmp_path, capsys):
