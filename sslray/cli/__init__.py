@@ -19,6 +19,7 @@ from sslray.cli.sweep import add_sweep
 from sslray.cli.train import add_train
 from sslray.cluster import use_loopback
 from sslray.errors import UserError
+from sslray.interrupts import Interrupted
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"sslray: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"sslray: interrupted: {stop}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("sslray: interrupted", file=sys.stderr)
         return 130

@@ -32,6 +32,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sslray.cluster import init_ray
+    from sslray.interrupts import Interrupted, run_until_interrupted
     from sslray.recipe import load_recipe
     from sslray.runs.folders import RUN, check_out, replace_folder
     from sslray.train.trainer import check_data, fit
@@ -56,7 +57,13 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.overwrite:  # only now that everything is validated: a mistake must not cost the old run
         replace_folder(str(run_dir), RUN)
     init_ray(args.address)
-    summary = fit(recipe, run_dir)
+    try:
+        summary = run_until_interrupted(lambda: fit(recipe, run_dir))
+    except KeyboardInterrupt:
+        import ray
+
+        ray.shutdown()  # stops the run's workers (the driver owns them); checkpoints are whole per epoch
+        raise Interrupted(_kept(run_dir, args.recipe)) from None
     metrics = summary["metrics"]
     knn = f", knn_top1 {metrics['knn_top1']:.4f}" if "knn_top1" in metrics else ""
     print(f"done in {summary['minutes']:.1f} min: loss {metrics.get('loss', float('nan')):.4f}{knn}")
@@ -73,3 +80,16 @@ def _run_train(args: argparse.Namespace) -> int:
     print(f"run folder: {run_dir}\ncurves:     tensorboard --logdir {run_dir}")
     # A diverged run has no usable final model: a script chaining train -> eval should stop here.
     return 1 if str(metrics.get("stop_reason", "")).startswith("diverged") else 0
+
+
+def _kept(run_dir, recipe: str) -> str:
+    """What an interrupted run keeps, and the command that continues it."""
+    from sslray.runs.checkpoint import checkpoint_folders, read_state
+
+    folders = checkpoint_folders(run_dir)
+    if not folders:
+        return f"no epoch had finished, so {run_dir} holds no checkpoint; start again with --overwrite"
+    epoch = read_state(folders[-1])["epoch"] + 1
+    return (
+        f"{run_dir} keeps its checkpoints up to epoch {epoch}; continue with: sslray train {recipe} --resume {run_dir}"
+    )

@@ -11,14 +11,18 @@ from sslray.train.reporting import best_of
 from sslray.tune.space import SearchSpace
 
 
-def finish(space: SearchSpace, results, sweep_dir: str | Path, baselines: dict | None = None) -> list[dict[str, Any]]:
+def finish(
+    space: SearchSpace, results, sweep_dir: str | Path, baselines: dict | None = None, interrupted: bool = False
+) -> list[dict[str, Any]]:
     """Leaderboard (printed, .csv, .md, .png) and best.yaml from Tune's results, with the sweep's
-    ``baselines``, in the sweep folder (written locally, then uploaded when the sweep lives at a URI)."""
+    ``baselines``, in the sweep folder (written locally, then uploaded when the sweep lives at a URI).
+    ``interrupted``: the sweep was stopped by Ctrl-C / SIGTERM, so a trial short of its epochs was cut by
+    that, not by the scheduler."""
     import tempfile
 
     from sslray.tune.leaderboard import write_leaderboard
 
-    rows = [_row(space, result) for result in results]
+    rows = [_row(space, result, interrupted) for result in results]
     if not storage.is_uri(sweep_dir):
         return write_leaderboard(space, rows, Path(sweep_dir), baselines=baselines)
     with tempfile.TemporaryDirectory() as tmp:
@@ -27,7 +31,7 @@ def finish(space: SearchSpace, results, sweep_dir: str | Path, baselines: dict |
     return board
 
 
-def _row(space: SearchSpace, result) -> dict[str, Any]:
+def _row(space: SearchSpace, result, interrupted: bool = False) -> dict[str, Any]:
     metric, mode = space.tune.metric, space.tune.mode
     config = {k: v for k, v in (result.config or {}).items() if k in space.knobs}
     metrics = result.metrics or {}
@@ -52,7 +56,7 @@ def _row(space: SearchSpace, result) -> dict[str, Any]:
     elif "stop_reason" in metrics:
         status = str(metrics["stop_reason"])
     elif planned and epochs < planned:
-        status = f"stopped early at epoch {epochs}/{planned}"
+        status = f"{'interrupted' if interrupted else 'stopped early'} at epoch {epochs}/{planned}"
     else:
         status = "done"
     return {

@@ -21,6 +21,7 @@ import yaml
 
 from sslray.cluster import warn_if_no_node_matches
 from sslray.errors import UserError
+from sslray.interrupts import Interrupted, tune_stops_on_signals
 from sslray.locations import absolute
 from sslray.recipe import DataConfig
 from sslray.runs import storage
@@ -118,7 +119,21 @@ def run_sweep(space: SearchSpace, out: str | Path) -> list[dict[str, Any]]:
         tune_config=_tune_config(space, plan.max_concurrent),
         run_config=_run_config(sweep_dir, space),
     )
-    return finish(space, tuner.fit(), sweep_dir, baselines)
+    return _fit(tuner, space, sweep_dir, baselines)
+
+
+def _fit(tuner, space: SearchSpace, sweep_dir: str, baselines: dict | None) -> list[dict[str, Any]]:
+    """``tuner.fit()`` and the leaderboard; after Ctrl-C / SIGTERM, the leaderboard so far (unfinished
+    trials labelled interrupted) and ``Interrupted`` with the command that continues."""
+    with tune_stops_on_signals() as stopped:
+        results = tuner.fit()
+    board = finish(space, results, sweep_dir, baselines, interrupted=stopped.is_set())
+    if stopped.is_set():
+        raise Interrupted(
+            f"the leaderboard so far is in {sweep_dir}; unfinished trials keep their last checkpoint; "
+            f"continue with: sslray sweep --resume {sweep_dir}"
+        )
+    return board
 
 
 def resume_sweep(out: str | Path) -> list[dict[str, Any]]:
@@ -147,7 +162,7 @@ def resume_sweep(out: str | Path) -> list[dict[str, Any]]:
         resume_errored=False,
         restart_errored=False,
     )
-    return finish(space, tuner.fit(), sweep_dir, sweep_baselines(space, sweep_dir))
+    return _fit(tuner, space, sweep_dir, sweep_baselines(space, sweep_dir))
 
 
 def _write_files(sweep_dir: str, texts: dict[str, str]) -> None:
