@@ -95,6 +95,13 @@ def add_report(sub: argparse._SubParsersAction) -> None:
         metavar="E1,E2,...",
         help="t-SNE at these pretraining epochs (default: each run's best checkpoint)",
     )
+    parser.add_argument(
+        "--vs",
+        action="append",
+        metavar="KNOB",
+        help="also plot kNN and linear probe against this recipe key, e.g. method.temperature (repeatable; "
+        "default for a sweep: every knob its trials differ in)",
+    )
     _add_common(parser)
     parser.set_defaults(run=_run_report)
 
@@ -152,7 +159,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _run_report(args: argparse.Namespace) -> int:
     from sslray.cluster import init_ray
     from sslray.eval.evaluate import device_for
-    from sslray.eval.report import build_report, find_runs
+    from sslray.eval.report import ReportFigures, build_report, find_runs
 
     options = _options(args, "linear")
     target = Path(args.target)
@@ -163,7 +170,7 @@ def _run_report(args: argparse.Namespace) -> int:
         target,
         Path(args.out) if args.out else target / "report",
         options,
-        args.tsne_epochs,
+        ReportFigures(tsne_epochs=args.tsne_epochs, vs=args.vs),
         args.overwrite,
         device_for(),
     )

@@ -218,3 +218,41 @@ def plot_confusion(
     """Heatmap of a ``[C, C]`` confusion matrix of counts (rows true, columns predicted), row-normalised
     unless ``normalize=False``."""
     return _save(confusion_figure(matrix, class_names=class_names, title=title, normalize=normalize), path)
+
+
+def plot_knob(
+    points: list[dict],
+    baselines: dict[str, dict[str, float]],
+    path: str | Path,
+    *,
+    knob: str,
+    metrics: dict[str, str],
+    title: str,
+) -> Path:
+    """One panel per metric (``metrics`` maps its key in ``points`` to a label): the mean over the runs
+    at each knob value with +-1 std bars (``sslray.eval.knobs.knob_points``), each run as a small dot,
+    each baseline (name -> metric -> value) as a dashed line. A log x axis when the values are positive
+    numbers spanning 20x or more (learning rates); text values are categories."""
+    fig = Figure(figsize=(5.0 * len(metrics), 4.2), dpi=DPI, layout="constrained")
+    values = [p["value"] for p in points]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    xs = [float(v) for v in values] if numeric else list(range(len(values)))
+    log = numeric and min(xs) > 0 and max(xs) / min(xs) >= 20
+    for index, (metric, label) in enumerate(metrics.items()):
+        ax = fig.add_subplot(1, len(metrics), index + 1)
+        for x, point in zip(xs, points):
+            ax.plot([x] * len(point[metric]["values"]), point[metric]["values"], "o", color="C0", alpha=0.35, ms=3)
+        means = [p[metric]["mean"] for p in points]
+        spread = [p[metric]["std"] for p in points]
+        ax.errorbar(xs, means, yerr=spread, marker="o", color="C0", capsize=3, label="mean +- std over runs")
+        for style, (name, value) in zip(("--", ":", "-."), ((n, b[metric]) for n, b in baselines.items())):
+            ax.axhline(value, linestyle=style, color="grey", linewidth=1.2, label=f"{name} ({value:.3g})")
+        if log:
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(xs, [str(v) for v in values])
+        ax.set(xlabel=knob, ylabel=label, title=label)
+        ax.grid(alpha=0.3)
+        _legend(fig, ax)
+    fig.suptitle(title)
+    return _save(fig, path)

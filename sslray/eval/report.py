@@ -27,7 +27,8 @@ from sslray.errors import UserError
 from sslray.eval.classes import html_table, markdown_table
 from sslray.eval.evaluate import output_folder, slug, write_class_report
 from sslray.eval.features import Encoder, baseline_encoders, checkpoint_encoder, extract_features, find_encoder
-from sslray.eval.plots import plot_curves, plot_tsne
+from sslray.eval.knobs import knob_points, knob_value, swept_knobs
+from sslray.eval.plots import plot_curves, plot_knob, plot_tsne
 from sslray.eval.protocols import EvalContext, EvalOptions, EvalSplits, run_knn, run_linear
 from sslray.eval.registry import PROTOCOLS
 from sslray.runs.checkpoint import checkpoint_folders
@@ -82,24 +83,39 @@ class Compared:
     splits: EvalSplits  # --data, else the first run's kNN splits
 
 
+@dataclass(frozen=True)
+class ReportFigures:
+    """Which optional figures a report draws."""
+
+    tsne_epochs: list[int] | None = None  # t-SNE at these pretraining epochs (None: each run's best checkpoint)
+    vs: list[str] | None = None  # knobs to plot the metrics against (None: those a sweep's trials differ in)
+
+
 def build_report(
     target: Path,
     out: Path,
     options: EvalOptions,
-    tsne_epochs: list[int] | None = None,
+    figures: ReportFigures = ReportFigures(),
     overwrite: bool = False,
     device="cpu",
 ) -> Path:
     runs = find_runs(target)
     encoders = {run: find_encoder(run) for run in runs}
+    tsne_epochs = figures.tsne_epochs
+    knobs = list(figures.vs) if figures.vs else swept_knobs(runs)
+    for knob in knobs:  # a mistyped knob fails before any evaluation
+        for run in runs:
+            knob_value(encoders[run].recipe, knob, run)
     splits = EvalSplits.of(encoders[runs[0]], options.data, options.train_limit, options.val_limit)
     options.knn = options.knn.resolved(encoders[runs[0]].recipe)
     print(f"report: kNN k={options.knn.k} T={options.knn.temperature:g} and linear probe, {splits.describe()}")
     with output_folder(Path(out), overwrite, REPORT, options) as out:
-        return _write_report(Compared(runs, encoders, splits), out, options, tsne_epochs, device)
+        return _write_report(Compared(runs, encoders, splits), out, options, tsne_epochs, device, knobs)
 
 
-def _write_report(compared: Compared, out: Path, options: EvalOptions, tsne_epochs: list[int] | None, device) -> Path:
+def _write_report(
+    compared: Compared, out: Path, options: EvalOptions, tsne_epochs: list[int] | None, device, knobs: list[str]
+) -> Path:
     runs, encoders, splits = compared.runs, compared.encoders, compared.splits
     first = encoders[runs[0]]
     classes = _class_names(splits.train)
@@ -167,13 +183,32 @@ def _write_report(compared: Compared, out: Path, options: EvalOptions, tsne_epoc
             )
             tsne_files.append(path.name)
 
+    knob_curves, knob_files = _knob_figures(compared, rows, knobs, out)
     settings = {"splits": asdict(splits), "knn": asdict(options.knn), "linear probe": asdict(options.probe)}
-    (out / "results.json").write_text(json.dumps({"rows": rows, "settings": settings}, indent=2, default=str) + "\n")
+    results = {"rows": rows, "settings": settings, "knobs": knob_curves}
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     figures = [f for f in ("loss.png", "knn.png", "linear_probe.png", "confusion.png") if (out / f).is_file()]
+    figures += knob_files
     _write_summary(out, rows, figures + tsne_files, settings, best[0])
     print(markdown_table(rows, COLUMNS))
     print(f"report: {out / 'summary.md'} (open {out / 'index.html'} in a browser)")
     return out
+
+
+KNOB_METRICS = {"knn top1": "kNN top-1", "linear val top1": "linear probe val top-1"}
+
+
+def _knob_figures(compared: Compared, rows: list[dict], knobs: list[str], out: Path) -> tuple[dict, list[str]]:
+    """``knob_<knob>.png`` per knob: each metric against the knob's value, baselines dashed."""
+    baselines = {r["name"]: r for r in rows if r["name"] in ("random init", "raw pixels")}
+    curves, files = {}, []
+    for knob in knobs:
+        values = {run.name: knob_value(compared.encoders[run].recipe, knob, run) for run in compared.runs}
+        curves[knob] = knob_points(values, rows, tuple(KNOB_METRICS))
+        path = out / f"knob_{slug(knob)}.png"
+        plot_knob(curves[knob], baselines, path, knob=knob, metrics=KNOB_METRICS, title=f"the metrics against {knob}")
+        files.append(path.name)
+    return curves, files
 
 
 def _tsne_encoders(run: Path, best: Encoder, epochs: list[int] | None) -> list[Encoder]:

@@ -54,7 +54,7 @@ HELP = {
         "--overwrite",
         "--address",
     ],
-    "report": ["RUN_OR_SWEEP_DIR", "--tsne-epochs", "--data", "--out", "--overwrite", "--address"],
+    "report": ["RUN_OR_SWEEP_DIR", "--tsne-epochs", "--vs", "--data", "--out", "--overwrite", "--address"],
     "submit": [
         "SPACE",
         "--address",

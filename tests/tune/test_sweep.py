@@ -109,6 +109,32 @@ def test_asha_sweep_end_to_end(ray_local, tiny_fmnist, tmp_path, capsys):
     assert [r["name"] for r in report] == [t.name for t in dirs] + ["random init", "raw pixels"]
     assert all(0.0 <= r["linear val top1"] <= 1.0 for r in report)
     assert (sweep_dir / "report" / "knn.png").read_bytes()[:4] == b"\x89PNG"
+    # The swept knob's figure (issue 21): lr 1e-7 is one point over its two trials (mean and spread of the
+    # report's own numbers), 3e-3 the other; written without asking, since the trials differ in it.
+    knobs = json.loads((sweep_dir / "report" / "results.json").read_text())["knobs"]
+    assert list(knobs) == ["optim.base_lr"]
+    by_name = {r["name"]: r for r in report}
+    low, high = knobs["optim.base_lr"]
+    assert (low["value"], low["n"], high["value"], high["n"]) == (1e-7, 2, 3e-3, 1)
+    knn = [by_name[n]["knn top1"] for n in low["runs"]]
+    assert low["knn top1"]["mean"] == pytest.approx(sum(knn) / 2) and low["knn top1"]["values"] == knn
+    assert low["knn top1"]["std"] == pytest.approx(abs(knn[0] - knn[1]) / 2**0.5)
+    figure = sweep_dir / "report" / "knob_optim_base_lr.png"
+    assert (
+        figure.read_bytes()[:4] == b"\x89PNG"
+        and "knob_optim_base_lr.png" in (sweep_dir / "report" / "index.html").read_text()
+    )
+    # --vs names a knob explicitly; a typo is one line naming it, before any evaluation.
+    out = tmp_path / "report-vs"
+    assert (
+        main(["report", str(sweep_dir), "--epochs", "2", "--k", "5", "--vs", "method.temperature", "--out", str(out)])
+        == 0
+    )
+    assert list(json.loads((out / "results.json").read_text())["knobs"]) == ["method.temperature"]
+    assert (out / "knob_method_temperature.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert main(["report", str(sweep_dir), "--vs", "method.temprature", "--out", str(tmp_path / "typo")]) == 2
+    assert "--vs method.temprature: " in capsys.readouterr().err and not (tmp_path / "typo").exists()
 
 
 def test_pbt_perturbs_a_knob_and_restores_a_checkpoint(ray_local, tiny_fmnist, tmp_path):
