@@ -1,6 +1,8 @@
 """A sweep's leaderboard: one row per trial, best first, printed and written next to the trials.
 
-``leaderboard.csv`` (every column, for pandas), ``leaderboard.md`` (what is printed), ``leaderboard.png``
+``leaderboard.csv`` (for analysis: every number at full precision, an empty cell where a knob does not
+apply or a value is missing, and each trial's folder), ``leaderboard.md`` (what is printed: 4 significant
+digits, "-" for the empty cells), ``leaderboard.png``
 (the metric per epoch of every trial, one colour per method) and ``best.yaml``: the recipe of the best
 trial with every value fixed, which ``sslray train best.yaml`` runs as it is.
 """
@@ -25,14 +27,22 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+def _exact(value: Any) -> str:
+    """A CSV cell: the value as Python reads it back exactly (``float(repr(x)) == x``), empty for None."""
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
 def ranked(rows: list[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
     """Best metric first; trials without a metric (errored before an epoch) last."""
     sign = -1.0 if mode == "max" else 1.0
     return sorted(rows, key=lambda r: (r["best"] is None, sign * (r["best"] or 0.0), r["trial"]))
 
 
-def table(space, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Header and string cells. A knob that does not apply to a trial's method shows as '-'."""
+def table(space, rows: list[dict[str, Any]], cell=_format) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells, each value written by ``cell`` (``_format`` for display, where a knob
+    that does not apply to a trial's method shows as '-'; ``_exact`` for the CSV)."""
     knobs = [k for k in space.knobs if k != "method.name"]
     metric = space.tune.metric
     header = ["#", "trial", "method", *knobs, f"best {metric}", "best epoch", f"last {metric}", "epochs", "minutes"]
@@ -45,27 +55,27 @@ def table(space, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]
                 str(rank),
                 row["trial"],
                 method,
-                *(_format(row["applicable"].get(k)) for k in knobs),
-                _format(row["best"]),
-                _format(row.get("best_epoch")),
-                _format(row.get("last")),
+                *(cell(row["applicable"].get(k)) for k in knobs),
+                cell(row["best"]),
+                cell(row.get("best_epoch")),
+                cell(row.get("last")),
                 str(row["epochs"]),
-                f"{row['minutes']:.1f}",
-                _format(row["overhead_s"]),
+                f"{row['minutes']:.1f}" if cell is _format else _exact(row["minutes"]),
+                cell(row["overhead_s"]),
                 row["status"],
             ]
         )
     return header, cells
 
 
-def baseline_cells(space, header: list[str], baselines: dict) -> list[list[str]]:
+def baseline_cells(space, header: list[str], baselines: dict, cell=_format) -> list[list[str]]:
     """Rows ``random-init`` and ``raw-pixels`` under the trials: their value in the metric's column,
-    "-" elsewhere, status "baseline"."""
+    ``cell(None)`` elsewhere, status "baseline"."""
     metric_column = header.index(f"best {space.tune.metric}")
     cells = []
     for name, value in (baselines.get("values") or {}).items():
-        row = ["-"] * len(header)
-        row[1], row[2], row[metric_column], row[-1] = name, "-", _format(value), "baseline"
+        row = [cell(None)] * len(header)
+        row[1], row[2], row[metric_column], row[-1] = name, cell(None), cell(value), "baseline"
         cells.append(row)
     return cells
 
@@ -156,10 +166,13 @@ def write_leaderboard(
     cells += baseline_cells(space, header, baselines)
     text = markdown(header, cells)
     (sweep_dir / "leaderboard.md").write_text(text)
+    header, exact = table(space, rows, cell=_exact)
+    exact += baseline_cells(space, header, baselines, cell=_exact)
+    paths = [row.get("path", "") for row in rows] + [""] * (len(exact) - len(rows))
     with open(sweep_dir / "leaderboard.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(cells)
+        writer.writerow([*header, "path"])
+        writer.writerows([*row, path] for row, path in zip(exact, paths))
     plot_curves(space, rows, sweep_dir / "leaderboard.png", baselines)
     print("\n" + text)
     shown = shown_as or str(sweep_dir)
