@@ -32,7 +32,14 @@ from sslray.data.pipeline import EpochViews, MapTasks, eval_dataset, open_prepar
 from sslray.errors import UserError
 from sslray.methods.registry import build_method
 from sslray.recipe import Recipe, recipe_from_dict
-from sslray.runs.checkpoint import MODEL, checkpoint_folders, find_checkpoint, load_tensors, read_state
+from sslray.runs.checkpoint import (
+    MODEL,
+    checkpoint_folders,
+    damaged_because,
+    find_checkpoint,
+    load_tensors,
+    read_state,
+)
 
 EXTRACT_BATCH = 512
 
@@ -55,6 +62,9 @@ class Encoder:
             torch.manual_seed(self.recipe.train.seed)  # random init: the run's own initial weights
             method = build_method(self.recipe)
         if self.kind == "checkpoint":
+            damaged = damaged_because(self.checkpoint)  # series and t-SNE epochs come from a listing
+            if damaged is not None:
+                raise UserError(f"{self.checkpoint}: damaged checkpoint ({damaged}); use another checkpoint of the run")
             try:
                 method.load_state_dict(load_tensors(self.checkpoint / MODEL))
             except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
