@@ -29,6 +29,7 @@ LAYERS = [
     ("sslray.tune",),
     ("sslray.submit",),
     ("sslray.cli",),
+    ("sslray.api",),  # the Python API: the commands as functions (sslray/__init__ reaches it by name)
 ]
 RAY_FREE = (
     "sslray.errors",

@@ -105,6 +105,19 @@ def test_asha_sweep_end_to_end(ray_local, tiny_fmnist, tmp_path, capsys):
             accumulator.Tags()["scalars"]
         )
 
+    # The Python API reads the same folder (issue 17 item 4): pandas gets floats, best is the top row.
+    import sslray
+
+    result = sslray.load_sweep(sweep_dir)
+    frame = result.dataframe()
+    assert frame.shape[0] == 3 and list(frame["trial"]) == [r["trial"] for r in rows]
+    assert all(frame[c].dtype == float for c in ("optim.base_lr", "best knn_top1", "last knn_top1", "minutes"))
+    assert len(result.dataframe(baselines=True)) == 5
+    best = result.best
+    assert (best.trial, best.metric, best.value) == (rows[0]["trial"], "knn_top1", float(rows[0]["best knn_top1"]))
+    assert best.checkpoint.parent.parent == sweep_dir / best.trial and (best.checkpoint / "model.pt").is_file()
+    assert best.recipe.optim.base_lr == float(rows[0]["optim.base_lr"])
+
     # `sslray report` on the sweep folder: every trial's best checkpoint next to the two baselines.
     assert main(["report", str(sweep_dir), "--epochs", "2", "--k", "5"]) == 0
     report = json.loads((sweep_dir / "report" / "results.json").read_text())["rows"]
