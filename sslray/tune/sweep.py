@@ -30,6 +30,7 @@ from sslray.train.need import measure_need
 from sslray.train.trainer import check_data, plain
 from sslray.tune.baselines import describe as describe_baselines
 from sslray.tune.baselines import sweep_baselines
+from sslray.tune.hparams import write_hparams_config
 from sslray.tune.registry import SEARCHERS
 from sslray.tune.resources import plan_resources
 from sslray.tune.results import finish
@@ -110,6 +111,7 @@ def run_sweep(space: SearchSpace, out: str | Path) -> list[dict[str, Any]]:
     print(f"results: {sweep_dir}")
     warn_if_no_node_matches(space.first_recipe().data.label_selector)
     _write_files(sweep_dir, {SPACE_FILE: yaml.safe_dump(plain(space.to_yaml_dict()), sort_keys=False)})
+    write_hparams_config(space, sweep_dir)  # TensorBoard's HParams columns: every knob, whichever trials exist
     baselines = sweep_baselines(space, sweep_dir)
     if baselines:
         print(describe_baselines(baselines))

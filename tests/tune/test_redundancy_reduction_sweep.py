@@ -17,6 +17,23 @@ from sslray.tune.space import space_from_dict
 from ..conftest import read_leaderboard
 from .conftest import tiny_space
 
+
+def root_hparams_config(sweep_dir) -> tuple[list[str], list[str]]:
+    """The hyperparameter names and metric tags of the experiment summary in the sweep root's event file."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    (events,) = sweep_dir.glob("events.out.tfevents.*")
+    for event in EventFileLoader(str(events)).Load():
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name == "hparams":
+                data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                if data.HasField("experiment"):
+                    experiment = data.experiment
+                    return [h.name for h in experiment.hparam_infos], [m.name.tag for m in experiment.metric_infos]
+    raise AssertionError(f"no HParams experiment summary in {events}")
+
+
 OWN_KNOB = {"simclr": "method.temperature", "vicreg": "method.variance_weight", "barlow_twins": "method.offdiag_weight"}
 TERMS = {
     "simclr": {"pos_top1"},
@@ -84,6 +101,11 @@ def test_sweep_over_three_methods_shows_each_trials_own_knobs(ray_local, tiny_fm
     assert float(next(r for r in rows if r["method"] == "vicreg")["method.variance_weight"]) == pytest.approx(
         25.0, abs=5.0
     )
+    # The sweep root's HParams config lists every knob of every method and the metric first (issue 17
+    # item 2): TensorBoard would otherwise take its columns from one trial's summary.
+    knobs, metrics = root_hparams_config(sweep_dir)
+    assert knobs[0] == "method.name" and set(knobs) == {"method.name", *OWN_KNOB.values()}
+    assert metrics[:3] == ["hparams/best_knn_top1", "hparams/best_epoch_knn_top1", "hparams/knn_top1"]
     markdown = (sweep_dir / "leaderboard.md").read_text()
     assert all(k in markdown.splitlines()[0] for k in OWN_KNOB.values())
 
