@@ -116,10 +116,36 @@ def keep_inside(spec: dict[str, Any], value: Any) -> Any:
     return min(max(value, low), high)
 
 
+# Weights & Biases sweep distributions (``{distribution: log_uniform_values, min: ..., max: ...}``) and
+# the sslray form each one is written as.
+WANDB_FORMS = {
+    "uniform": "uniform", "log_uniform_values": "loguniform", "q_uniform": "quniform", "int_uniform": "randint",
+    "categorical": "choice",
+}  # fmt: skip
+
+
+def _wandb_hint(data: dict) -> str | None:
+    """The sslray spelling of a W&B-style distribution mapping, or None when ``data`` is not one."""
+    form = WANDB_FORMS.get(str(data.get("distribution", "")))
+    if form is None and "values" in data and set(data) <= {"values", "distribution"}:
+        form = "choice"
+    if form is None:
+        return None
+    if form == "choice":
+        return f"{{choice: {list(data.get('values', []))}}}"
+    args = [data.get("min", "LOW"), data.get("max", "HIGH")] + ([data.get("q", "Q")] if form == "quniform" else [])
+    return f"{{{form}: [{', '.join(map(str, args))}]}}"
+
+
 def check_unknown_distributions(data: Any, where: str = "") -> None:
-    """``{logunifrom: [...]}``: a one-key mapping whose key is a near-miss of a distribution name."""
+    """``{logunifrom: [...]}``: a one-key mapping whose key is a near-miss of a distribution name; a
+    Weights & Biases distribution (``{distribution: ..., min, max}``, ``{values: [...]}``), with its
+    sslray spelling."""
     if not isinstance(data, dict):
         return
+    hint = _wandb_hint(data) if where else None
+    if hint is not None:
+        raise UserError(f"{where}: a Weights & Biases-style distribution; in sslray write {where}: {hint}")
     if len(data) == 1:
         ((key, value),) = data.items()
         close = difflib.get_close_matches(str(key), DISTRIBUTIONS, n=1, cutoff=0.75)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 from ray import tune
@@ -236,3 +238,18 @@ def test_every_value_of_a_searched_data_path_or_batch_size_is_checked_before_ray
         assert main(["sweep", str(path), "--out", str(out)]) == 2
         assert_one_line_error(capsys.readouterr().err, str(path), *needles)
         assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "spec, hint",
+    [
+        ({"distribution": "log_uniform_values", "min": 0.0001, "max": 0.01}, "{loguniform: [0.0001, 0.01]}"),
+        ({"distribution": "uniform", "min": 0.1, "max": 0.5}, "{uniform: [0.1, 0.5]}"),
+        ({"distribution": "int_uniform", "min": 1, "max": 4}, "{randint: [1, 4]}"),
+        ({"values": [0.1, 0.2]}, "{choice: [0.1, 0.2]}"),
+    ],
+)
+def test_a_wandb_style_distribution_gets_its_sslray_spelling(spec, hint):
+    """Issue 17 item 5: W&B sweep configs are what many users have; say how to write one here."""
+    with pytest.raises(UserError, match=re.escape(f"method.temperature: {hint}")):
+        space_from_dict(space(method__temperature=spec))
