@@ -40,6 +40,8 @@ def _raise_keyboard_interrupt(signum, frame) -> None:
 def run_until_interrupted(work: Callable[[], T]) -> T:
     """``work()`` in a helper thread; Ctrl-C or SIGTERM in the meantime raises KeyboardInterrupt here,
     in the main thread (``work`` is left to the caller to stop, e.g. by ``ray.shutdown()``)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
+        return work()
     outcome: dict = {}
 
     def target() -> None:
