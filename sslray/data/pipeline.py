@@ -221,12 +221,17 @@ def epoch_row_groups(prepared: PreparedDataset, *, seed: int, epoch: int, rank: 
     return [units[i] for i in order[rank::world]]
 
 
+def worker_shares(prepared: PreparedDataset, *, seed: int, epoch: int, world: int,
+                  limit: int | None = None) -> list[int]:
+    """Rows each of ``world`` workers reads in ``epoch`` (whole row groups, ``epoch_row_groups``)."""
+    return [sum(rows for _, _, rows in epoch_row_groups(prepared, seed=seed, epoch=epoch, rank=r, world=world,
+                                                        limit=limit)) for r in range(world)]
+
+
 def steps_per_epoch(prepared: PreparedDataset, *, seed: int, epoch: int, world: int, batch_per_worker: int,
                     limit: int | None = None) -> int:
     """Full batches every worker can take in ``epoch``: the smallest share decides (DDP needs equal steps)."""
-    shares = [sum(rows for _, _, rows in epoch_row_groups(prepared, seed=seed, epoch=epoch, rank=r, world=world,
-                                                          limit=limit)) for r in range(world)]
-    return min(shares) // batch_per_worker
+    return min(worker_shares(prepared, seed=seed, epoch=epoch, world=world, limit=limit)) // batch_per_worker
 
 
 def read_row_groups(units: pa.Table) -> pa.Table:

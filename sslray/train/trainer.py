@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from sslray.cluster import warn_if_no_node_matches
-from sslray.data.pipeline import epoch_row_groups, leading_row_groups, open_prepared, steps_per_epoch
+from sslray.data.pipeline import leading_row_groups, open_prepared, worker_shares
 from sslray.errors import UserError
 from sslray.locations import absolute
 from sslray.recipe import Recipe
@@ -91,31 +91,23 @@ def check_data(recipe: Recipe) -> None:
             open_prepared(split, where)
     world = recipe.scaling.num_workers
     per_worker = recipe.train.batch_size // world
-    if (
-        steps_per_epoch(
-            prepared, seed=recipe.train.seed, epoch=0, world=world, batch_per_worker=per_worker, limit=recipe.data.limit
-        )
-        == 0
-    ):
-        rows = min(prepared.num_rows, recipe.data.limit or prepared.num_rows)
-        if world == 1:
-            raise UserError(
-                f"train.batch_size: {recipe.train.batch_size} needs at least {per_worker} images per worker, "
-                f"but data.path gives {rows} in total; lower train.batch_size or raise data.limit"
-            )
-        # Workers read whole Parquet row groups (pipeline.epoch_row_groups): the limit is each one's share.
-        units = leading_row_groups(prepared, recipe.data.limit)
-        shares = [
-            sum(n for _, _, n in epoch_row_groups(prepared, seed=recipe.train.seed, epoch=0, rank=r, world=world,
-                                                  limit=recipe.data.limit))
-            for r in range(world)
-        ]  # fmt: skip
+    # Workers read whole Parquet row groups (pipeline.epoch_row_groups): the limit is each one's share.
+    shares = worker_shares(prepared, seed=recipe.train.seed, epoch=0, world=world, limit=recipe.data.limit)
+    if min(shares) >= per_worker:  # at least one step for every worker
+        return
+    rows = min(prepared.num_rows, recipe.data.limit or prepared.num_rows)
+    if world == 1:
         raise UserError(
-            f"train.batch_size: {recipe.train.batch_size} over {world} workers needs at least {per_worker} "
-            f"images per worker, but workers read whole Parquet row groups and data.path's {rows} images are in "
-            f"{len(units)} row group(s), so the workers get {', '.join(map(str, shares))}; lower "
-            "train.batch_size or scaling.num_workers, or use more images (data.limit, or a larger data set)"
+            f"train.batch_size: {recipe.train.batch_size} needs at least {per_worker} images per worker, "
+            f"but data.path gives {rows} in total; lower train.batch_size or raise data.limit"
         )
+    units = leading_row_groups(prepared, recipe.data.limit)
+    raise UserError(
+        f"train.batch_size: {recipe.train.batch_size} over {world} workers needs at least {per_worker} "
+        f"images per worker, but workers read whole Parquet row groups and data.path's {rows} images are in "
+        f"{len(units)} row group(s), so the workers get {', '.join(map(str, shares))}; lower "
+        "train.batch_size or scaling.num_workers, or use more images (data.limit, or a larger data set)"
+    )
 
 
 def absolute_data_paths(recipe: Recipe) -> None:
