@@ -17,7 +17,6 @@ left running.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from sslray.cluster import init_ray, use_loopback
 from sslray.errors import UserError
 from sslray.recipe import Recipe, load_recipe
 from sslray.runs.checkpoint import find_checkpoint
-from sslray.runs.folders import RUN, SWEEP, check_out
+from sslray.runs.folders import RUN, SWEEP, check_out, default_out
 
 __all__ = ["Best", "SweepResult", "evaluate", "load_sweep", "sweep", "train"]
 
@@ -109,7 +108,7 @@ def sweep(
     from sslray.tune.sweep import check_trial_data, run_sweep
 
     loaded = load_space(space, list(overrides))
-    out = str(out or f"sweeps/{Path(space).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = str(out or default_out("sweeps", Path(space).stem))
     check_out(out, SWEEP, overwrite=False)
     check_trial_data(loaded)
     with _ray(address):
@@ -124,7 +123,7 @@ def train(
     from sslray.train.trainer import check_data, fit
 
     loaded = load_recipe(recipe, list(overrides))
-    run_dir = Path(out or f"runs/{loaded.method_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = Path(out or default_out("runs", loaded.method_name))
     check_out(str(run_dir), RUN, overwrite=False)
     check_data(loaded)
     with _ray(address):

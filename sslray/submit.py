@@ -26,7 +26,7 @@ from pathlib import Path
 from sslray.errors import UserError
 from sslray.locations import absolute
 from sslray.runs import storage
-from sslray.runs.folders import SWEEP, check_out
+from sslray.runs.folders import SWEEP, check_out, default_out
 
 # Never shipped with the job: results, datasets, the local virtualenv, caches. (Ray also skips what
 # .gitignore lists.) Paths are relative to the working dir, as in runtime_env "excludes".
@@ -143,7 +143,7 @@ def sweep_job(job: SweepJob) -> tuple[str, dict, str]:
         if isinstance(value, str) and absolute(value) != value:
             pinned.append(f"data.{key}={absolute(value)}")
     if out is None:
-        out = str(Path(f"sweeps/{space_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}").resolve())
+        out = str(Path(default_out("sweeps", space_path.stem)).resolve())
     else:
         out = absolute(out)
     if not storage.is_uri(out):  # a URI is checked by the job's own `sslray sweep`, where it runs

@@ -36,7 +36,6 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    import time
     from pathlib import Path
 
     from sslray.cluster import init_ray
@@ -59,9 +58,9 @@ def _run_sweep(args: argparse.Namespace) -> int:
     if not args.space:
         raise UserError("SPACE: give a search-space YAML (e.g. search_spaces/quickstart.yaml) or --resume SWEEP_DIR")
     space = load_space(args.space, args.overrides)  # every mistake in the YAML fails here, before Ray starts
-    out = args.out or f"sweeps/{Path(args.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    from sslray.runs.folders import SWEEP, check_out, replace_folder
+    from sslray.runs.folders import SWEEP, check_out, default_out, replace_folder
 
+    out = args.out or default_out("sweeps", Path(args.space).stem)
     check_out(out, SWEEP, args.overwrite)  # a path or a URI (s3://, gs://, ...: sslray.runs.storage)
     from sslray.tune.sweep import check_trial_data, run_sweep
 

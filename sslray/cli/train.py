@@ -28,13 +28,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    import time
     from pathlib import Path
 
     from sslray.cluster import init_ray
     from sslray.interrupts import Interrupted, run_until_interrupted
     from sslray.recipe import load_recipe
-    from sslray.runs.folders import RUN, check_out, replace_folder
+    from sslray.runs.folders import RUN, check_out, default_out, replace_folder
     from sslray.train.trainer import check_data, fit
 
     if args.resume and (args.out or args.overwrite):
@@ -51,7 +50,7 @@ def _run_train(args: argparse.Namespace) -> int:
         print(f"resuming {run_dir} with its config.yaml" + (" and the overrides" if args.overrides else ""))
     else:
         recipe = load_recipe(args.recipe, args.overrides)
-        run_dir = Path(args.out or f"runs/{recipe.method_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir = Path(args.out or default_out("runs", recipe.method_name))
         check_out(str(run_dir), RUN, args.overwrite)
     check_data(recipe)  # a missing dataset or too few images fail here, before Ray starts
     if args.overwrite:  # only now that everything is validated: a mistake must not cost the old run

@@ -9,6 +9,7 @@ only after the rest of the command line has been validated, so a mistake never c
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import pyarrow.fs as pafs
@@ -22,6 +23,11 @@ class FolderKind:
     name: str                  # said in messages: "run", "sweep", "eval", "report"
     markers: tuple[str, ...]   # files sslray writes first into such a folder: one of them proves sslray made it
     resumable: bool = False    # `--resume` continues one (the message offers it)
+
+
+def default_out(parent: str, name: str) -> str:
+    """Where a run or sweep goes without ``--out``: ``parent/name-YYYYmmdd-HHMMSS``."""
+    return f"{parent}/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 RUN = FolderKind("run", ("config.yaml",), resumable=True)
