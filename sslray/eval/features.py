@@ -62,7 +62,7 @@ class Encoder:
             torch.manual_seed(self.recipe.train.seed)  # random init: the run's own initial weights
             method = build_method(self.recipe)
         if self.kind == "checkpoint":
-            damaged = damaged_because(self.checkpoint)  # series and t-SNE epochs come from a listing
+            damaged = damaged_because(self.checkpoint)  # digests checked here, where tensors load: once
             if damaged is not None:
                 raise UserError(f"{self.checkpoint}: damaged checkpoint ({damaged}); use another checkpoint of the run")
             try:

@@ -162,26 +162,25 @@ def checkpoint_folders(run_dir: Path) -> list[Path]:
 
 
 def find_checkpoint(path: Path, which: str = "best") -> Path:
-    """A checkpoint folder from a run folder (``best`` if present, else the latest) or the folder itself."""
+    """A checkpoint folder from a run folder (``best`` if present, else the latest) or the folder itself.
+    A chosen folder cut off half-way is a UserError; digests are checked by whoever loads the tensors
+    (``eval.features.Encoder.build``), so they are read once."""
     path = Path(path)
     if (path / MODEL).is_file():
-        return _intact(path)
+        return _complete(path)
     if not path.is_dir():
         raise UserError(f"{path}: no such run folder or checkpoint")
     best = path / "checkpoints" / "best"
     if which == "best" and (best / MODEL).is_file():
-        return _intact(best)
-    folders = checkpoint_folders(path)
+        return _complete(best)
+    folders = checkpoint_folders(path)  # complete ones only
     if not folders:
         raise UserError(f"{path}: no checkpoint found (expected {path}/checkpoints/checkpoint_*/model.pt)")
-    return _intact(folders[-1])
+    return folders[-1]
 
 
-def _intact(folder: Path) -> Path:
-    """``folder`` if it can be loaded, else a UserError saying why (eval, report and export refuse to read
-    a damaged checkpoint: its numbers would look like a real model's)."""
-    reason = damaged_because(folder)
+def _complete(folder: Path) -> Path:
+    reason = incomplete_because(folder)
     if reason is not None:
-        kind = "incomplete" if incomplete_because(folder) else "damaged"
-        raise UserError(f"{folder}: {kind} checkpoint ({reason}); use another checkpoint of the run")
+        raise UserError(f"{folder}: incomplete checkpoint ({reason}); use another checkpoint of the run")
     return folder
