@@ -7,7 +7,6 @@ Before: Ray Train's own SIGINT handler made ``train`` exit 1 with no message and
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import shlex
@@ -19,11 +18,18 @@ from pathlib import Path
 
 import yaml
 
-from ..conftest import tiny_recipe
+from ..conftest import read_leaderboard, tiny_recipe
+from ..tune.conftest import tiny_space
 
 
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
+def sslray(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sslray.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def interrupt(args: list[str], cwd: Path, ready: str, folder: Path, sig: signal.Signals, timeout: float) -> str:
+    """Start ``sslray ARGS``, send ``sig`` once ``folder`` holds a ``ready`` file, and return its one
+    ``sslray: interrupted:`` line, after checking that it exited 130 within ``timeout`` seconds."""
+    process = subprocess.Popen(
         [sys.executable, "-m", "sslray.cli", *args],
         cwd=cwd,
         stdout=subprocess.PIPE,
@@ -31,6 +37,11 @@ def start(args: list[str], cwd: Path) -> subprocess.Popen:
         text=True,
         start_new_session=True,  # its own process group: the test's signal reaches only this command
     )
+    wait_for(ready, folder, process)
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=timeout)
+    assert process.returncode == 130, err[-3000:]
+    return interrupted_line(err)
 
 
 def wait_for(pattern: str, folder: Path, process: subprocess.Popen, timeout: float = 240) -> None:
@@ -55,53 +66,31 @@ def test_sigterm_on_train_keeps_the_checkpoints_and_prints_the_resume_command(ti
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(tiny_recipe(tiny_fmnist, epochs=3)))
     run_dir = tmp_path / "run"
-    process = start(["train", str(recipe), "--out", str(run_dir)], tmp_path)
-    wait_for("checkpoints/checkpoint_*/state.json", run_dir, process)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err[-3000:]
-    line = interrupted_line(err)
+    args = ["train", str(recipe), "--out", str(run_dir)]
+    line = interrupt(args, tmp_path, "checkpoints/checkpoint_*/state.json", run_dir, signal.SIGTERM, timeout=120)
     assert f"{run_dir} keeps its checkpoints up to epoch " in line
     command = line.split("continue with: ")[1]
     assert command == f"sslray train {recipe} --resume {run_dir}"
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "sslray.cli", *shlex.split(command)[1:]], cwd=tmp_path, capture_output=True, text=True
-    )
+    resumed = sslray(shlex.split(command)[1:], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((run_dir / "result.json").read_text())
     assert summary["metrics"]["epoch"] == 3 and summary["metrics"]["resumed_from_epoch"] >= 1
 
 
 def test_ctrl_c_on_a_sweep_labels_the_trial_interrupted_and_resume_finishes_it(tiny_fmnist, tmp_path):
-    space = {
-        **tiny_recipe(tiny_fmnist, epochs=3),
-        "tune": {"seed": 0, "metric": "knn_top1", "scheduler": {"name": "fifo"}},
-    }
+    space = tiny_space(tiny_fmnist, metric="knn_top1", scheduler={"name": "fifo"}, max_concurrent_trials=1)
     space["method"]["temperature"] = {"grid": [0.1, 0.2]}
-    space["tune"]["max_concurrent_trials"] = 1
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(space))
     sweep_dir = tmp_path / "sweep"
-    process = start(["sweep", str(path), "--out", str(sweep_dir)], tmp_path)
-    wait_for("*/checkpoint_*/state.json", sweep_dir, process)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=180)
-    assert process.returncode == 130, err[-3000:]
-    line = interrupted_line(err)
+    line = interrupt(["sweep", str(path), "--out", str(sweep_dir)], tmp_path, "*/checkpoint_*/state.json", sweep_dir,
+                     signal.SIGINT, timeout=180)  # fmt: skip
     assert line.endswith(f"continue with: sslray sweep --resume {sweep_dir}")
-    with open(sweep_dir / "leaderboard.csv") as handle:
-        statuses = [row["status"] for row in csv.DictReader(handle) if row["status"] != "baseline"]
+    statuses = [row["status"] for row in read_leaderboard(sweep_dir)[0]]
     assert any(s.startswith("interrupted at epoch") for s in statuses), statuses
     assert not any(s.startswith("stopped early") for s in statuses), statuses
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "sslray.cli", "sweep", "--resume", str(sweep_dir)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
+    resumed = sslray(["sweep", "--resume", str(sweep_dir)], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    with open(sweep_dir / "leaderboard.csv") as handle:
-        statuses = [row["status"] for row in csv.DictReader(handle) if row["status"] != "baseline"]
-    assert statuses == ["done", "done"], statuses
+    assert [row["status"] for row in read_leaderboard(sweep_dir)[0]] == ["done", "done"]
