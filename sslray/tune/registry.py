@@ -1,10 +1,12 @@
-"""Ray Tune schedulers and searchers by name: what ``tune.scheduler`` and ``tune.search`` may say.
+"""Ray Tune schedulers, searchers and loggers by name: what ``tune.scheduler``, ``tune.search`` and
+``tune.loggers`` may say.
 
 ``SCHEDULERS`` maps each name to a ``SchedulerEntry``: its options (the keys ``tune.scheduler`` may
 hold beside ``name``), a function that builds Ray's own scheduler, and the facts the rest of sslray
 asks about it (whether it compares trials every epoch, restores trials from each other's
 checkpoints, how many checkpoints a trial keeps, what it refuses in a space). ``SEARCHERS`` does the
-same for ``tune.search`` (docs/ray.md §10). Adding a scheduler or a searcher is one entry here.
+same for ``tune.search`` (docs/ray.md §10), ``LOGGERS`` for ``tune.loggers`` (docs/ray.md §12). Adding a
+scheduler, a searcher or a logger is one entry here.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sslray.errors import UserError
-from sslray.sections import check_range
+from sslray.sections import check_range, section_from_dict
 from sslray.tune.distributions import keep_inside, tune_domain
 
 # Distributions PBT can perturb: numbers on a scale (it multiplies them by 0.8 / 1.2 or resamples),
@@ -220,3 +222,47 @@ SEARCHERS = {
     "optuna": SearcherEntry(_optuna, package="optuna"),
     "hyperopt": SearcherEntry(_hyperopt, package="hyperopt"),
 }
+
+
+@dataclass
+class MlflowOptions:
+    # None: sqlite:///<sweep>/mlflow.db (MLflow 3 refuses its ./mlruns file store unless told to, docs/ray.md
+    # §12); or a server, http://host:5000, that the driver reaches.
+    tracking_uri: str | None = None
+    experiment: str | None = None  # None: the sweep folder's name
+
+    def validate(self) -> None:
+        for key in ("tracking_uri", "experiment"):
+            if getattr(self, key) == "":
+                raise UserError(f"tune.loggers.mlflow.{key}: empty; leave it out for the default")
+
+
+def _mlflow(options: MlflowOptions, sweep_dir: str):
+    from sslray.tune.mlflow_logger import mlflow_callback  # imports Ray's MLflow integration and mlflow
+
+    return mlflow_callback(options.tracking_uri, options.experiment, sweep_dir)
+
+
+@dataclass(frozen=True)
+class LoggerEntry:
+    options: type  # the dataclass of the keys beside ``name`` in {name: ..., ...} (with validate())
+    build: Callable[[Any, str], Any]  # (options, sweep folder) -> a Ray Tune LoggerCallback
+    packages: tuple[str, ...]  # the modules it needs installed
+    extra: str  # sslray's install extra that brings it: pip install 'sslray[<extra>]'
+
+
+LOGGERS = {
+    # sqlalchemy and alembic: the default SQLite store (mlflow-skinny does not bring them).
+    "mlflow": LoggerEntry(MlflowOptions, _mlflow, packages=("mlflow", "sqlalchemy", "alembic"), extra="mlflow"),
+}
+
+
+def parse_logger(item: Any, where: str) -> tuple[str, Any]:
+    """One item of ``tune.loggers`` (a name, or ``{name: ..., options}``) -> (name, validated options)."""
+    options = dict(item) if isinstance(item, dict) else {"name": item}
+    name = options.pop("name", None)
+    if not isinstance(name, str) or name not in LOGGERS:
+        raise UserError(f"{where}: {item!r} is not a logger; choose one of {', '.join(LOGGERS)}")
+    parsed = section_from_dict(LOGGERS[name].options, options, f"tune.loggers.{name}")
+    parsed.validate()
+    return name, parsed

@@ -1,7 +1,8 @@
 """The ``tune:`` section of a search space: what a sweep optimises and how (``TuneSection``).
 
 Metric and mode, num_samples, max_concurrent_trials, the scheduler (a name of ``SCHEDULERS``, with
-its options) and the searcher (a name of ``SEARCHERS``), seed, resources_per_trial and time_budget_s.
+its options), the searcher (a name of ``SEARCHERS``), the loggers (names of ``LOGGERS``), seed,
+resources_per_trial and time_budget_s.
 Validated on its own here; what it requires of the recipes a space trains is checked in ``space.py``.
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from sslray.errors import UserError
 from sslray.sections import check_range, section_from_dict
-from sslray.tune.registry import SCHEDULERS, SEARCHERS, SchedulerEntry
+from sslray.tune.registry import LOGGERS, SCHEDULERS, SEARCHERS, SchedulerEntry, parse_logger
 
 # Metrics every epoch's report carries, and the direction that is better.
 METRIC_MODES = {"knn_top1": "max", "knn_top5": "max", "embed_std": "max", "loss": "min", "linear_top1": "max"}
@@ -35,6 +36,9 @@ class TuneSection:
     # Rows random-init and raw-pixels in the leaderboard: the driver runs the trials' online protocol on
     # both before the first trial (seconds at 28 px; minutes for a ResNet-50 at 224 px on a CPU head).
     baselines: bool = True
+    # Where each trial's knobs and per-epoch metrics also go: [mlflow], or [{name: mlflow, tracking_uri:
+    # ..., experiment: ...}]. Tune's JSON and CSV logs and the trials' TensorBoard files are always written.
+    loggers: list[Any] = field(default_factory=list)
     options: Any = field(default=None, repr=False)  # the scheduler's parsed options (set by validate)
 
     @property
@@ -45,6 +49,11 @@ class TuneSection:
     def scheduler_entry(self) -> SchedulerEntry:
         """The registry entry of the (validated) scheduler."""
         return SCHEDULERS[self.scheduler_name]
+
+    def logger_callbacks(self, sweep_dir: str) -> list[Any]:
+        """Ray Tune callbacks of ``loggers`` for the sweep in ``sweep_dir`` (the RunConfig's callbacks)."""
+        parsed = [parse_logger(item, "tune.loggers") for item in self.loggers]
+        return [LOGGERS[name].build(options, sweep_dir) for name, options in parsed]
 
     def validate(self) -> None:
         if self.metric not in METRIC_MODES:
@@ -63,6 +72,7 @@ class TuneSection:
         if self.time_budget_s is not None:
             check_range("tune.time_budget_s", self.time_budget_s, 0.0, None, low_open=True)
         self._validate_search()
+        self._validate_loggers()
         self._validate_scheduler()
         self._validate_resources()
 
@@ -74,6 +84,17 @@ class TuneSection:
             raise UserError(
                 f"tune.search: {self.search} is not installed here; `pip install {package}` or use search: random"
             )
+
+    def _validate_loggers(self) -> None:
+        names = [parse_logger(item, "tune.loggers")[0] for item in self.loggers]
+        for name in names:
+            if names.count(name) > 1:
+                raise UserError(f"tune.loggers: {name} is listed twice; list each logger once")
+            if any(importlib.util.find_spec(package) is None for package in LOGGERS[name].packages):
+                raise UserError(
+                    f"tune.loggers: {name} is not installed here; `pip install 'sslray[{LOGGERS[name].extra}]'` "
+                    f"or leave {name} out"
+                )
 
     def _validate_scheduler(self) -> None:
         options = self.scheduler if isinstance(self.scheduler, dict) else {"name": self.scheduler}
