@@ -111,8 +111,7 @@ def sweep(
     out = str(out or default_out("sweeps", Path(space).stem))
     check_out(out, SWEEP, overwrite=False)
     check_trial_data(loaded)
-    with _ray(address):
-        run_sweep(loaded, out)
+    run_sweep(loaded, out, address)  # Ray: the caller's if connected, else started and stopped for this call
     return load_sweep(out)
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 import sys
 
+from sslray.console import say
+
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOOPBACK_INTERFACE = "lo0" if sys.platform == "darwin" else "lo"
 
@@ -62,9 +64,9 @@ def warn_if_no_node_matches(label_selector: dict[str, str] | None, where: str = 
         seen = sorted(
             {f"{k}={v}" for node in nodes for k, v in node.get("Labels", {}).items() if not k.startswith("ray.io/")}
         )
-        print(
+        say(
             f"warning: {where} {label_selector}: no node of this cluster has these labels "
             f"(labels present: {', '.join(seen) or 'none'}); decode/augment tasks wait until such a node "
             "joins (ray start --labels k=v, or an autoscaled node type with them)",
-            file=sys.stderr,
+            err=True,
         )

@@ -19,14 +19,21 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+from sslray.console import say
+
 T = TypeVar("T")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_sweep_stopping = threading.Event()  # set while a sweep winds down after a signal
+
+
+def stop_requested() -> bool:
+    """A signal asked the running sweep to stop: trials that end now were cut by it, not by a scheduler."""
+    return _sweep_stopping.is_set()
 
 
 class Interrupted(Exception):
@@ -68,7 +75,8 @@ def tune_stops_on_signals() -> Iterator[threading.Event]:
     """Inside: the first SIGINT/SIGTERM sets the yielded event and asks Ray Tune to stop gracefully
     (SIGUSR1, once ``Tuner.fit`` has registered it; before that, KeyboardInterrupt); a second one stops
     at once (KeyboardInterrupt)."""
-    stopped = threading.Event()
+    stopped = _sweep_stopping
+    stopped.clear()
     if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
         yield stopped
         return
@@ -77,11 +85,10 @@ def tune_stops_on_signals() -> Iterator[threading.Event]:
         if stopped.is_set() or signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, signal.SIG_IGN, None):
             raise KeyboardInterrupt
         stopped.set()
-        print(
+        say(
             f"sslray: {signal.Signals(signum).name}: stopping the sweep; running trials keep their last "
             "checkpoint (Ctrl-C again to stop at once)",
-            file=sys.stderr,
-            flush=True,
+            err=True,
         )
         os.kill(os.getpid(), signal.SIGUSR1)
 

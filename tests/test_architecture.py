@@ -17,7 +17,14 @@ PACKAGE = ROOT / "sslray"
 
 # Bottom to top. A module may import modules of its own layer or of layers below it, never above.
 LAYERS = [
-    ("sslray", "sslray.errors", "sslray.sections", "sslray.locations", "sslray.interrupts"),  # the package itself
+    (
+        "sslray",
+        "sslray.errors",
+        "sslray.sections",
+        "sslray.locations",
+        "sslray.interrupts",
+        "sslray.console",
+    ),  # the package itself
     ("sslray.nn",),
     ("sslray.losses",),
     ("sslray.methods",),

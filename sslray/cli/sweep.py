@@ -32,13 +32,18 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace --out if it is an existing sweep folder (its contents are deleted)",
     )
+    sweep.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's and Tune's own output (status table, logs, the trials' output) instead of "
+        "sslray's progress lines; otherwise it goes to SWEEP/logs/driver.log",
+    )
     sweep.set_defaults(run=_run_sweep)
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sslray.cluster import init_ray
     from sslray.tune.space import load_space
 
     if args.resume:
@@ -52,8 +57,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
         space_file = storage.join(args.resume, SPACE_FILE)
         if not storage.has_files(space_file, "--resume"):
             raise UserError(f"--resume: {space_file} not found; is {args.resume} a sweep folder?")
-        init_ray(args.address)
-        resume_sweep(args.resume)
+        resume_sweep(args.resume, args.address, args.verbose)
         return 0
     if not args.space:
         raise UserError("SPACE: give a search-space YAML (e.g. search_spaces/quickstart.yaml) or --resume SWEEP_DIR")
@@ -67,6 +71,5 @@ def _run_sweep(args: argparse.Namespace) -> int:
     check_trial_data(space)  # a missing dataset, in any value of a distribution, fails before Ray
     if args.overwrite:  # only now that everything is validated: a mistake must not cost the old sweep
         replace_folder(out, SWEEP)
-    init_ray(args.address)
-    run_sweep(space, out)
+    run_sweep(space, out, args.address, args.verbose)  # starts (and stops) a local Ray unless connected
     return 0

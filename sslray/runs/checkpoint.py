@@ -22,12 +22,12 @@ import json
 import os
 import pickle
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sslray.console import say
 from sslray.errors import UserError
 
 MODEL, OPTIMIZER, STATE = "model.pt", "optimizer.pt", "state.json"
@@ -141,7 +141,7 @@ def newest_intact(folders: list[Path]) -> Path | None:
         reason = damaged_because(folder)
         if reason is None:
             return folder
-        print(f"warning: ignoring checkpoint {folder}: {reason}", file=sys.stderr)
+        say(f"warning: ignoring checkpoint {folder}: {reason}", err=True)
     return None
 
 
@@ -157,7 +157,7 @@ def checkpoint_folders(run_dir: Path) -> list[Path]:
         if reason is None:
             complete.append(folder)
         else:
-            print(f"warning: ignoring checkpoint {folder}: {reason} (a write that was cut off)", file=sys.stderr)
+            say(f"warning: ignoring checkpoint {folder}: {reason} (a write that was cut off)", err=True)
     return sorted(complete, key=lambda p: read_state(p)["epoch"])
 
 

@@ -5,7 +5,9 @@ The trial function is ``trial.py``'s, its resources ``resources.py``'s, the sche
 ``registry.py``'s, the leaderboard ``results.py``'s. The sweep folder is Tune's experiment folder
 (restorable with ``Tuner.restore``) and one TensorBoard root: ``<trial>/`` (config.yaml, events,
 checkpoints), ``space.yaml`` (what ``--resume`` reruns), ``leaderboard.csv`` / ``.md`` / ``.png`` and
-``best.yaml`` (the best trial's recipe, for ``sslray train``).
+``best.yaml`` (the best trial's recipe, for ``sslray train``), and ``logs/driver.log``: everything the
+driver process writes except sslray's own lines (``sslray.console.quiet``; the console gets
+``progress.py``'s lines instead of Tune's status table), unless ``verbose``.
 
 The folder is a local path (one node, or NFS shared by all nodes) or a URI (``s3://``, ``gs://``, ...:
 ``sslray.runs.storage``), so cluster nodes need no shared disk.
@@ -14,12 +16,15 @@ The folder is a local path (one node, or NFS shared by all nodes) or a URI (``s3
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from sslray.cluster import warn_if_no_node_matches
+from sslray.cluster import init_ray, warn_if_no_node_matches
+from sslray.console import quiet, say
 from sslray.errors import UserError
 from sslray.interrupts import Interrupted, tune_stops_on_signals
 from sslray.locations import absolute
@@ -38,11 +43,14 @@ from sslray.tune.space import SearchSpace, load_space, space_from_dict
 from sslray.tune.trial import trainable, trial_dirname
 
 SPACE_FILE = "space.yaml"
+LOGS, LOG_FILE = "logs", "driver.log"  # SWEEP/logs/driver.log: the driver's output but sslray's lines
 
 
-def _run_config(sweep_dir: str, space: SearchSpace):
+def _run_config(sweep_dir: str, space: SearchSpace, verbose: bool = False):
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from sslray.tune.progress import SweepProgress
 
     # Tune's own TensorBoard logger is left out: the trials write their own event files and HParams
     # (train/, eval/, perf/ per epoch); a second set per trial would split each HParams row in two.
@@ -58,10 +66,13 @@ def _run_config(sweep_dir: str, space: SearchSpace):
     # Restarts of a trial whose process or node died, from its last checkpoint (train.max_failures;
     # a TorchTrainer trial's dead worker is first retried by Ray Train with the same number).
     max_failures = space.first_recipe().train.max_failures
+    # Quiet (the default): sslray's progress lines instead of Tune's status table and result boxes.
+    progress = [] if verbose else [SweepProgress(space)]
     return tune.RunConfig(
         name=name,
         storage_path=storage_path,
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
+        verbose=1 if verbose else 0,
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), *progress, *space.tune.logger_callbacks(sweep_dir)],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=kept),
         failure_config=tune.FailureConfig(max_failures=max_failures),
     )
@@ -95,33 +106,75 @@ def sweep_location(out: str | Path) -> str:
     return absolute(out)
 
 
-def run_sweep(space: SearchSpace, out: str | Path) -> list[dict[str, Any]]:
-    """Run the sweep in ``out`` (a new folder: a path or a URI) on the connected Ray; returns the leaderboard."""
-    import ray
+def run_sweep(
+    space: SearchSpace, out: str | Path, address: str | None = None, verbose: bool = False
+) -> list[dict[str, Any]]:
+    """Run the sweep in ``out`` (a new folder: a path or a URI) and return the leaderboard. Ray: the
+    connected one, else ``address``'s (or ``RAY_ADDRESS``'s) or a local one, started and stopped here.
+    Quiet unless ``verbose``: the console gets sslray's lines, ``out/logs/driver.log`` everything else."""
     from ray import tune
 
     sweep_dir = sweep_location(out)
     check_out(sweep_dir, SWEEP, overwrite=False)
     space = _with_absolute_data_paths(space)  # trials run in their own folders
-    plan = plan_resources(space, ray.cluster_resources(), measure_need)
-    print(
-        f"sweep {space.source}: {len(space.knobs)} searched knob(s), methods {', '.join(space.methods)}; "
-        f"{plan.describe()}"
-    )
-    print(f"results: {sweep_dir}")
-    warn_if_no_node_matches(space.first_recipe().data.label_selector)
+    # The folder's marker first, before its logs: a sweep that fails to start can be replaced with --overwrite.
     _write_files(sweep_dir, {SPACE_FILE: yaml.safe_dump(plain(space.to_yaml_dict()), sort_keys=False)})
-    write_hparams_config(space, sweep_dir)  # TensorBoard's HParams columns: every knob, whichever trials exist
-    baselines = sweep_baselines(space, sweep_dir)
-    if baselines:
-        print(describe_baselines(baselines))
-    tuner = tune.Tuner(
-        trainable(space, plan, sweep_dir),
-        param_space=space.param_space(),
-        tune_config=_tune_config(space, plan.max_concurrent),
-        run_config=_run_config(sweep_dir, space),
-    )
-    return _fit(tuner, space, sweep_dir, baselines)
+    with _driver(sweep_dir, address, verbose) as ray:
+        plan = plan_resources(space, ray.cluster_resources(), measure_need)
+        say(
+            f"sweep {space.source}: {len(space.knobs)} searched knob(s), methods {', '.join(space.methods)}; "
+            f"{plan.describe()}"
+        )
+        say(f"results: {sweep_dir}")
+        if not verbose:
+            say(f"logs:    {storage.join(sweep_dir, LOGS, LOG_FILE)} (Ray's, Tune's and the trials' output)")
+        warn_if_no_node_matches(space.first_recipe().data.label_selector)
+        write_hparams_config(space, sweep_dir)  # TensorBoard's HParams columns: every knob, whichever trials exist
+        baselines = sweep_baselines(space, sweep_dir)
+        if baselines:
+            say(describe_baselines(baselines))
+        tuner = tune.Tuner(
+            trainable(space, plan, sweep_dir),
+            param_space=space.param_space(),
+            tune_config=_tune_config(space, plan.max_concurrent),
+            run_config=_run_config(sweep_dir, space, verbose),
+        )
+        return _fit(tuner, space, sweep_dir, baselines)
+
+
+@contextmanager
+def _driver(sweep_dir: str, address: str | None, verbose: bool) -> Iterator[Any]:
+    """Yields ``ray``, connected for the sweep (and shut down after, if started here); unless
+    ``verbose``, inside ``quiet``: Ray's, Tune's and the trials' output go to the sweep's log file."""
+    import ray
+
+    if verbose:
+        logs, quieted = None, nullcontext()
+    else:
+        logs = _log_folder(sweep_dir)
+        quieted = quiet(logs / LOG_FILE)
+    try:
+        with quieted:
+            started_here = not ray.is_initialized()
+            init_ray(address)
+            try:
+                yield ray
+            finally:
+                if started_here:
+                    ray.shutdown()
+    finally:
+        if logs is not None and storage.is_uri(sweep_dir):
+            storage.upload_folder(logs, storage.join(sweep_dir, LOGS))
+
+
+def _log_folder(sweep_dir: str) -> Path:
+    """``SWEEP/logs``; for a sweep at a URI a node-local folder, uploaded there when the sweep ends."""
+    if not storage.is_uri(sweep_dir):
+        return Path(sweep_dir) / LOGS
+    import hashlib
+
+    key = hashlib.sha1(sweep_dir.encode()).hexdigest()[:8]
+    return storage.local_staging(f"{storage.split_parent(sweep_dir)[1]}-{key}", LOGS)
 
 
 def _fit(tuner, space: SearchSpace, sweep_dir: str, baselines: dict | None) -> list[dict[str, Any]]:
@@ -138,12 +191,12 @@ def _fit(tuner, space: SearchSpace, sweep_dir: str, baselines: dict | None) -> l
     return board
 
 
-def resume_sweep(out: str | Path) -> list[dict[str, Any]]:
+def resume_sweep(out: str | Path, address: str | None = None, verbose: bool = False) -> list[dict[str, Any]]:
     """Continue a sweep whose driver stopped: finished trials stay, unfinished ones resume from their
-    last checkpoint, errored ones stay errored (a NaN would come back), the searcher keeps its state."""
+    last checkpoint, errored ones stay errored (a NaN would come back), the searcher keeps its state.
+    Ray and the console as in ``run_sweep``."""
     import tempfile
 
-    import ray
     from ray import tune
 
     sweep_dir = sweep_location(out)
@@ -154,17 +207,21 @@ def resume_sweep(out: str | Path) -> list[dict[str, Any]]:
         local = Path(tmp) / SPACE_FILE
         local.write_text(storage.read_text(space_file, "--resume"))
         space = load_space(local)
-    plan = plan_resources(space, ray.cluster_resources(), measure_need)
-    print(f"resuming sweep {sweep_dir}: {plan.describe()}")
-    _run_config(sweep_dir, space)  # the logger environment, as on the first run
-    tuner = tune.Tuner.restore(
-        sweep_dir,
-        trainable=trainable(space, plan, sweep_dir),
-        resume_unfinished=True,
-        resume_errored=False,
-        restart_errored=False,
-    )
-    return _fit(tuner, space, sweep_dir, sweep_baselines(space, sweep_dir))
+    with _driver(sweep_dir, address, verbose) as ray:
+        plan = plan_resources(space, ray.cluster_resources(), measure_need)
+        say(f"resuming sweep {sweep_dir}: {plan.describe()}")
+        if not verbose:
+            say(f"logs: {storage.join(sweep_dir, LOGS, LOG_FILE)} (Ray's, Tune's and the trials' output)")
+        _run_config(sweep_dir, space)  # the logger environment, as on the first run
+        # The run config (and so the progress callback and verbosity) is the one the sweep was started with.
+        tuner = tune.Tuner.restore(
+            sweep_dir,
+            trainable=trainable(space, plan, sweep_dir),
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+        )
+        return _fit(tuner, space, sweep_dir, sweep_baselines(space, sweep_dir))
 
 
 def _write_files(sweep_dir: str, texts: dict[str, str]) -> None:

@@ -36,7 +36,7 @@ HELP = {
         "--overwrite",
     ],
     "train": ["RECIPE", "key.path=value", "--out", "--resume", "--address", "--overwrite"],
-    "sweep": ["SPACE", "key.path=value", "--out", "--resume", "--address", "--overwrite"],
+    "sweep": ["SPACE", "key.path=value", "--out", "--resume", "--address", "--overwrite", "--verbose"],
     "export": ["RUN_DIR", "OUT.pt", "--overwrite"],
     "eval": [
         "--protocol",
