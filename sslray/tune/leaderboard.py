@@ -2,9 +2,9 @@
 
 ``leaderboard.csv`` (for analysis: every number at full precision, an empty cell where a knob does not
 apply or a value is missing, and each trial's folder), ``leaderboard.md`` (what is printed: 4 significant
-digits, "-" for the empty cells), ``leaderboard.png``
-(the metric per epoch of every trial, one colour per method) and ``best.yaml``: the recipe of the best
-trial with every value fixed, which ``sslray train best.yaml`` runs as it is.
+digits, "-" for the empty cells), ``leaderboard.png`` (the metric per epoch of every trial: a colour per
+method, a line style and marker per trial, its rank) and ``best.yaml``: the recipe of the best trial with
+every value fixed, which ``sslray train best.yaml`` runs as it is.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from sslray.console import say
 from sslray.recipe import recipe_from_dict
 from sslray.train.trainer import plain
 
@@ -99,9 +100,24 @@ def markdown(header: list[str], cells: list[list[str]]) -> str:
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)]) + "\n"
 
 
+LINE_STYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
 def plot_curves(space, rows: list[dict[str, Any]], path: Path, baselines: dict | None = None) -> None:
-    """The metric per epoch for every trial (PNG), coloured by method; stopped trials end early. The
-    baselines are dashed horizontal lines."""
+    """``curves_figure`` saved as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(space, rows, baselines)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def curves_figure(space, rows: list[dict[str, Any]], baselines: dict | None = None):
+    """The metric per epoch for every trial: a colour per method and, within a method, a line style and
+    marker per trial, so that no two trials look alike; each curve ends in its rank (``#1`` is the best,
+    drawn thicker) and the legend names the rank, method and knob values. Stopped trials end early; the
+    baselines are grey dashed horizontal lines. ``rows`` are ranked, best first."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,20 +125,36 @@ def plot_curves(space, rows: list[dict[str, Any]], path: Path, baselines: dict |
     from matplotlib.ticker import MaxNLocator
 
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(space.methods)}
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    for row in rows:
+    seen_of_method: dict[str, int] = {}
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=120)
+    for rank, row in enumerate(rows, start=1):
         if not row["curve"]:
             continue
         epochs, values = zip(*row["curve"])
         method = row["config"].get("method.name", space.methods[0])
+        nth = seen_of_method[method] = seen_of_method.get(method, -1) + 1
+        knobs = " ".join(
+            f"{k.rsplit('.', 1)[-1]}={_format(v)}" for k, v in row["applicable"].items() if k != "method.name"
+        )
         ax.plot(
             epochs,
             values,
-            marker="o",
-            markersize=3,
             color=colours[method],
-            alpha=0.8,
-            label=f"{row['trial']} ({method})",
+            linestyle=LINE_STYLES[nth % len(LINE_STYLES)],
+            marker=MARKERS[nth % len(MARKERS)],
+            markersize=4,
+            linewidth=2.5 if rank == 1 else 1.2,
+            alpha=0.9,
+            label=f"#{rank} {method} {knobs}".rstrip(),
+        )
+        ax.annotate(
+            f"#{rank}",
+            (epochs[-1], values[-1]),
+            xytext=(4, 0),
+            textcoords="offset points",
+            fontsize=7,
+            color=colours[method],
+            va="center",
         )
     for index, (name, value) in enumerate(((baselines or {}).get("values") or {}).items()):
         if value is not None:
@@ -132,13 +164,12 @@ def plot_curves(space, rows: list[dict[str, Any]], path: Path, baselines: dict |
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(space.tune.metric)
-    ax.set_title(f"{Path(space.source).name}: {space.tune.metric} per trial")
+    ax.set_title(f"{Path(space.source).name}: {space.tune.metric} per trial (#rank at each curve's end)")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def write_best(space, row: dict[str, Any], path: Path) -> None:
@@ -174,14 +205,14 @@ def write_leaderboard(
         writer.writerow([*header, "path"])
         writer.writerows([*row, path] for row, path in zip(exact, paths))
     plot_curves(space, rows, sweep_dir / "leaderboard.png", baselines)
-    print("\n" + text)
+    say("\n" + text)
     shown = shown_as or str(sweep_dir)
     if rows and rows[0]["best"] is not None:
         write_best(space, rows[0], sweep_dir / "best.yaml")
         best = rows[0]
-        print(
+        say(
             f"best: {best['trial']} {space.tune.metric} {_format(best['best'])}"
             f"{versus_baselines(best['best'], baselines)} -> {shown}/best.yaml  (sslray train {shown}/best.yaml)"
         )
-    print(f"leaderboard: {shown}/leaderboard.md  (.csv, .png)\ncurves:      tensorboard --logdir {shown}")
+    say(f"leaderboard: {shown}/leaderboard.md  (.csv, .png)\ncurves:      tensorboard --logdir {shown}")
     return rows
