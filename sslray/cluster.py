@@ -16,12 +16,15 @@ trains: torch has no setting for its address; a strict xfail test in tests/ trac
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
 from sslray.console import say
+from sslray.errors import UserError
 
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOOPBACK_INTERFACE = "lo0" if sys.platform == "darwin" else "lo"
+CONNECT_TIMEOUT_S = 10  # a cluster's GCS answers in milliseconds; a firewall that drops packets takes this long
 
 
 def use_loopback() -> None:
@@ -36,7 +39,9 @@ def use_loopback() -> None:
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to ``address`` (or ``RAY_ADDRESS``), or start a local Ray on 127.0.0.1 with
-    ``num_cpus`` CPUs (default: all). A second call while connected is a no-op."""
+    ``num_cpus`` CPUs (default: all). A second call while connected is a no-op. An address where no
+    Ray answers is a ``UserError`` naming it."""
+    given, where = address, "--address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")
     if address is None:
         use_loopback()
@@ -48,8 +53,38 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         # "local" always starts a new Ray: a plain ray.init() would join a cluster that `ray start`
         # left on this machine (/tmp/ray/ray_current_cluster), or refuse num_cpus because of it.
         ray.init(address="local", num_cpus=num_cpus)
-    else:
+        return
+    check_address(given)
+    try:
         ray.init(address=address)
+    except ConnectionError as err:  # e.g. "auto" with no cluster on this machine
+        raise UserError(f"{where} {address}: {str(err).strip().splitlines()[0]}") from None
+
+
+def ray_connected() -> bool:
+    """This process is connected to a Ray (the caller's own, which ``init_ray`` leaves as it is)."""
+    import ray
+
+    return ray.is_initialized()
+
+
+def check_address(address: str | None) -> None:
+    """``address`` (else ``RAY_ADDRESS``), when a ``HOST:PORT`` (a cluster's GCS), must accept a connection:
+    Ray itself retries an address where nothing listens for minutes, printing warnings, before it fails
+    with a traceback. Other forms (``auto``, ``ray://...``, ``local``) are left to Ray."""
+    where = "--address" if address else "RAY_ADDRESS"
+    address = address or os.environ.get("RAY_ADDRESS")
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserError(
+            f"{where} {address}: no Ray cluster answers there ({reason}); start one with `ray start --head` "
+            "or give the address `ray start` printed"
+        ) from None
 
 
 def warn_if_no_node_matches(label_selector: dict[str, str] | None, where: str = "data.label_selector") -> None:

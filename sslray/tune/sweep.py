@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from sslray.cluster import init_ray, warn_if_no_node_matches
+from sslray.cluster import check_address, init_ray, ray_connected, warn_if_no_node_matches
 from sslray.console import quiet, say
 from sslray.errors import UserError
 from sslray.interrupts import Interrupted, tune_stops_on_signals
@@ -117,6 +117,8 @@ def run_sweep(
     sweep_dir = sweep_location(out)
     check_out(sweep_dir, SWEEP, overwrite=False)
     space = _with_absolute_data_paths(space)  # trials run in their own folders
+    if not ray_connected():
+        check_address(address)  # nothing is written for an address where no Ray answers
     # The folder's marker first, before its logs: a sweep that fails to start can be replaced with --overwrite.
     _write_files(sweep_dir, {SPACE_FILE: yaml.safe_dump(plain(space.to_yaml_dict()), sort_keys=False)})
     with _driver(sweep_dir, address, verbose) as ray:
