@@ -67,6 +67,18 @@ def flatten_hparams(hparams: Mapping[str, Any], parent: str = "") -> dict[str, H
     return flat
 
 
+# TensorBoard's HParams statuses are success, failure, running and unknown: a run that a scheduler, a collapse
+# check or an interrupt stopped is "unknown" there (not a success); the leaderboard says why it stopped.
+HPARAMS_STATUS = {"done": "STATUS_SUCCESS", "failed": "STATUS_FAILURE", "stopped": "STATUS_UNKNOWN"}
+
+
+def run_status(stop_reason: str | None, finished: bool) -> str:
+    """A run's ``HPARAMS_STATUS`` key from how its loop ended."""
+    if stop_reason and stop_reason.startswith("diverged"):
+        return "failed"
+    return "stopped" if stop_reason or not finished else "done"
+
+
 class RunLogger:
     """Scalars, image grids and hyperparameters of one run, as TensorBoard event files in ``log_dir``.
 
@@ -117,8 +129,7 @@ class RunLogger:
         shape = tuple(images_uint8.shape)
         if images_uint8.dtype != torch.uint8 or len(shape) != 4 or shape[1] not in (1, 3):
             raise ValueError(
-                f"images must be uint8 [N, C, H, W] with C = 1 or 3, "
-                f"got {images_uint8.dtype} of shape {shape}"
+                f"images must be uint8 [N, C, H, W] with C = 1 or 3, got {images_uint8.dtype} of shape {shape}"
             )
         grid = make_grid(images_uint8.detach().cpu(), nrow=nrow)  # [3, H', W'] uint8
         # TensorBoard writes uint8 pixels as they are (floats would be taken as [0, 1] and scaled by 255).
@@ -142,10 +153,29 @@ class RunLogger:
         flat = flatten_hparams(hparams)
         values = {name: str(value) if isinstance(value, bool) else value for name, value in flat.items()}
         metric_tags = {f"hparams/{name}": value for name, value in metrics.items()}
-        experiment, session_start, session_end = hparams_summaries(values, metric_tags)
-        for summary in (experiment, session_start, session_end):
+        # No session end here: TensorBoard keeps the first one a run writes (first metadata of a tag wins),
+        # and a run's status is known only when it ends (``session_end``).
+        experiment, session_start, _ = hparams_summaries(values, metric_tags)
+        for summary in (experiment, session_start):
             self._writer.file_writer.add_summary(summary, step)
         self.scalars(metric_tags, step)
+
+    def session_end(self, status: str, step: int) -> None:
+        """The run's status in the HParams table: one of ``HPARAMS_STATUS`` (done, failed: diverged or an
+        error, stopped: by a scheduler, a collapse check or an interrupt). Only a run's first counts."""
+        if not self._writing():
+            return
+        from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+        from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+        from tensorboard.plugins.hparams.api_pb2 import Status
+
+        end = plugin_data_pb2.SessionEndInfo(status=Status.Value(HPARAMS_STATUS[status]))
+        content = plugin_data_pb2.HParamsPluginData(session_end_info=end, version=metadata.PLUGIN_DATA_VERSION)
+        plugin = SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString())
+        summary = Summary(
+            value=[Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=SummaryMetadata(plugin_data=plugin))]
+        )
+        self._writer.file_writer.add_summary(summary, step)
 
     def flush(self) -> None:
         """Write pending events to disk now (otherwise at most every 2 minutes, and at ``close``)."""

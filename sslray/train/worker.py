@@ -31,7 +31,7 @@ from sslray.nn.optim import build_optimizer
 from sslray.recipe import recipe_from_dict
 from sslray.runs.restarts import EpochProgress
 from sslray.runs.storage import RunMirror
-from sslray.runs.tensorboard import RunLogger
+from sslray.runs.tensorboard import RunLogger, run_status
 from sslray.train.epoch import Learner, NonFiniteLoss, RankData, StepSettings, train_epoch
 from sslray.train.online_eval import OnlineEval
 from sslray.train.reporting import RunOutputs, hparams_metrics, restore, stop_reason
@@ -113,6 +113,7 @@ def run_worker(config: dict, session: WorkerSession) -> None:
         # the trial's results end at its final epoch (with its own config) instead of silently ending.
         metrics = {**progress.history[-1], "resumed_from_epoch": resumed_from}
         outputs.report(learner, metrics, final=True)
+    stop = None
     for epoch in range(progress.epoch, last_epoch):
         # Reseeded per (epoch, rank): random masking etc. repeat exactly whether or not the run was resumed.
         torch.manual_seed(recipe.train.seed * 1_000_003 + epoch * 1009 + rank)
@@ -121,6 +122,7 @@ def run_worker(config: dict, session: WorkerSession) -> None:
             metrics, sample = train_epoch(learner, data, epoch, steps[epoch])
         except NonFiniteLoss as diverged:
             outputs.stop_diverged(str(diverged), epoch, resumed_from)
+            stop = "diverged"
             break
         outputs.log_images(method, sample, settings.normalizer, epoch)
         probe_now = epoch + 1 == recipe.train.epochs and recipe.train.linear_probe_epochs > 0
@@ -153,6 +155,8 @@ def run_worker(config: dict, session: WorkerSession) -> None:
         outputs.report(learner, metrics, final=bool(stop))
         if stop:
             break
+    # The HParams table's status (a sweep trial that a scheduler stops never gets here: the sweep writes it).
+    logger.session_end(run_status(stop, progress.epoch >= last_epoch), step=progress.epoch)
     logger.close()
     if mirror:
         mirror.sync()

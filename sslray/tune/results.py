@@ -23,6 +23,8 @@ def finish(
     from sslray.tune.leaderboard import write_leaderboard
 
     rows = [_row(space, result, interrupted) for result in results]
+    for row in rows:
+        _write_hparams_status(row)
     if not storage.is_uri(sweep_dir):
         return write_leaderboard(space, rows, Path(sweep_dir), baselines=baselines)
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,3 +95,17 @@ def _overhead_seconds(frame) -> float | None:
         return None
     inside = frame["seconds"].sum() + (frame["eval_seconds"].sum() if "eval_seconds" in frame else 0.0)
     return float(frame["time_total_s"].iloc[-1] - inside)
+
+
+def _write_hparams_status(row: dict[str, Any]) -> None:
+    """The trial's status in TensorBoard's HParams table. Its loop writes it when it ends, but a trial that
+    a scheduler stops (ASHA at its last rung too) or that fails never gets there; TensorBoard keeps a
+    run's first status, so one the trial wrote stays. Trials in object storage keep none."""
+    status = row["status"]
+    if storage.is_uri(str(row["path"])) or not Path(row["path"]).is_dir():
+        return
+    from sslray.runs.tensorboard import RunLogger
+
+    key = "done" if status == "done" else "failed" if status.startswith(("error", "diverged")) else "stopped"
+    with RunLogger(row["path"]) as logger:
+        logger.session_end(key, step=int(row["epochs"] or 0))

@@ -184,7 +184,11 @@ def test_a_sweep_job_succeeds_and_leaves_its_results_in_storage(ray_head, projec
     assert done.returncode == 0, logs[-5000:]
     job_id = next(line.split()[-1] for line in done.stdout.splitlines() if line.startswith("submitted job"))
     assert f"job {job_id} SUCCEEDED" in done.stdout
-    assert "Trial name" in logs and "best knn_top1" in logs  # the status table and leaderboard, streamed
+    # sslray's progress lines and the leaderboard, streamed; Ray's and the trials' own output in the log file,
+    # uploaded next to the results.
+    assert "trial 1/2 " in logs and "  knn_top1 0." in logs and "best knn_top1" in logs, logs[-5000:]
+    assert "(run_trial pid=" not in logs and "Traceback" not in logs
+    assert "(run_trial pid=" in (store / "sweeps" / "tiny" / "logs" / "driver.log").read_text()
     assert "no node of this cluster has these labels" not in logs
 
     sweep = store / "sweeps" / "tiny"

@@ -9,8 +9,8 @@ import torch
 from google.protobuf import json_format
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
-from tensorboard.plugins.hparams import plugin_data_pb2
 
 from sslray.runs.tensorboard import RunLogger, flatten_hparams
 
@@ -36,7 +36,11 @@ def test_scalars_are_written_under_section_tags_at_their_steps(tmp_path):
 
     events = read_events(tmp_path)
     assert set(events.Tags()["scalars"]) == {
-        "train/loss", "train/lr", "eval/knn_top1", "eval/knn_top5", "perf/images_per_s"
+        "train/loss",
+        "train/lr",
+        "eval/knn_top1",
+        "eval/knn_top5",
+        "perf/images_per_s",
     }
     assert scalar_series(events, "train/loss") == [(0, 4.0), (1, 3.0), (2, 2.0)]
     assert [step for step, _ in scalar_series(events, "train/lr")] == [0, 1, 2]
@@ -135,6 +139,8 @@ def test_hparams_are_written_into_the_run_folder_for_the_hparams_tab(tmp_path):
             {"knn_top1": 0.6, "loss": float("nan")},
             step=10,
         )
+        logger.session_end("failed", step=10)
+        logger.session_end("done", step=11)  # TensorBoard keeps a run's first status: this one is ignored
 
     [event_file] = tmp_path.iterdir()  # one run: no timestamped sub-folder as SummaryWriter.add_hparams makes
     assert event_file.name.startswith("events.out.tfevents.")
@@ -154,6 +160,7 @@ def test_hparams_are_written_into_the_run_folder_for_the_hparams_tab(tmp_path):
         "train.amp": "True",
         "seed": "None",
     }
+    assert plugin_data[hparams_metadata.SESSION_END_INFO_TAG].session_end_info.status == api_pb2.STATUS_FAILURE
     experiment = plugin_data[hparams_metadata.EXPERIMENT_TAG].experiment
     assert {info.name for info in experiment.hparam_infos} == set(session_start["hparams"])
     assert [info.name.tag for info in experiment.metric_infos] == ["hparams/knn_top1", "hparams/loss"]

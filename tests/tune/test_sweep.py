@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from sslray.cli import main
 from sslray.recipe import load_recipe
@@ -81,6 +83,13 @@ def test_asha_sweep_end_to_end(ray_local, tiny_fmnist, tmp_path, capsys):
     stopped = [r for r in rows if r["status"].startswith("stopped early at epoch 1/3")]
     assert len(stopped) == 1 and int(stopped[0]["epochs"]) == 1
     assert sum(r["status"] == "done" for r in rows) == 2
+    # TensorBoard's HParams table shows each trial's real status: ASHA's cut is not a success (issue 17 #2).
+    for row in rows:
+        accumulator = EventAccumulator(row["path"])
+        accumulator.Reload()
+        content = accumulator.PluginTagToContent(hparams_metadata.PLUGIN_NAME)[hparams_metadata.SESSION_END_INFO_TAG]
+        status = plugin_data_pb2.HParamsPluginData.FromString(content).session_end_info.status
+        assert status == (api_pb2.STATUS_SUCCESS if row["status"] == "done" else api_pb2.STATUS_UNKNOWN), row
     assert (sweep_dir / "leaderboard.md").read_text().count("\n") == 2 + 3 + 2
     assert (sweep_dir / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
 
