@@ -49,7 +49,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", choices=["sgd", "lars", "adamw"], help="linear-probe optimizer (default sgd)")
     parser.add_argument("--lr", type=float, help="base lr per 256 images (default 0.1 probe, 1e-3 fine-tune)")
     parser.add_argument("--weight-decay", type=float, help="weight decay (default 0 probe, 0.05 fine-tune)")
-    parser.add_argument("--out", help="output folder; must not exist yet unless --overwrite")
+    parser.add_argument(
+        "--out",
+        help="output folder, which must not exist yet unless --overwrite (default: RUN_DIR/eval/PROTOCOL "
+        "for eval, RUN_OR_SWEEP_DIR/report for report)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
 
@@ -83,10 +87,12 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
 def add_report(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "report",
-        help="compare the runs of a run or sweep folder: tables and PNG plots",
+        help="compare the runs of a run or sweep folder: a sorted table and PNG plots",
         description="kNN and linear probe of every run's best checkpoint next to a "
-        "random-init and a raw-pixel baseline; loss/kNN/probe curves, t-SNE, "
-        "confusion matrix and per-class report, as summary.md + index.html.",
+        "random-init and a raw-pixel baseline: a table sorted by linear-probe val top-1 with a column "
+        "per swept knob, loss/kNN/probe curves, t-SNE, confusion matrix and per-class report, as "
+        "summary.md + one self-contained index.html. Features are cached in OUT/cache (never in the "
+        "runs' folders); --overwrite keeps that cache, so a second report costs only the probes.",
     )
     parser.add_argument("target", metavar="RUN_OR_SWEEP_DIR")
     parser.add_argument(

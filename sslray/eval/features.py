@@ -13,6 +13,12 @@ Features of a (encoder, split, limit, eval view) combination are cached as ``fea
 (tensors only, loaded with ``weights_only=True``) so a probe with other options, a report or a
 ``--every`` series re-reads them instead of running the backbone again. The key covers the model
 file's size and modification time, so a changed checkpoint is never matched to stale features.
+The caller picks the folder: ``sslray eval`` uses ``RUN_DIR/eval/cache``, ``sslray report`` its own
+``OUT/cache/<run>/`` (it never writes into the runs it reads).
+
+The images come from ``sslray.eval.crops`` when their crops are small (decoded in this process once
+and kept for the next encoder: the same crops, without starting a Ray Data pipeline per extraction),
+else from a Ray Data pipeline.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ import torch
 from torch import Tensor, nn
 
 from sslray.data.augment import PixelNormalizer, ViewSpec
-from sslray.data.pipeline import EpochViews, MapTasks, eval_dataset, open_prepared, views_dataset
+from sslray.data.pipeline import EpochViews, MapTasks, PreparedDataset, eval_dataset, open_prepared, views_dataset
 from sslray.errors import UserError
+from sslray.eval.crops import local_crops
 from sslray.methods.registry import build_method
 from sslray.recipe import Recipe, recipe_from_dict
 from sslray.runs.checkpoint import (
@@ -130,6 +137,24 @@ def baseline_encoders(recipe: Recipe) -> list[Encoder]:
     return [Encoder("random init", "random", recipe, epoch=0), Encoder("raw pixels", "pixels", recipe)]
 
 
+def cache_file(encoder: Encoder, prepared: PreparedDataset, limit: int | None, cache_dir: Path) -> Path:
+    """Where ``extract_features`` keeps this extraction: ``cache_dir/features-<key>.pt``, the key a hash
+    of everything the features depend on (the encoder's weights, the split, the limit, the eval view)."""
+    data = encoder.recipe.data
+    identity = {
+        "encoder": encoder.cache_identity(),
+        "split": str(Path(prepared.path).resolve()),
+        "rows": prepared.num_rows,
+        "limit": limit,
+        "view": [data.eval_view.size, data.eval_view.crop_fraction],  # size resolved by recipe_from_dict
+        "channels": data.channels,
+        "mean": data.mean,
+        "std": data.std,
+    }
+    key = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"features-{key}.pt"
+
+
 @torch.no_grad()
 def extract_features(
     encoder: Encoder,
@@ -144,33 +169,17 @@ def extract_features(
     Read from ``cache_dir`` when an identical extraction is there, else computed and written there."""
     prepared = open_prepared(split, where=where)
     recipe = encoder.recipe
-    spec = recipe.data.eval_view  # size resolved by recipe_from_dict
-    identity = {
-        "encoder": encoder.cache_identity(),
-        "split": str(Path(prepared.path).resolve()),
-        "rows": prepared.num_rows,
-        "limit": limit,
-        "view": [spec.size, spec.crop_fraction],
-        "channels": recipe.data.channels,
-        "mean": recipe.data.mean,
-        "std": recipe.data.std,
-    }
-    key = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    cached = cache_dir / f"features-{key}.pt" if cache_dir is not None else None
+    cached = cache_file(encoder, prepared, limit, cache_dir) if cache_dir is not None else None
     if cached is not None and cached.is_file():
         stored = load_tensors(cached)
         return stored["features"], stored["labels"]
 
     network = encoder.build(device)
     normalizer = PixelNormalizer(recipe.data.mean, recipe.data.std, device)
-    dataset = eval_dataset(split, spec, channels=recipe.data.channels, tasks=MapTasks.of(recipe.data))
-    dataset.context.execution_options.preserve_order = True  # "the first N images": file order
-    if limit is not None:
-        dataset = dataset.limit(limit)
     features, labels = [], []
-    for batch in dataset.iter_torch_batches(batch_size=EXTRACT_BATCH, device=device):
-        features.append(network(normalizer.to_float(batch["image"])).float().cpu())
-        labels.append(batch["label"].cpu())
+    for images, batch_labels in _eval_crops(prepared, recipe, limit, device):
+        features.append(network(normalizer.to_float(images)).float().cpu())
+        labels.append(batch_labels.cpu())
     out = torch.cat(features), torch.cat(labels)
     if cached is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -178,6 +187,25 @@ def extract_features(
         torch.save({"features": out[0], "labels": out[1]}, partial)
         partial.rename(cached)  # a reader never sees half a file
     return out
+
+
+def _eval_crops(
+    prepared: PreparedDataset, recipe: Recipe, limit: int | None, device: torch.device | str
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """(uint8 crops, labels) batches of the first ``limit`` images in file order: decoded in this
+    process and kept when small (``sslray.eval.crops``), else streamed through Ray Data."""
+    spec, channels = recipe.data.eval_view, recipe.data.channels
+    crops = local_crops(prepared, spec, channels, limit)
+    if crops is not None:
+        for images, labels in zip(*(part.split(EXTRACT_BATCH) for part in crops)):
+            yield images.to(device), labels
+        return
+    dataset = eval_dataset(prepared.path, spec, channels=channels, tasks=MapTasks.of(recipe.data))
+    dataset.context.execution_options.preserve_order = True  # "the first N images": file order
+    if limit is not None:
+        dataset = dataset.limit(limit)
+    for batch in dataset.iter_torch_batches(batch_size=EXTRACT_BATCH, device=device):
+        yield batch["image"], batch["label"]
 
 
 def probe_view(recipe: Recipe) -> ViewSpec:

@@ -21,20 +21,39 @@ from sslray.recipe import Recipe
 NOT_A_CURVE = ("train.seed",)  # what repeats a point, not what moves it
 
 
-def knob_value(recipe: Recipe, knob: str, run: Path) -> Any:
-    """The value of dotted ``knob`` in ``run``'s recipe; a UserError naming the keys there if absent."""
+def _lookup(recipe: Recipe, knob: str) -> tuple[bool, Any]:
+    """(True, value) of dotted ``knob`` in the recipe, else (False, the keys where the lookup stopped)."""
     node: Any = recipe.to_dict()
     for part in knob.split("."):
         if not isinstance(node, dict) or part not in node:
-            keys = sorted(node) if isinstance(node, dict) else []
-            raise UserError(
-                f"--vs {knob}: {run} has no {knob} in its recipe"
-                + (f" (keys there: {', '.join(map(str, keys))})" if keys else "")
-            )
+            return False, sorted(node) if isinstance(node, dict) else []
         node = node[part]
+    return True, node
+
+
+def knob_value(recipe: Recipe, knob: str, run: Path) -> Any:
+    """The value of dotted ``knob`` in ``run``'s recipe; a UserError naming the keys there if absent."""
+    found, node = _lookup(recipe, knob)
+    if not found:
+        raise UserError(
+            f"--vs {knob}: {run} has no {knob} in its recipe"
+            + (f" (keys there: {', '.join(map(str, node))})" if node else "")
+        )
     if isinstance(node, (dict, list)):
         raise UserError(f"--vs {knob}: a section, not a knob; name one of its keys, e.g. {knob}.{next(iter(node), '')}")
     return node
+
+
+def knob_values(recipes: dict[Path, Recipe], knob: str) -> dict[Path, Any]:
+    """Each run's value of ``knob``, None where its recipe has no such key (in a sweep over methods, BYOL
+    has no temperature); a knob that no run has, or a section, is ``knob_value``'s UserError."""
+    values = {
+        run: knob_value(recipe, knob, run) if _lookup(recipe, knob)[0] else None for run, recipe in recipes.items()
+    }
+    if recipes and all(value is None for value in values.values()):
+        run, recipe = next(iter(recipes.items()))
+        knob_value(recipe, knob, run)  # raises, naming the keys of the first run
+    return values
 
 
 def swept_knobs(runs: list[Path]) -> list[str]:
@@ -50,11 +69,12 @@ def swept_knobs(runs: list[Path]) -> list[str]:
 
 def knob_points(values: dict[str, Any], rows: list[dict], metrics: tuple[str, ...]) -> list[dict]:
     """One point per distinct knob value: ``{"value", "n", "runs", metric: {"mean", "std", "values"}}``,
-    in order of value (numbers numerically, anything else as text)."""
+    in order of value (numbers numerically, anything else as text); runs whose value is None are left out."""
     by_name = {row["name"]: row for row in rows}
     groups: dict[Any, list[str]] = {}
     for name, value in values.items():
-        groups.setdefault(value, []).append(name)
+        if value is not None:  # a run without the knob is no point on its curve
+            groups.setdefault(value, []).append(name)
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in groups)
     points = []
     for value in sorted(groups, key=(lambda v: v) if numeric else str):

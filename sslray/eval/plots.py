@@ -10,7 +10,10 @@ makes room for titles and outside legends without ``bbox_inches="tight"``, so a 
 t-SNE (van der Maaten & Hinton 2008) is ``sklearn.manifold.TSNE`` with PCA initialisation and the
 "auto" learning rate (max(N / 12 / 4, 50), Belkina et al. 2019), both of which make the map stable and
 reproducible given the seed; the default perplexity 30 shrinks to (N - 1) / 3 on small sets because
-each point needs about 3 * perplexity neighbours.
+each point needs about 3 * perplexity neighbours. Its gradient runs on one OpenMP thread: the
+process holds two OpenMP runtimes (torch's and scikit-learn's), and with a thread per core their
+busy-waiting threads fight each other and any other load, so a 500-point map took 1 to 29 s at random
+on a 2-core machine (16 s on average inside ``sslray report``), against a steady 1.3 s on one thread.
 """
 
 from __future__ import annotations
@@ -122,13 +125,15 @@ def stratified_indices(labels: Any, max_points: int, seed: int = 0) -> np.ndarra
 def tsne_embedding(features: Any, seed: int = 0, perplexity: float | None = None) -> np.ndarray:
     """2-D t-SNE coordinates ``[N, 2]`` of ``features`` ``[N, D]``; the same seed gives the same map."""
     from sklearn.manifold import TSNE  # imported here: it costs a second and only reports need it
+    from threadpoolctl import threadpool_limits
 
     features = _numpy(features).astype(np.float32)
     if features.ndim != 2 or len(features) < 4:
         raise ValueError(f"t-SNE needs features [N, D] with N >= 4, got shape {features.shape}")
     perplexity = min(30.0, (len(features) - 1) / 3) if perplexity is None else perplexity
     tsne = TSNE(n_components=2, init="pca", learning_rate="auto", perplexity=perplexity, random_state=seed)
-    return tsne.fit_transform(features)
+    with threadpool_limits(limits=1, user_api="openmp"):  # one thread: see the module docstring
+        return tsne.fit_transform(features)
 
 
 @dataclass(frozen=True)

@@ -3,38 +3,57 @@
 For every run (a run folder, each trial of a sweep, or each run in a folder of runs) and two
 baselines (the same architecture at random initialisation, and raw pixels):
 
-- ``summary.md`` / ``index.html``: the comparison table (method, backbone, params, time/epoch,
-  kNN top-1, linear-probe train and val top-1), the shape of the seed study's table, then the figures;
+- ``summary.md`` / ``index.html``: what was compared and the protocol, the comparison table (runs best
+  first by linear-probe val top-1, a column per swept knob, the baselines below; ``report_table``),
+  the best run's per-class report, then the figures with captions. ``index.html`` is one file: inline
+  CSS, figures embedded (``report_html``);
 - ``loss.png`` and ``knn.png``: pretraining loss and online kNN per epoch, every run on one axis
   (read back from the runs' TensorBoard event files);
 - ``linear_probe.png``: val top-1 per linear-probe epoch of every encoder;
 - ``tsne_<run>_epoch<E>.png``: t-SNE of val embeddings at the chosen pretraining epochs, by class;
+- ``knob_<knob>.png``: kNN and linear probe against each swept (or ``--vs``) knob;
 - ``confusion.png`` and ``per_class.md``: the best run's linear-probe confusion matrix and per-class
-  precision / recall / F1.
+  precision / recall / F1;
+- ``results.json``: the rows (runs in folder order, then the baselines; ``rank`` gives the table's
+  order), the settings and the knob curves.
 
-Evaluations use cached features (``RUN_DIR/eval/cache``), so a second report costs only the probes.
+Features are cached in the report's own folder, ``OUT/cache/<run>/`` and ``OUT/cache/baselines/``
+(``sslray.eval.features``): a report never writes into the runs it reads, which may be shared or
+read-only. ``--overwrite`` keeps that cache (``kept_cache``), so a second report costs only the probes.
 """
 
 from __future__ import annotations
 
-import html
 import json
-import sys
-from dataclasses import asdict, dataclass, replace
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, replace
 from pathlib import Path
 
+from sslray.data.pipeline import PreparedDataset, open_prepared
 from sslray.errors import UserError
-from sslray.eval.classes import html_table, markdown_table
-from sslray.eval.evaluate import output_folder, slug, write_class_report
-from sslray.eval.features import Encoder, baseline_encoders, checkpoint_encoder, extract_features, find_encoder
-from sslray.eval.knobs import knob_points, knob_value, swept_knobs
-from sslray.eval.plots import plot_curves, plot_knob, plot_tsne
-from sslray.eval.protocols import EvalContext, EvalOptions, EvalSplits, run_knn, run_linear
-from sslray.eval.registry import PROTOCOLS
+from sslray.eval.evaluate import output_folder, write_class_report
+from sslray.eval.features import Encoder, baseline_encoders, cache_file, find_encoder
+from sslray.eval.knobs import knob_values, swept_knobs
+from sslray.eval.protocols import EvalContext, EvalOptions, EvalSplits, Trained, run_knn, run_linear
+from sslray.eval.report_figures import (
+    CACHE,
+    Compared,
+    ReportFigures,
+    cache_folder,
+    pretraining_curves,
+    seconds_per_epoch,
+    tsne_encoders,
+    write_figures,
+)
+from sslray.eval.report_pages import write_pages
+from sslray.eval.report_table import columns, markdown, ranked
 from sslray.runs.checkpoint import checkpoint_folders
-from sslray.runs.folders import REPORT
-
-COLUMNS = ["name", "method", "backbone", "params (M)", "s/epoch", "knn top1", "linear train top1", "linear val top1"]
+from sslray.runs.folders import REPORT, is_folder_of
 
 
 def find_runs(target: Path) -> list[Path]:
@@ -58,209 +77,128 @@ def find_runs(target: Path) -> list[Path]:
     return runs
 
 
-def event_scalars(run: Path, tags: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
-    """(step, value) series of the given TensorBoard tags of a run's own event files."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(run), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    present = set(accumulator.Tags().get("scalars", []))
-    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in tags if tag in present}
-
-
 def params_millions(encoder: Encoder) -> float | None:
     if encoder.kind == "pixels":
         return None
     return sum(p.numel() for p in encoder.build("cpu").parameters()) / 1e6
 
 
-@dataclass(frozen=True)
-class Compared:
-    """What a report compares, and on which images."""
+@contextmanager
+def kept_cache(out: Path, overwrite: bool) -> Iterator[Callable[[], None]]:
+    """``--overwrite`` replaces a report folder but keeps its feature cache: the cache is moved beside the
+    folder (a rename) before it is replaced and back by the function this yields, once the new folder
+    exists. If the report fails before that, the cache goes back only into a folder that is still a
+    report; otherwise it is dropped with the rest."""
+    cache, parked = out / CACHE, None
+    if overwrite and cache.is_dir() and is_folder_of(str(out), REPORT):
+        parked = Path(tempfile.mkdtemp(prefix=f".{out.name}-cache-", dir=out.parent))
+        cache.rename(parked / CACHE)
 
-    runs: list[Path]  # in table order
-    encoders: dict[Path, Encoder]  # each run's best checkpoint
-    splits: EvalSplits  # --data, else the first run's kNN splits
+    def restore() -> None:
+        if parked is not None and (parked / CACHE).is_dir() and not cache.exists():
+            (parked / CACHE).rename(cache)
 
-
-@dataclass(frozen=True)
-class ReportFigures:
-    """Which optional figures a report draws."""
-
-    tsne_epochs: list[int] | None = None  # t-SNE at these pretraining epochs (None: each run's best checkpoint)
-    vs: list[str] | None = None  # knobs to plot the metrics against (None: those a sweep's trials differ in)
+    try:
+        yield restore
+    finally:
+        if parked is not None:
+            if out.is_dir() and is_folder_of(str(out), REPORT):
+                restore()
+            shutil.rmtree(parked, ignore_errors=True)
 
 
 def build_report(
     target: Path,
     out: Path,
     options: EvalOptions,
-    figures: ReportFigures = ReportFigures(),
+    figures: ReportFigures | None = None,
     overwrite: bool = False,
     device="cpu",
 ) -> Path:
+    figures = figures or ReportFigures()
     runs = find_runs(target)
     encoders = {run: find_encoder(run) for run in runs}
-    tsne_epochs = figures.tsne_epochs
-    knobs = list(figures.vs) if figures.vs else swept_knobs(runs)
-    for knob in knobs:  # a mistyped knob fails before any evaluation
-        for run in runs:
-            knob_value(encoders[run].recipe, knob, run)
+    recipes = {run: encoders[run].recipe for run in runs}
+    # A mistyped --vs fails here, before any evaluation; a knob only some runs have is blank for the others.
+    knobs = {knob: knob_values(recipes, knob) for knob in (figures.vs or swept_knobs(runs))}
+    for run in runs:  # so does an epoch some run did not keep
+        tsne_encoders(run, encoders[run], figures.tsne_epochs)
     splits = EvalSplits.of(encoders[runs[0]], options.data, options.train_limit, options.val_limit)
     options.knn = options.knn.resolved(encoders[runs[0]].recipe)
     print(f"report: kNN k={options.knn.k} T={options.knn.temperature:g} and linear probe, {splits.describe()}")
-    with output_folder(Path(out), overwrite, REPORT, options) as out:
-        return _write_report(Compared(runs, encoders, splits), out, options, tsne_epochs, device, knobs)
+    compared = Compared(Path(target), runs, encoders, splits, knobs, pretraining_curves(runs))
+    with kept_cache(Path(out), overwrite) as restore_cache:
+        with output_folder(Path(out), overwrite, REPORT, options) as out:
+            restore_cache()
+            return _write_report(compared, out, options, figures, device)
 
 
-def _write_report(
-    compared: Compared, out: Path, options: EvalOptions, tsne_epochs: list[int] | None, device, knobs: list[str]
-) -> Path:
+def _evaluate(compared: Compared, out: Path, options: EvalOptions, device) -> tuple[list[dict], dict[str, Trained]]:
+    """kNN and linear probe of every run's encoder, then of both baselines: the rows (runs in folder order,
+    then the baselines) and each one's trained probe."""
     runs, encoders, splits = compared.runs, compared.encoders, compared.splits
-    first = encoders[runs[0]]
-    classes = _class_names(splits.train)
-
-    curves = {run.name: event_scalars(run, ("train/loss", "eval/knn_top1", "perf/seconds")) for run in runs}
-    for tag, file, label in (
-        ("train/loss", "loss.png", "pretraining loss"),
-        ("eval/knn_top1", "knn.png", "online kNN top-1"),
-    ):
-        series = {name: values[tag] for name, values in curves.items() if tag in values}
-        if series:
-            plot_curves(series, out / file, title=f"{label} per epoch", xlabel="pretraining epoch", ylabel=label)
-
-    # Baselines use the first run's architecture and data geometry; runs may differ in method only.
-    rows, probe_curves, best = [], {}, None
     cached = replace(options, augment=False)  # the report probes cached features only
-    evaluated = [(run.name, encoders[run], run / "eval" / "cache") for run in runs]
-    evaluated += [(encoder.name, encoder, runs[0] / "eval" / "cache") for encoder in baseline_encoders(first.recipe)]
-    for name, encoder, cache in evaluated:
-        sys.stdout.write(f"report: {name} ({encoder.name})\n")
+    # Baselines use the first run's architecture and data geometry; runs may differ in method only.
+    evaluated = [(run.name, encoders[run], run) for run in runs]
+    evaluated += [(e.name, e, None) for e in baseline_encoders(encoders[runs[0]].recipe)]
+    prepared = [(open_prepared(splits.train), splits.train_limit), (open_prepared(splits.val), splits.val_limit)]
+    rows, trained = [], {}
+    for name, encoder, run in evaluated:
+        start, cache = time.perf_counter(), cache_folder(out, name if run is not None else "baselines")
+        hit = all(
+            _from_run_cache(encoder, split, limit, (run or runs[0]) / "eval" / "cache", cache)
+            for split, limit in prepared
+        )
         knn = run_knn(encoder, splits, cached, EvalContext(device, cache))
-        probe = run_linear(encoder, splits, cached, EvalContext(device, cache))
-        probe_curves[name] = [(h["epoch"], h["val_top1"]) for h in probe.history]
-        seconds = [v for _, v in curves.get(name, {}).get("perf/seconds", [])]
+        trained[name] = probe = run_linear(encoder, splits, cached, EvalContext(device, cache))
+        print(
+            f"report: {name} ({encoder.name}): kNN top-1 {knn['val_top1']:.4f}, linear val top-1 "
+            f"{probe.result['val_top1']:.4f}; features {'cached' if hit else 'extracted'}, "
+            f"{time.perf_counter() - start:.1f} s"
+        )
         rows.append(
             {
                 "name": name,
                 "method": encoder.recipe.method_name if encoder.kind == "checkpoint" else "-",
                 "backbone": encoder.recipe.backbone.name if encoder.kind != "pixels" else "-",
+                "epoch": encoder.epoch,
                 "params (M)": params_millions(encoder),
-                "s/epoch": sum(seconds) / len(seconds) if seconds else None,
+                "s/epoch": seconds_per_epoch(compared.curves, name) if run is not None else None,
                 "knn top1": knn["val_top1"],
                 "linear train top1": probe.result["train_top1"],
                 "linear val top1": probe.result["val_top1"],
-                "epoch": encoder.epoch,
+                **{knob: values.get(run) for knob, values in compared.knobs.items()},
             }
         )
-        if encoder.kind == "checkpoint" and (best is None or probe.result["val_top1"] > best[1].result["val_top1"]):
-            best = (name, probe)
-    linear = PROTOCOLS["linear"].title(options)
-    plot_curves(
-        probe_curves,
-        out / "linear_probe.png",
-        title=f"{linear}: val top-1 per epoch",
-        xlabel="linear-probe epoch",
-        ylabel="val top-1",
-    )
-    write_class_report(out, best[1], title=f"{best[0]}, {linear}", classes=classes)
+    return rows, trained
 
-    tsne_files = []
-    for run in runs:
-        chosen = _tsne_encoders(run, encoders[run], tsne_epochs)
-        for encoder in chosen:
-            features, labels = extract_features(
-                encoder, splits.val, splits.val_limit, device, run / "eval" / "cache", where="--data (val split)"
-            )
-            keep = labels >= 0
-            path = out / f"tsne_{slug(run.name)}_epoch{encoder.epoch}.png"
-            plot_tsne(
-                features[keep],
-                labels[keep],
-                path,
-                class_names=classes,
-                title=f"{run.name}, epoch {encoder.epoch}: t-SNE of val embeddings",
-            )
-            tsne_files.append(path.name)
 
-    knob_curves, knob_files = _knob_figures(compared, rows, knobs, out)
-    settings = {"splits": asdict(splits), "knn": asdict(options.knn), "linear probe": asdict(options.probe)}
-    results = {"rows": rows, "settings": settings, "knobs": knob_curves}
+def _from_run_cache(encoder: Encoder, split: PreparedDataset, limit: int | None, run_cache: Path, cache: Path) -> bool:
+    """Whether these features are in the report's cache, after linking them there from ``RUN/eval/cache``
+    if ``sslray eval`` (or a report before issue 17) extracted them: read, never written, in the run."""
+    ours, theirs = cache_file(encoder, split, limit, cache), cache_file(encoder, split, limit, run_cache)
+    if not ours.is_file() and theirs.is_file():
+        ours.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(theirs, ours)  # safe: a cache file is replaced by a rename, never rewritten in place
+        except OSError:
+            shutil.copyfile(theirs, ours)
+    return ours.is_file()
+
+
+def _write_report(compared: Compared, out: Path, options: EvalOptions, figures: ReportFigures, device) -> Path:
+    rows, trained = _evaluate(compared, out, options, device)
+    table = ranked(rows)
+    ranks = {r["name"]: r["#"] for r in table}
+    for row in rows:
+        row["rank"] = ranks[row["name"]] if isinstance(ranks[row["name"]], int) else None  # None: a baseline
+    best = table[0]["name"]
+    write_class_report(out, trained[best], title=f"{best}, linear probe", classes=compared.classes())
+    drawn = write_figures(compared, out, rows, trained, figures, device)
+    settings = {"splits": asdict(compared.splits), "knn": asdict(options.knn), "linear probe": asdict(options.probe)}
+    results = {"rows": rows, "settings": settings, "knobs": drawn.knob_curves}
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    figures = [f for f in ("loss.png", "knn.png", "linear_probe.png", "confusion.png") if (out / f).is_file()]
-    figures += knob_files
-    _write_summary(out, rows, figures + tsne_files, settings, best[0])
-    print(markdown_table(rows, COLUMNS))
+    write_pages(compared, out, table, drawn, options, (best, trained[best]))
+    print(markdown(table, columns(list(compared.knobs))))
     print(f"report: {out / 'summary.md'} (open {out / 'index.html'} in a browser)")
     return out
-
-
-KNOB_METRICS = {"knn top1": "kNN top-1", "linear val top1": "linear probe val top-1"}
-
-
-def _knob_figures(compared: Compared, rows: list[dict], knobs: list[str], out: Path) -> tuple[dict, list[str]]:
-    """``knob_<knob>.png`` per knob: each metric against the knob's value, baselines dashed."""
-    baselines = {r["name"]: r for r in rows if r["name"] in ("random init", "raw pixels")}
-    curves, files = {}, []
-    for knob in knobs:
-        values = {run.name: knob_value(compared.encoders[run].recipe, knob, run) for run in compared.runs}
-        curves[knob] = knob_points(values, rows, tuple(KNOB_METRICS))
-        path = out / f"knob_{slug(knob)}.png"
-        plot_knob(curves[knob], baselines, path, knob=knob, metrics=KNOB_METRICS, title=f"the metrics against {knob}")
-        files.append(path.name)
-    return curves, files
-
-
-def _tsne_encoders(run: Path, best: Encoder, epochs: list[int] | None) -> list[Encoder]:
-    """The run's best checkpoint, or its checkpoints at the requested pretraining epochs."""
-    if not epochs:
-        return [best]
-    kept = {e.epoch: e for e in map(checkpoint_encoder, checkpoint_folders(run))}
-    missing = [e for e in epochs if e not in kept]
-    if missing:
-        raise UserError(
-            f"--tsne-epochs: {run} kept no checkpoint for epoch(s) {', '.join(map(str, missing))} "
-            f"(kept: {', '.join(map(str, sorted(kept)))})"
-        )
-    return [kept[e] for e in epochs]
-
-
-def _class_names(split: str) -> list[str] | None:
-    from sslray.data.pipeline import open_prepared
-
-    return open_prepared(split).classes
-
-
-def _write_summary(out: Path, rows: list[dict], figures: list[str], settings: dict, best: str) -> None:
-    lines = [
-        "# sslray report",
-        "",
-        markdown_table(rows, COLUMNS),
-        "",
-        f"kNN: weighted vote, k={settings['knn']['k']}, T={settings['knn']['temperature']}, cosine similarity. "
-        f"Linear probe: BatchNorm (no affine) + linear on frozen features, {settings['linear probe']['epochs']} "
-        f"epochs, {settings['linear probe']['optimizer']}. Train split {settings['splits']['train']} "
-        f"(limit {settings['splits']['train_limit']}), val split {settings['splits']['val']} "
-        f"(limit {settings['splits']['val_limit']}).",
-        "",
-        f"## Per-class precision / recall / F1 of the best run ({best}), linear probe",
-        "",
-        (out / "per_class.md").read_text().split("\n", 2)[2].strip(),
-        "",
-    ]
-    lines += [f"![{f}]({f})" for f in figures]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    body = [
-        "<h1>sslray report</h1>",
-        html_table(rows, COLUMNS),
-        f"<p>{html.escape(lines[4])}</p>",
-        f'<p><a href="per_class.md">per-class report of {html.escape(best)}</a></p>',
-    ]
-    body += [
-        f'<figure><img src="{html.escape(f)}" style="max-width:48%"><figcaption>{html.escape(f)}</figcaption></figure>'
-        for f in figures
-    ]
-    (out / "index.html").write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>sslray report</title>"
-        "</head><body>" + "\n".join(body) + "</body></html>\n"
-    )

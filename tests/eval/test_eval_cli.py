@@ -180,7 +180,40 @@ def test_report_compares_the_run_with_both_baselines(run, tmp_path):
     ):
         assert (out / name).read_bytes()[:8] == PNG, name
         assert f"]({name})" in summary
-    assert "<table>" in (out / "index.html").read_text()
+    assert [r["rank"] for r in data["rows"]] == [1, None, None]  # baselines are listed, not ranked
+    page = (out / "index.html").read_text()
+    # One self-contained page: every figure embedded, none linked.
+    assert "<table>" in page and page.count('src="data:image/png;base64,') == 6 and 'src="tsne' not in page
+
+
+def test_report_caches_in_its_own_folder_and_a_second_report_reuses_it(run, tmp_path, capsys):
+    """With --out, features are cached in OUT/cache/<run>/ and OUT/cache/baselines/: nothing is written into
+    the run folder (a sweep may be shared or read-only). A second report into the same OUT (--overwrite)
+    re-reads that cache instead of extracting again."""
+    runs = tmp_path / "shared"
+    copy = runs / "simclr"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("eval"))
+    before = sorted(p.relative_to(runs) for p in runs.rglob("*"))
+    out = tmp_path / "report"
+    args = ["report", str(copy), "--epochs", "2", "--k", "5", "--out", str(out)]
+    assert main(args) == 0
+    assert sorted(p.relative_to(runs) for p in runs.rglob("*")) == before  # no eval/ or anything else
+    cache = {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("*.pt")}
+    assert sorted(p.parent.name for p in cache) == ["baselines"] * 4 + ["simclr"] * 2  # train + val each
+    assert capsys.readouterr().out.count("features extracted") == 3
+
+    assert main([*args, "--overwrite"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("features cached") == 3 and "features extracted" not in printed
+    assert {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("*.pt")} == cache  # read, not rewritten
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "shared"]  # the moved cache left nothing
+
+    # Features `sslray eval` cached in the run (RUN/eval/cache) are read from there, not extracted again.
+    shutil.copytree(out / "cache" / "simclr", copy / "eval" / "cache")
+    assert main(["report", str(copy), "--epochs", "2", "--k", "5", "--out", str(tmp_path / "other")]) == 0
+    printed = capsys.readouterr().out
+    [line] = [line for line in printed.splitlines() if line.startswith("report: simclr (")]
+    assert "features cached" in line and printed.count("features cached") == 1  # the baselines: extracted
 
 
 def test_a_corrupted_checkpoint_is_one_clear_error(run, tmp_path, capsys):
