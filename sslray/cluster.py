@@ -19,6 +19,7 @@ import os
 import socket
 import sys
 
+from sslray import reaper
 from sslray.console import say
 from sslray.errors import UserError
 
@@ -53,6 +54,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         # "local" always starts a new Ray: a plain ray.init() would join a cluster that `ray start`
         # left on this machine (/tmp/ray/ray_current_cluster), or refuse num_cpus because of it.
         ray.init(address="local", num_cpus=num_cpus)
+        reaper.watch(os.getpid())  # Ray's agents would outlive a killed driver by a minute or more
         return
     check_address(given)
     try:

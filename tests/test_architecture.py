@@ -30,7 +30,7 @@ LAYERS = [
     ("sslray.methods",),
     ("sslray.data",),
     ("sslray.recipe",),
-    ("sslray.runs", "sslray.cluster"),
+    ("sslray.runs", "sslray.cluster", "sslray.reaper"),
     ("sslray.eval",),
     ("sslray.train",),
     ("sslray.tune",),
