@@ -9,8 +9,8 @@ Ray reads it when ``ray`` is first imported, so ``use_loopback()`` must run befo
 Ray Train's gloo process group listens on the address the host name resolves to, which on many machines
 is the network interface; ``GLOO_SOCKET_IFNAME`` pins it to the loopback interface. The workers inherit
 it from the driver's environment when ``ray.init`` starts the local Ray. A value the user set is kept.
-(torch's TCPStore, the process group's rendezvous, still listens on every interface while a Ray Train run
-trains: torch has no setting for its address; a strict xfail test in tests/ tracks it.)
+torch's TCPStore, the process group's rendezvous, is bound to rank 0's node address by
+``sslray.train.process_group`` (torch itself would listen on every interface).
 """
 
 from __future__ import annotations

@@ -169,6 +169,11 @@ def test_overrides_are_typed_yaml_values_on_dotted_paths(tmp_path):
             ["optim.base_lr=1.0e+300"],
             r"optim\.base_lr: 1e\+300 is out",
         ),
+        (
+            "method: {name: simclr}\nbackbone: {in_chans: 1}\n",
+            ["scaling.placement_strategy=SPREAD_OUT"],
+            r"scaling\.placement_strategy: 'SPREAD_OUT' is not allowed; choose PACK, SPREAD, STRICT_PACK, STRICT_SP",
+        ),
     ],
 )
 def test_bad_recipes_name_the_key_and_value(tmp_path, monkeypatch, text, overrides, message):

@@ -109,14 +109,27 @@ class TrainConfig:
             raise UserError(f"train.precision: {self.precision!r} is not allowed; choose auto, fp32, bf16 or fp16")
 
 
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
 @dataclass
 class ScalingConfig:
     num_workers: int = 1  # Ray Train workers (DDP ranks)
     use_gpu: bool = False  # one GPU per worker when true
     cpus_per_worker: float | None = None  # None: derived from the cluster, leaving CPUs to Ray Data
+    # How Ray places the workers (a placement group): PACK (few nodes), SPREAD, STRICT_PACK (one node) or
+    # STRICT_SPREAD (one worker per node). A 1-worker run trains in-process and ignores it.
+    placement_strategy: str = "PACK"
+    # Node labels the workers must run on, e.g. {sslray-role: train}; None: any node.
+    label_selector: dict[str, str] | None = None
 
     def validate(self) -> None:
         check_range("scaling.num_workers", self.num_workers, 1, None)
+        if self.placement_strategy not in PLACEMENT_STRATEGIES:
+            raise UserError(
+                f"scaling.placement_strategy: {self.placement_strategy!r} is not allowed; "
+                f"choose {', '.join(PLACEMENT_STRATEGIES)}"
+            )
         if self.cpus_per_worker is not None:
             check_range("scaling.cpus_per_worker", self.cpus_per_worker, 0.0, None, low_open=True)
 

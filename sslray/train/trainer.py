@@ -24,6 +24,7 @@ from sslray.recipe import Recipe
 from sslray.runs.checkpoint import checkpoint_folders, newest_intact
 from sslray.runs.restarts import read_restarts
 from sslray.train.need import measure_need
+from sslray.train.process_group import bound_torch_config
 
 MAX_CPUS_PER_WORKER = 2.0  # a training worker mostly feeds its device; the rest of the CPUs decode/augment
 
@@ -169,8 +170,13 @@ def fit(
             "torch_threads": threads,
         },
         scaling_config=ray.train.ScalingConfig(
-            num_workers=recipe.scaling.num_workers, use_gpu=recipe.scaling.use_gpu, resources_per_worker=resources
+            num_workers=recipe.scaling.num_workers,
+            use_gpu=recipe.scaling.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=recipe.scaling.placement_strategy,
+            label_selector=recipe.scaling.label_selector,
         ),
+        torch_config=bound_torch_config(),
         run_config=ray.train.RunConfig(
             name="checkpoints",
             storage_path=storage_uri or str(run_dir),

@@ -3,8 +3,8 @@ folder, HOME and TMPDIR (the two at once, their listening sockets sampled while 
 
 - they write nothing outside ``--out`` (``--overwrite`` replacing an old sweep folder on the way) but
   Ray's session folder and the few files that Ray, matplotlib and torch keep in HOME / TMPDIR;
-- every socket of the Ray they start listens on loopback, except torch's TCPStore of a Ray Train worker
-  group (a known gap, marked xfail).
+- every socket of the Ray they start listens on loopback, torch's TCPStore of a Ray Train worker group
+  included (``sslray.train.process_group`` binds it to the node's address: 127.0.0.1 here).
 """
 
 from __future__ import annotations
@@ -221,30 +221,19 @@ def off_loopback(run: CliRun) -> dict[tuple[int, str, int], set[str]]:
     return {key: names for key, names in run.listening.items() if not is_loopback(key[1])}
 
 
-def is_torch_store(key: tuple[int, str, int], names: set[str]) -> bool:
-    """torch's TCPStore, the rendezvous of a Ray Train worker group: rank 0 listens on every interface."""
-    return key[1] in ("::", "0.0.0.0") and any("RayTrainWorker" in name for name in names)
-
-
-def test_the_command_lines_ray_listens_on_loopback_but_for_torchs_store(cli_runs):
+def test_the_command_lines_ray_listens_on_loopback(cli_runs):
     for command, run in cli_runs.items():
         print(f"{command}: listening sockets of the process tree (pid, address, port: process names)")
         for key, names in sorted(run.listening.items()):
             print(f"  {key}: {', '.join(sorted(names))}")
         names = set().union(*run.listening.values())
         assert {"gcs_server", "raylet"} <= names, names
-        assert {key: names for key, names in off_loopback(run).items() if not is_torch_store(key, names)} == {}
+        assert off_loopback(run) == {}
     # The train run's worker group was seen (its sockets sampled), so the test below checks something.
     assert any("RayTrainWorker" in name for names in cli_runs["train"].listening.values() for name in names)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "torch's TCPStore binds every interface ('::') for the whole run; torch has no setting for its address. "
-        "Fix: rank 0 creates the store on a socket bound to 127.0.0.1 (TCPStore(master_listen_fd=...)) and "
-        "init_process_group(store=...) instead of Ray Train's env:// set-up, on a loopback-only node."
-    ),
-)
 def test_the_train_runs_process_group_store_listens_on_loopback(cli_runs):
+    """torch's TCPStore (rank 0's rendezvous, unauthenticated) listened on every interface ('::') for the
+    whole run with Ray Train's env:// set-up; sslray.train.process_group binds it to the node's address."""
     assert off_loopback(cli_runs["train"]) == {}
