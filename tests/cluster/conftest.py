@@ -57,6 +57,7 @@ DASHBOARD_PORT = 8265
 DATA_LABEL = {"sslray-role": "data"}
 TRAIN_LABEL = {"sslray-role": "train"}
 START_TIMEOUT_S = 180
+OBJECT_STORE = 300_000_000  # bytes per node (Ray's default: 30% of RAM each, in /dev/shm)
 
 
 def why_no_netns() -> str | None:
@@ -165,7 +166,7 @@ class NetnsCluster:
         for role in roles:
             node = self.nodes[role]
             argv = [str(RAY), "start", "--node-ip-address", node.addr, "--num-cpus", str(node.num_cpus)]
-            argv += ["--temp-dir", node.temp_dir, "--disable-usage-stats"]
+            argv += ["--temp-dir", node.temp_dir, "--disable-usage-stats", "--object-store-memory", str(OBJECT_STORE)]
             argv += ["--labels", ",".join(f"{k}={v}" for k, v in node.labels.items())]
             if role == "head":
                 argv += ["--head", "--port", str(GCS_PORT), "--dashboard-host", node.addr]
