@@ -15,7 +15,7 @@ from .conftest import spread_recipe
 pytestmark = pytest.mark.cluster
 
 # Ray Data's tasks are named after the operators they run (fused: "ReadParquet->MapBatches(decode)").
-DATA_OPERATORS = ("ReadParquet", "MapBatches", "Map(", "Read", "Split", "Limit")
+DATA_OPERATORS = ("ReadParquet", "MapBatches", "Map(", "Read", "Limit")
 
 
 def is_data_task(name: str) -> bool:
@@ -58,7 +58,11 @@ def test_a_sweeps_workers_spread_over_the_train_nodes_and_its_data_tasks_run_on_
     )
     assert seen["jobs"]
     where = {node_id: role for role, node_id in nodes.items()}
-    data_tasks = [(name, where.get(node_id, node_id)) for name, node_id, kind in seen["tasks"] if is_data_task(name)]
+    data_tasks = [
+        (name, where.get(node_id, node_id))
+        for name, node_id, kind in seen["tasks"]
+        if kind == "NORMAL_TASK" and is_data_task(name)
+    ]
     print("Ray Data tasks (name, node):", sorted(set(data_tasks)))
     workers = [where.get(node_id, node_id) for name, node_id, _ in seen["actors"] if name == "RayTrainWorker"]
     print("RayTrainWorker actors on:", workers)
