@@ -150,6 +150,10 @@ def _driver(sweep_dir: str, address: str | None, verbose: bool) -> Iterator[Any]
     ``verbose``, inside ``quiet``: Ray's, Tune's and the trials' output go to the sweep's log file."""
     import ray
 
+    # Sweeps run offline: with MLflow installed (the mlflow extra), Ray Tune's callback bookkeeping loads it
+    # and MLflow's telemetry writes ~/.config/mlflow and reaches for the network. Set before a local Ray
+    # starts, so its workers inherit it; a user's own setting wins.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     if verbose:
         logs, quieted = None, nullcontext()
     else:
