@@ -105,7 +105,8 @@ class SweepProgress(Callback):
             else:
                 line.status = "interrupted" if stop_requested() else "stopped early"
         best = "-" if line.best is None else f"{line.best:.4f}"
-        what = f"{line.status} at epoch {line.epoch}/{line.planned}: best {self.space.tune.metric} {best}"
+        where = "at" if line.status in ("done", "stopped early", "interrupted") else "- stopped at"  # a stop_reason
+        what = f"{line.status} {where} epoch {line.epoch}/{line.planned}: best {self.space.tune.metric} {best}"
         self._event(line, f"{what} | {self.summary()}")
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
