@@ -40,7 +40,7 @@ from sslray.tune.registry import SEARCHERS
 from sslray.tune.resources import plan_resources
 from sslray.tune.results import finish
 from sslray.tune.space import SearchSpace, load_space, space_from_dict
-from sslray.tune.trial import trainable, trial_dirname
+from sslray.tune.trial import staging_folder, trainable, trial_dirname
 
 SPACE_FILE = "space.yaml"
 LOGS, LOG_FILE = "logs", "driver.log"  # SWEEP/logs/driver.log: the driver's output but sslray's lines
@@ -175,12 +175,7 @@ def _driver(sweep_dir: str, address: str | None, verbose: bool) -> Iterator[Any]
 
 def _log_folder(sweep_dir: str) -> Path:
     """``SWEEP/logs``; for a sweep at a URI a node-local folder, uploaded there when the sweep ends."""
-    if not storage.is_uri(sweep_dir):
-        return Path(sweep_dir) / LOGS
-    import hashlib
-
-    key = hashlib.sha1(sweep_dir.encode()).hexdigest()[:8]
-    return storage.local_staging(f"{storage.split_parent(sweep_dir)[1]}-{key}", LOGS)
+    return staging_folder(sweep_dir, LOGS) if storage.is_uri(sweep_dir) else Path(sweep_dir) / LOGS
 
 
 def _fit(tuner, space: SearchSpace, sweep_dir: str, baselines: dict | None) -> list[dict[str, Any]]:

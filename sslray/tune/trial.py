@@ -42,7 +42,7 @@ def run_trial(config: dict[str, Any], space: SearchSpace, plan: ResourcePlan, sw
     recipe = recipe_from_dict(recipe_dict)
     trial_name = tune.get_context().get_trial_name()  # == its folder name (trial_dirname)
     if storage.is_uri(sweep_dir):
-        trial_dir, trial_storage = _staging_folder(sweep_dir, trial_name), storage.join(sweep_dir, trial_name)
+        trial_dir, trial_storage = staging_folder(sweep_dir, trial_name), storage.join(sweep_dir, trial_name)
     else:
         trial_dir, trial_storage = Path(sweep_dir) / trial_name, None
     write_config(recipe, trial_dir)
@@ -71,12 +71,13 @@ def run_trial(config: dict[str, Any], space: SearchSpace, plan: ResourcePlan, sw
         )
 
 
-def _staging_folder(sweep_uri: str, trial_name: str) -> Path:
-    """Node-local folder of a trial whose sweep lives at a URI (a hash keeps two sweeps of one name apart)."""
+def staging_folder(sweep_uri: str, name: str) -> Path:
+    """Node-local folder ``name`` (a trial's, the driver's logs) of a sweep that lives at a URI (a hash keeps
+    two sweeps of one name apart)."""
     import hashlib
 
     key = hashlib.sha1(sweep_uri.encode()).hexdigest()[:8]
-    return storage.local_staging(f"{storage.split_parent(sweep_uri)[1]}-{key}", trial_name)
+    return storage.local_staging(f"{storage.split_parent(sweep_uri)[1]}-{key}", name)
 
 
 def trial_dirname(trial, default_method: str) -> str:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from sslray.reaper import _ray_descendants, _stat
+from sslray.reaper import _alive, _ray_descendants
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the reaper reads /proc")
 
@@ -31,11 +31,6 @@ def _command(pid: int) -> bytes:
             return handle.read()
     except OSError:
         return b""
-
-
-def _alive(pid: int, start: int) -> bool:
-    stat = _stat(pid)
-    return stat is not None and stat[2] == start and stat[0] != "Z"
 
 
 def test_a_killed_driver_leaves_no_ray_process_behind():
