@@ -17,13 +17,12 @@ left running.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sslray.cluster import init_ray, use_loopback
+from sslray.cluster import ray_session
 from sslray.errors import UserError
 from sslray.recipe import Recipe, load_recipe
 from sslray.runs.checkpoint import find_checkpoint
@@ -83,23 +82,6 @@ def load_sweep(path: str | Path) -> SweepResult:
     return SweepResult(path)
 
 
-@contextmanager
-def _ray(address: str | None) -> Iterator[None]:
-    """Ray for one call: the caller's if connected, else ``address``'s or a local one, stopped after."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    if address is None:
-        use_loopback()
-    init_ray(address)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 def sweep(
     space: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None, address: str | None = None
 ) -> SweepResult:
@@ -125,7 +107,7 @@ def train(
     run_dir = Path(out or default_out("runs", loaded.method_name))
     check_out(str(run_dir), RUN, overwrite=False)
     check_data(loaded)
-    with _ray(address):
+    with ray_session(address):
         return fit(loaded, run_dir)
 
 
@@ -143,5 +125,5 @@ def evaluate(
     from sslray.eval.protocols import EvalOptions
 
     options = EvalOptions(protocol=protocol, data=data)
-    with _ray(address):
+    with ray_session(address):
         return run_evaluation(Path(target), options, Path(out) if out else None, device=device_for())

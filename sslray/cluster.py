@@ -18,6 +18,9 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from sslray import reaper
 from sslray.console import say
@@ -38,10 +41,10 @@ def use_loopback() -> None:
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to ``address`` (or ``RAY_ADDRESS``), or start a local Ray on 127.0.0.1 with
     ``num_cpus`` CPUs (default: all). A second call while connected is a no-op. An address where no
-    Ray answers is a ``UserError`` naming it."""
+    Ray answers is a ``UserError`` naming it. Returns whether this call connected (False: already was)."""
     given, where = address, "--address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")
     if address is None:
@@ -49,18 +52,33 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     if address is None:
         # "local" always starts a new Ray: a plain ray.init() would join a cluster that `ray start`
         # left on this machine (/tmp/ray/ray_current_cluster), or refuse num_cpus because of it.
         ray.init(address="local", num_cpus=num_cpus)
         reaper.watch(os.getpid())  # Ray's agents would outlive a killed driver by a minute or more
-        return
+        return True
     check_address(given)
     try:
         ray.init(address=address)
     except ConnectionError as err:  # e.g. "auto" with no cluster on this machine
         raise UserError(f"{where} {address}: {str(err).strip().splitlines()[0]}") from None
+    return True
+
+
+@contextmanager
+def ray_session(address: str | None = None) -> Iterator[Any]:
+    """Ray for one command, yielded as the ``ray`` module: the process's own if it is connected (left
+    running), else ``init_ray(address)``'s, shut down on leaving."""
+    started = init_ray(address)
+    import ray
+
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def ray_connected() -> bool:
@@ -107,3 +125,16 @@ def warn_if_no_node_matches(label_selector: dict[str, str] | None, where: str = 
             "joins (ray start --labels k=v, or an autoscaled node type with them)",
             err=True,
         )
+
+
+def alive_nodes_with_labels(nodes: list[dict], label_selector: dict[str, str]) -> list[dict] | None:
+    """The alive nodes among ``nodes`` (``ray.nodes()``'s dicts) that carry every ``key: value`` of
+    ``label_selector``; None for a selector with Ray's operators (``!v``, ``in(...)``), which this does not
+    evaluate. Pure, so that a watcher can ask the GCS once and decide here."""
+    if any(v.startswith("!") or "(" in v for v in label_selector.values()):
+        return None
+    return [
+        node
+        for node in nodes
+        if node.get("Alive") and all(node.get("Labels", {}).get(k) == v for k, v in label_selector.items())
+    ]

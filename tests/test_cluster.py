@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from sslray.cluster import warn_if_no_node_matches
+from sslray.cluster import ray_session, warn_if_no_node_matches
 
 from .conftest import assert_one_line_error, tiny_recipe
 from .tune.conftest import tiny_space
@@ -23,6 +23,21 @@ def test_a_label_selector_that_no_node_satisfies_is_announced(ray_local, capsys)
     node_id = ray_local.nodes()[0]["Labels"]["ray.io/node-id"]
     warn_if_no_node_matches({"ray.io/node-id": node_id})
     assert capsys.readouterr().err == ""
+
+
+def test_a_ray_session_stops_the_ray_it_started_and_leaves_the_callers(ray_local):
+    with ray_session() as ray:  # the session's Ray is connected: used, and left running
+        assert ray is ray_local and ray.is_initialized()
+    assert ray_local.is_initialized()
+    # In a process of its own (as the Python API runs it): a local Ray for the block, stopped after it.
+    script = (
+        "from sslray.cluster import ray_session\n"
+        "with ray_session() as ray:\n    inside = ray.is_initialized()\n"
+        "print(inside, ray.is_initialized())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # not the session's Ray: a new one
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0 and done.stdout.split()[-2:] == ["True", "False"], done.stdout + done.stderr
 
 
 def _closed_port() -> int:

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from sslray.cluster import check_address, init_ray, ray_connected, warn_if_no_node_matches
+from sslray.cluster import check_address, ray_connected, ray_session, warn_if_no_node_matches
 from sslray.console import quiet, say
 from sslray.errors import UserError
 from sslray.interrupts import Interrupted, tune_stops_on_signals
@@ -148,8 +148,6 @@ def run_sweep(
 def _driver(sweep_dir: str, address: str | None, verbose: bool) -> Iterator[Any]:
     """Yields ``ray``, connected for the sweep (and shut down after, if started here); unless
     ``verbose``, inside ``quiet``: Ray's, Tune's and the trials' output go to the sweep's log file."""
-    import ray
-
     # Sweeps run offline: with MLflow installed (the mlflow extra), Ray Tune's callback bookkeeping loads it
     # and MLflow's telemetry writes ~/.config/mlflow and reaches for the network. Set before a local Ray
     # starts, so its workers inherit it; a user's own setting wins.
@@ -160,14 +158,8 @@ def _driver(sweep_dir: str, address: str | None, verbose: bool) -> Iterator[Any]
         logs = _log_folder(sweep_dir)
         quieted = quiet(logs / LOG_FILE)
     try:
-        with quieted:
-            started_here = not ray.is_initialized()
-            init_ray(address)
-            try:
-                yield ray
-            finally:
-                if started_here:
-                    ray.shutdown()
+        with quieted, ray_session(address) as ray:
+            yield ray
     finally:
         if logs is not None and storage.is_uri(sweep_dir):
             storage.upload_folder(logs, storage.join(sweep_dir, LOGS))
