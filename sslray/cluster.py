@@ -41,10 +41,11 @@ def use_loopback() -> None:
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+def init_ray(address: str | None = None, num_cpus: int | None = None, checked: bool = False) -> bool:
     """Connect to ``address`` (or ``RAY_ADDRESS``), or start a local Ray on 127.0.0.1 with
     ``num_cpus`` CPUs (default: all). A second call while connected is a no-op. An address where no
-    Ray answers is a ``UserError`` naming it. Returns whether this call connected (False: already was)."""
+    Ray answers is a ``UserError`` naming it (``checked``: the caller has run ``check_address`` already).
+    Returns whether this call connected (False: already was)."""
     given, where = address, "--address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")
     if address is None:
@@ -59,7 +60,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         ray.init(address="local", num_cpus=num_cpus)
         reaper.watch(os.getpid())  # Ray's agents would outlive a killed driver by a minute or more
         return True
-    check_address(given)
+    if not checked:
+        check_address(given)
     try:
         ray.init(address=address)
     except ConnectionError as err:  # e.g. "auto" with no cluster on this machine
@@ -68,10 +70,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
 
 
 @contextmanager
-def ray_session(address: str | None = None) -> Iterator[Any]:
+def ray_session(address: str | None = None, checked: bool = False) -> Iterator[Any]:
     """Ray for one command, yielded as the ``ray`` module: the process's own if it is connected (left
-    running), else ``init_ray(address)``'s, shut down on leaving."""
-    started = init_ray(address)
+    running), else ``init_ray(address, checked=checked)``'s, shut down on leaving."""
+    started = init_ray(address, checked=checked)
     import ray
 
     try:

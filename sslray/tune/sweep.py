@@ -118,10 +118,10 @@ def run_sweep(
     check_out(sweep_dir, SWEEP, overwrite=False)
     space = _with_absolute_data_paths(space)  # trials run in their own folders
     if not ray_connected():
-        check_address(address)  # nothing is written for an address where no Ray answers
+        check_address(address)  # nothing is written for an address where no Ray answers (checked once: here)
     # The folder's marker first, before its logs: a sweep that fails to start can be replaced with --overwrite.
     _write_files(sweep_dir, {SPACE_FILE: yaml.safe_dump(plain(space.to_yaml_dict()), sort_keys=False)})
-    with _driver(sweep_dir, address, verbose) as ray:
+    with _driver(sweep_dir, address, verbose, checked=True) as ray:
         plan = plan_resources(space, ray.cluster_resources(), measure_need)
         say(
             f"sweep {space.source}: {len(space.knobs)} searched knob(s), methods {', '.join(space.methods)}; "
@@ -145,9 +145,10 @@ def run_sweep(
 
 
 @contextmanager
-def _driver(sweep_dir: str, address: str | None, verbose: bool) -> Iterator[Any]:
+def _driver(sweep_dir: str, address: str | None, verbose: bool, checked: bool = False) -> Iterator[Any]:
     """Yields ``ray``, connected for the sweep (and shut down after, if started here); unless
-    ``verbose``, inside ``quiet``: Ray's, Tune's and the trials' output go to the sweep's log file."""
+    ``verbose``, inside ``quiet``: Ray's, Tune's and the trials' output go to the sweep's log file.
+    ``checked``: ``address`` has passed ``check_address`` already (``init_ray`` checks it otherwise)."""
     # Sweeps run offline: with MLflow installed (the mlflow extra), Ray Tune's callback bookkeeping loads it
     # and MLflow's telemetry writes ~/.config/mlflow and reaches for the network. Set before a local Ray
     # starts, so its workers inherit it; a user's own setting wins.
@@ -158,7 +159,7 @@ def _driver(sweep_dir: str, address: str | None, verbose: bool) -> Iterator[Any]
         logs = _log_folder(sweep_dir)
         quieted = quiet(logs / LOG_FILE)
     try:
-        with quieted, ray_session(address) as ray:
+        with quieted, ray_session(address, checked) as ray:
             yield ray
     finally:
         if logs is not None and storage.is_uri(sweep_dir):
