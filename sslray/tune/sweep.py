@@ -46,12 +46,8 @@ SPACE_FILE = "space.yaml"
 LOGS, LOG_FILE = "logs", "driver.log"  # SWEEP/logs/driver.log: the driver's output but sslray's lines
 
 
-def _run_config(sweep_dir: str, space: SearchSpace, verbose: bool = False):
-    from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-
-    from sslray.tune.progress import SweepProgress
-
+def _tune_environment() -> None:
+    """Tune's settings that are environment variables, for a first run and a resume alike."""
     # Tune's own TensorBoard logger is left out: the trials write their own event files and HParams
     # (train/, eval/, perf/ per epoch); a second set per trial would split each HParams row in two.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
@@ -61,6 +57,15 @@ def _run_config(sweep_dir: str, space: SearchSpace, verbose: bool = False):
     # Every epoch checkpoints, and with num_to_keep Tune then snapshots the experiment each time (what
     # makes --resume lose nothing); its warning that this may be a bottleneck is noise at this scale.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def _run_config(sweep_dir: str, space: SearchSpace, verbose: bool = False):
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from sslray.tune.progress import SweepProgress
+
+    _tune_environment()
     storage_path, name = storage.split_parent(sweep_dir)
     kept = space.tune.scheduler_entry.checkpoints_kept(space.tune.options)  # per trial
     # Restarts of a trial whose process or node died, from its last checkpoint (train.max_failures;
@@ -206,7 +211,7 @@ def resume_sweep(out: str | Path, address: str | None = None, verbose: bool = Fa
         say(f"resuming sweep {sweep_dir}: {plan.describe()}")
         if not verbose:
             say(f"logs: {storage.join(sweep_dir, LOGS, LOG_FILE)} (Ray's, Tune's and the trials' output)")
-        _run_config(sweep_dir, space)  # the logger environment, as on the first run
+        _tune_environment()  # as on the first run
         # The run config (and so the progress callback and verbosity) is the one the sweep was started with.
         tuner = tune.Tuner.restore(
             sweep_dir,
