@@ -20,12 +20,15 @@ from sslray.recipe import recipe_from_dict
 from sslray.train.trainer import plain
 
 
+def significant(value: Any) -> str:
+    """A value as sslray prints it, here and in the sweep's progress lines: a float to 4 significant
+    digits, anything else as ``str``."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _format(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    """A displayed cell: ``significant``, or "-" where the value is missing."""
+    return "-" if value is None else significant(value)
 
 
 def _exact(value: Any) -> str:

@@ -16,19 +16,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ray.tune import Callback
 
 from sslray.console import console, say
 from sslray.interrupts import stop_requested
+from sslray.tune.leaderboard import significant
 from sslray.tune.space import SearchSpace
 
 TABLE_FINISHED_ROWS = 5  # finished trials kept in the terminal table (the best ones): it must fit a screen
-
-
-def _number(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _minutes(seconds: float) -> str:
@@ -128,7 +124,7 @@ class SweepProgress(Callback):
             self.trials[trial.trial_id] = TrialLine(
                 index=int(suffix) + 1 if suffix.isdigit() else len(self.trials) + 1,
                 name=str(trial),
-                knobs=" ".join(f"{_short(k, self.space)}={_number(v)}" for k, v in knobs.items()),
+                knobs=" ".join(f"{_short(k, self.space)}={significant(v)}" for k, v in knobs.items()),
                 planned=self.space.planned_epochs(config) if set(config) >= set(self.space.knobs) else 0,
             )
         return self.trials[trial.trial_id]
