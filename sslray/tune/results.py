@@ -107,5 +107,11 @@ def _write_hparams_status(row: dict[str, Any]) -> None:
     from sslray.runs.tensorboard import RunLogger
 
     key = "done" if status == "done" else "failed" if status.startswith(("error", "diverged")) else "stopped"
+    # A small event file of its own (one per trial each time a sweep finishes or is resumed), not a record
+    # added to the trial's: the trial's writer is gone (its process ended, maybe on another node), a
+    # SummaryWriter only ever opens a new file, and appending to the trial's last file is unsafe: a trial
+    # killed mid-write (a scheduler's stop) leaves a truncated record there, after which TensorBoard's
+    # reader stops (it waits for the record to be completed), so the status would be lost. One writer at
+    # the sweep root cannot do it either: TensorBoard's run is the folder that holds the event file.
     with RunLogger(row["path"]) as logger:
         logger.session_end(key, step=int(row["epochs"] or 0))
