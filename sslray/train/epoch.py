@@ -1,7 +1,8 @@
 """One epoch of one rank's training: this rank's batches, and the step each of them goes through.
 
 ``train_epoch`` iterates this rank's views (``rank_views_dataset``: reproducible, fresh per epoch,
-shuffled locally) and averages the step outputs into the epoch's metrics. ``train_step`` normalises a
+shuffled locally) and averages the step outputs into the epoch's metrics; rank 0's ``DataWait`` says so
+when the batches stop because no live node carries ``data.label_selector``'s labels. ``train_step`` normalises a
 batch's uint8 views on the device (channels-last for ResNets), sets the step's lr (warm-up + cosine),
 runs forward/backward under mixed precision (``sslray.train.precision``) with gradient accumulation,
 and on every ``grad_accum_steps``-th batch takes the optimizer step and the method's own schedules
@@ -27,6 +28,7 @@ from sslray.nn.dist import mean_over_ranks
 from sslray.nn.optim import scaled_lr, set_lr
 from sslray.nn.schedules import warmup_cosine
 from sslray.recipe import Recipe
+from sslray.train.data_wait import DataWait
 from sslray.train.precision import MixedPrecision
 
 IMAGES_LOGGED = 8  # images per view in the TensorBoard grids
@@ -95,6 +97,7 @@ class RankData:
     rank: int
     world: int
     device: torch.device
+    wait: DataWait  # says so when the batches stop because no live node has data.label_selector's labels
 
 
 def train_epoch(learner: Learner, data: RankData, epoch: int, num_steps: int) -> tuple[dict, list[torch.Tensor]]:
@@ -123,17 +126,19 @@ def train_epoch(learner: Learner, data: RankData, epoch: int, num_steps: int) ->
     learner.model.train()
     start = wait_start = time.perf_counter()
     waited = 0.0
-    for index, batch_data in enumerate(batches):
-        if index == num_steps:
-            break
-        waited += time.perf_counter() - wait_start
-        uint8_views = [batch_data[f"view_{v}"] for v in range(len(batch_data) - 1)]
-        sample = sample or [v[:IMAGES_LOGGED] for v in uint8_views]
-        out, stepped = train_step(learner, uint8_views, index, epoch)
-        scheduled = stepped or scheduled  # keep the last optimizer step's scheduled values
-        for name, value in out.items():
-            sums[name] = sums.get(name, 0.0) + float(value.detach())
-        wait_start = time.perf_counter()
+    with data.wait.watching():
+        for index, batch_data in enumerate(batches):
+            if index == num_steps:
+                break
+            waited += time.perf_counter() - wait_start
+            data.wait.batch()
+            uint8_views = [batch_data[f"view_{v}"] for v in range(len(batch_data) - 1)]
+            sample = sample or [v[:IMAGES_LOGGED] for v in uint8_views]
+            out, stepped = train_step(learner, uint8_views, index, epoch)
+            scheduled = stepped or scheduled  # keep the last optimizer step's scheduled values
+            for name, value in out.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            wait_start = time.perf_counter()
     seconds = time.perf_counter() - start
     metrics = {name: value / num_steps for name, value in sums.items()}
     metrics.update(scheduled)  # their values at the end of the epoch

@@ -32,6 +32,7 @@ from sslray.recipe import recipe_from_dict
 from sslray.runs.restarts import EpochProgress
 from sslray.runs.storage import RunMirror
 from sslray.runs.tensorboard import RunLogger, run_status
+from sslray.train.data_wait import DataWait
 from sslray.train.epoch import Learner, NonFiniteLoss, RankData, StepSettings, train_epoch
 from sslray.train.online_eval import OnlineEval
 from sslray.train.reporting import RunOutputs, hparams_metrics, restore, stop_reason
@@ -88,7 +89,8 @@ def run_worker(config: dict, session: WorkerSession) -> None:
     settings.precision.load_state_dict(progress.grad_scaler)
     progress.precision = settings.precision.name
     learner = Learner(model, method, optimizer, settings, progress)
-    data = RankData(recipe, prepared, rank, world, device)
+    wait = DataWait(recipe.data.label_selector if rank == 0 else None)  # one line per run, not one per rank
+    data = RankData(recipe, prepared, rank, world, device, wait)
     if rank == 0:
         sys.stdout.write(
             f"training on {world} x {device.type}"

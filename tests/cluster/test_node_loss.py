@@ -7,7 +7,7 @@ train node's namespace gets SIGKILL (by PID: ``ip netns pids``), and ``ray start
 
 ``data_node_lost``: the same run; its data node (every Ray Data task runs there) is killed the same way
 when epoch 2 is under way, and started again. What sslray does about it is docs/reliability.md's
-"a node is lost": the run waits for a node with the label and goes on.
+"a node is lost": the run waits for a node with the label, says so (``sslray.train.data_wait``), and goes on.
 """
 
 from __future__ import annotations
@@ -21,12 +21,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import NetnsCluster, read_progress, spread_recipe, wait_for
+from sslray.cluster import alive_nodes_with_labels
+
+from .conftest import DATA_LABEL, NetnsCluster, read_progress, spread_recipe, wait_for
 
 pytestmark = pytest.mark.cluster
 EPOCHS = 4
 TRAIN_WORKER = "RayTrainWo"  # ss shows the first 15 characters of "ray::RayTrainWorker"
 RUN_TIMEOUT_S = 500
+WAITING = "waiting for data: no live node has the labels {'sslray-role': 'data'} (data.label_selector)"
+BACK = "data: a node with {'sslray-role': 'data'} is back after "
 
 
 def start_run(cluster: NetnsCluster, data: Path, folder: Path) -> subprocess.Popen:
@@ -113,9 +117,14 @@ def test_d_the_process_group_store_listens_on_the_node_address_only(killed_run, 
 def test_c_a_lost_data_node_is_waited_for_and_the_run_finishes(netns_cluster, tiny_fmnist, tmp_path):
     """Every Ray Data task of the run is pinned to ``sslray-role=data``; with that node gone they cannot
     run anywhere else. sslray waits for a node with the label (docs/reliability.md): the node comes back
-    (as an autoscaler or an operator would bring one) and the run ends with each epoch once."""
+    (as an autoscaler or an operator would bring one) and the run ends with each epoch once. While it waits,
+    the run's output says so once, and once more when the data flows again."""
     cluster = netns_cluster
     proc = start_run(cluster, tiny_fmnist, tmp_path)
+
+    def log() -> str:  # the run's console output (the workers' lines come through Ray's log forwarding)
+        return (tmp_path / "sslray.log").read_text()
+
     try:
         wait_for(
             lambda: (read_progress(tmp_path / "run").get("epoch_running") or 0) >= 2 or proc.poll() is not None,
@@ -125,7 +134,12 @@ def test_c_a_lost_data_node_is_waited_for_and_the_run_finishes(netns_cluster, ti
         assert proc.poll() is None, (tmp_path / "sslray.log").read_text()[-4000:]
         assert cluster.kill("data")
         wait_for(lambda: "data" not in cluster.node_ids(), 120, "the GCS to count the data node dead")
-        assert proc.poll() is None, (tmp_path / "sslray.log").read_text()[-4000:]  # not failed: waiting
+        nodes = cluster.query("out = ray.nodes()")  # what the run's watcher sees now, from the same GCS
+        print("ray.nodes() without the data node:", json.dumps(nodes))
+        assert alive_nodes_with_labels(nodes, DATA_LABEL) == [] and len(alive_nodes_with_labels(nodes, {})) == 2
+        # Rank 0 says why it stands still: no batch for QUIET_S s, then a look at the GCS every EVERY_S s.
+        wait_for(lambda: WAITING in log() or proc.poll() is not None, 120, "the run to say it waits for data")
+        assert proc.poll() is None, log()[-4000:]  # not failed: waiting, and saying so
         cluster.start("data")
         summary = finish(proc, tmp_path)
     finally:
@@ -137,3 +151,10 @@ def test_c_a_lost_data_node_is_waited_for_and_the_run_finishes(netns_cluster, ti
     assert summary["metrics"]["epoch"] == EPOCHS
     assert history(tmp_path / "run") == list(range(1, EPOCHS + 1))
     assert all(r["restored_epoch"] >= 1 for r in summary["restarts"])
+    # One line for the outage (each restarted worker group's rank 0 could say it once more), then one
+    # when batches flow again, after it.
+    output = log()
+    waiting = [line for line in output.splitlines() if WAITING in line]
+    print("data wait lines:", [line for line in output.splitlines() if WAITING in line or BACK in line])
+    assert 1 <= len(waiting) <= 1 + len(summary["restarts"]), waiting
+    assert output.count(BACK) == 1 and output.index(BACK) > output.index(WAITING)
