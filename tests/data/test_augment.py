@@ -66,14 +66,15 @@ def test_decode_pads_mixed_sizes_and_keeps_channels():
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_views_are_uint8_differ_and_do_not_depend_on_batch_mates(channels):
+@pytest.mark.parametrize("size", [24, 96])  # the batched crop, and the per-image one (PER_IMAGE_CROP_MIN_SIZE)
+def test_views_are_uint8_differ_and_do_not_depend_on_batch_mates(channels, size):
     ids = ["a", "b", "c"]
     encoded = np.array([encode(pattern(28, 28, 1, 0)), encode(pattern(40, 30, 3, 1)), encode(pattern(9, 9, 3, 2))],
                        dtype=object)
-    specs = specs_from({"recipe": "byol", "size": 24})
+    specs = specs_from({"recipe": "byol", "size": size})
     images, sizes = decode_images(encoded, channels, 64)
     views = [render_view(images, sizes, s, PerSampleRandom(sample_keys(ids, 0, 0, v))) for v, s in enumerate(specs)]
-    assert views[0].shape == (3, channels, 24, 24) and views[0].dtype == torch.uint8
+    assert views[0].shape == (3, channels, size, size) and views[0].dtype == torch.uint8
     assert not torch.equal(views[0][1], views[1][1])  # two views of one image differ
     alone, alone_sizes = decode_images(encoded[1:2], channels, 64)
     again = render_view(alone, alone_sizes, specs[0], PerSampleRandom(sample_keys(ids[1:2], 0, 0, 0)))

@@ -76,6 +76,17 @@ def test_whole_image_box_is_identity_and_crop_matches_slicing(images):
     assert centre[0].tolist() == [7.0, 5.0, 17.0, 15.0]
 
 
+def test_per_image_crops_are_torchvisions_resized_crop_on_uint8(images):
+    as_uint8 = images.mul(255).round().to(torch.uint8)
+    box = torch.tensor([[4.0, 2.0, 12.0, 10.0]]).repeat(len(images), 1)  # an 8x8 crop at (x=4, y=2)
+    assert torch.equal(BT.resized_crops(as_uint8, box, 8), as_uint8[..., 2:10, 4:12])
+    down = BT.resized_crops(as_uint8, box, 4)
+    assert down.dtype == torch.uint8
+    assert torch.equal(down, TF.resize(as_uint8[..., 2:10, 4:12], [4, 4], antialias=True))
+    # Fractional boxes are rounded to whole pixels, as torchvision's crops are.
+    assert torch.equal(BT.resized_crops(as_uint8, box + 0.3, 8), as_uint8[..., 2:10, 4:12])
+
+
 def test_random_resized_crop_boxes_follow_torchvision_rules():
     n = 4000
     rand = BT.PerSampleRandom(BT.sample_keys(range(n), seed=3, epoch=0, view=0))
