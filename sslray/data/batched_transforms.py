@@ -141,8 +141,20 @@ def resized_crops(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch
     return out
 
 
+def _on_rows(images: torch.Tensor, apply: torch.Tensor, op) -> torch.Tensor:
+    """``op`` on the rows where ``apply`` is set, the others untouched: the op's cost is paid only for
+    the images that get it (a whole-batch op + ``torch.where`` pays it for all, e.g. SimCLR's blur
+    for the half that is not blurred, its solarize at p = 0 for every image)."""
+    rows = torch.nonzero(apply)[:, 0]
+    if len(rows) == 0:
+        return images
+    out = images.clone()
+    out[rows] = op(images[rows])
+    return out
+
+
 def flip_horizontal(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+    return _on_rows(images, flip, lambda rows: rows.flip(-1))
 
 
 # -------------------------------------------------------------------------------- colour
@@ -230,19 +242,26 @@ def color_jitter(images: torch.Tensor, rand: PerSampleRandom, apply: torch.Tenso
 
 
 def random_grayscale(images: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
-    return torch.where(_per_image(apply), grayscale(images).expand_as(images), images)
+    return _on_rows(images, apply, lambda rows: grayscale(rows).expand_as(rows))
 
 
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, apply: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """Separable Gaussian blur with a per-sample sigma (rows without ``apply`` get a delta kernel),
-    reflect padding as ``torchvision.transforms.v2.functional.gaussian_blur``."""
+    """Separable Gaussian blur with a per-sample sigma on the rows where ``apply`` is set, reflect padding
+    as ``torchvision.transforms.v2.functional.gaussian_blur``."""
+    rows = torch.nonzero(apply)[:, 0]
+    if len(rows) == 0:
+        return images
+    out = images.clone()
+    out[rows] = _blur(images[rows], sigma[rows], kernel_size)
+    return out
+
+
+def _blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
     batch, channels, height, width = images.shape
     radius = kernel_size // 2
     taps = torch.arange(-radius, radius + 1, dtype=images.dtype)
     kernel = torch.exp(-0.5 * (taps[None, :] / sigma[:, None]) ** 2)
-    kernel = kernel / kernel.sum(dim=1, keepdim=True)
-    delta = (taps == 0).to(images.dtype).expand_as(kernel)
-    kernel = torch.where(apply[:, None], kernel, delta).repeat_interleave(channels, dim=0)  # [B*C, k]
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(channels, dim=0)  # [B*C, k]
     flat = images.reshape(1, batch * channels, height, width)
     flat = F.pad(flat, (radius, radius, radius, radius), mode="reflect")
     flat = F.conv2d(flat, kernel[:, None, None, :], groups=batch * channels)
@@ -251,4 +270,4 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, apply: torch.Tensor
 
 
 def solarize(images: torch.Tensor, apply: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    return torch.where(_per_image(apply) & (images >= threshold), 1.0 - images, images)
+    return _on_rows(images, apply, lambda rows: torch.where(rows >= threshold, 1.0 - rows, rows))
