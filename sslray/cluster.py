@@ -29,6 +29,7 @@ from sslray.errors import UserError
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOOPBACK_INTERFACE = "lo0" if sys.platform == "darwin" else "lo"
 CONNECT_TIMEOUT_S = 10  # a cluster's GCS answers in milliseconds; a firewall that drops packets takes this long
+PROGRESS_BARS_ENV = "RAY_DATA_DISABLE_PROGRESS_BARS"
 
 
 def use_loopback() -> None:
@@ -38,7 +39,22 @@ def use_loopback() -> None:
         os.environ.setdefault(LOCAL_ONLY_ENV, "0")
     if os.environ.get(LOCAL_ONLY_ENV) == "0" and sys.platform != "win32":  # not where the user opened the node
         os.environ.setdefault("GLOO_SOCKET_IFNAME", LOOPBACK_INTERFACE)
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault(PROGRESS_BARS_ENV, "1")
+
+
+def no_progress_bars() -> None:
+    """Ray Data's progress bars off in this process, unless its environment says
+    ``RAY_DATA_DISABLE_PROGRESS_BARS=0``. Ray Data reads that variable once, when ``ray.data`` is imported,
+    and only ``use_loopback()`` (a local Ray) sets it; with ``--address`` the driver's bars were on, and Ray
+    Train V2 hands the driver's ``DataContext`` to its workers, whose datasets then drew tqdm bars that Ray
+    forwarded into the run's output (docs/ray.md §18). So the setting is made where datasets run: here on
+    the driver (``init_ray``) and in each worker loop (``sslray.train.worker.run_worker``: Train workers and
+    in-process trials, whose node's environment is not the driver's)."""
+    if os.environ.get(PROGRESS_BARS_ENV) == "0":
+        return
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, checked: bool = False) -> bool:
@@ -59,6 +75,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, checked: b
         # left on this machine (/tmp/ray/ray_current_cluster), or refuse num_cpus because of it.
         ray.init(address="local", num_cpus=num_cpus)
         reaper.watch(os.getpid())  # Ray's agents would outlive a killed driver by a minute or more
+        no_progress_bars()
         return True
     if not checked:
         check_address(given)
@@ -66,6 +83,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, checked: b
         ray.init(address=address)
     except ConnectionError as err:  # e.g. "auto" with no cluster on this machine
         raise UserError(f"{where} {address}: {str(err).strip().splitlines()[0]}") from None
+    no_progress_bars()
     return True
 
 

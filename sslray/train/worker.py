@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from sslray.cluster import no_progress_bars
 from sslray.data.pipeline import open_prepared, steps_per_epoch
 from sslray.methods.registry import build_method
 from sslray.nn.backbones import compile_backbones
@@ -50,6 +51,7 @@ def run_worker(config: dict, session: WorkerSession) -> None:
     """Pretrain ``config["recipe"]`` in ``config["run_dir"]`` (rank 0 logs there). ``config["hparams"]``,
     when given (a sweep's sampled knobs), is what the TensorBoard HParams tab shows; else the recipe."""
     recipe = recipe_from_dict(config["recipe"])
+    no_progress_bars()  # after Ray Train has set the driver's DataContext here; before any dataset
     rank, world, device = session.rank, session.world, session.device
     if config.get("torch_threads"):  # the measured plan's share of the cores, not Ray's CPU count
         torch.set_num_threads(config["torch_threads"])
