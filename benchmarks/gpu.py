@@ -17,7 +17,8 @@ upscaled, under 3-8 random ellipses and rectangles; each side 256-500 px; qualit
 where ImageNet-1k's training JPEGs average ~110 KB, 138 GB / 1.28 M files), converted by
 ``sslray data prepare folder`` (the product's path: JPEG bytes are stored as they are, and Ray Data
 decodes them for real) with ``--shard-size 128``. A Parquet row group is the unit sslray deals out to
-Ray Data; 128 images of 224 px views are a few seconds of one core, where the default 1024 would be ~30 s
+Ray Data; 128 images of 224 px views are a second or two of one core, where prepare's default (row groups
+of up to 32 MB, ~400 of these images) would be several seconds
 for SimCLR's two views. Nothing is downloaded.
 
 Then, per case, in a fixed order (each case without compile, then each with it):

@@ -37,9 +37,22 @@ CHUNK = 1024  # images per pool round trip: bounds memory and the work done past
 # Row groups are the units training shuffles and deals out to workers each epoch
 # (sslray.data.pipeline.rank_views_dataset): small enough to mix well, big enough to read efficiently.
 ROW_GROUP_ROWS = 1024
+# ...and at most this many encoded bytes. A row group is one Ray Data task, and each epoch's first batch
+# waits for a whole one to be decoded and augmented: ImageNet-size JPEGs (~108 KB) make groups of ~300
+# rows, ~3.7 s of one core for SimCLR's 2 x 224 px views instead of 12 s (docs/scaling.md, "Epoch
+# start"); small images (Fashion-MNIST, CIFAR) still fill 1,024 rows.
+ROW_GROUP_BYTES = 32 << 20
 
-__all__ = ["BadImage", "CHUNK", "FORMAT", "MAX_PIXELS", "MAX_SIDE", "ROW_GROUP_ROWS", "SCHEMA", "ShardWriter",
-           "ShardOptions", "SplitReport", "prepare", "resolve_classes", "stored_bytes", "write_split"]
+__all__ = ["BadImage", "CHUNK", "FORMAT", "MAX_PIXELS", "MAX_SIDE", "ROW_GROUP_BYTES", "ROW_GROUP_ROWS", "SCHEMA",
+           "ShardWriter", "ShardOptions", "SplitReport", "prepare", "resolve_classes", "row_group_rows",
+           "stored_bytes", "write_split"]
+
+
+def row_group_rows(images: list[bytes], max_bytes: int = ROW_GROUP_BYTES) -> int:
+    """Rows per row group for these encoded images: ROW_GROUP_ROWS, fewer when that many would hold
+    more than ``max_bytes`` on average."""
+    mean = sum(len(image) for image in images) / max(1, len(images))
+    return max(1, min(ROW_GROUP_ROWS, int(max_bytes // max(mean, 1.0))))
 
 
 @dataclass
@@ -56,12 +69,13 @@ class ShardWriter:
     """Writes rows into ``part-NNNNN.parquet`` shards of ``rows_per_shard`` rows inside a hidden
     partial folder; ``commit`` renames it to the final folder."""
 
-    def __init__(self, final: Path, rows_per_shard: int):
+    def __init__(self, final: Path, rows_per_shard: int, row_group_bytes: int = ROW_GROUP_BYTES):
         self.final = final
         self.partial = final.parent / f".{final.name}.partial-{os.getpid()}"
         shutil.rmtree(self.partial, ignore_errors=True)
         self.partial.mkdir(parents=True)
         self.rows_per_shard = rows_per_shard
+        self.row_group_bytes = row_group_bytes
         self.columns: dict[str, list] = {"image": [], "label": [], "id": []}
         self.shards = 0
 
@@ -76,7 +90,8 @@ class ShardWriter:
         if not self.columns["id"]:
             return
         table = pa.table(self.columns, schema=SCHEMA)
-        pq.write_table(table, self.partial / f"part-{self.shards:05d}.parquet", row_group_size=ROW_GROUP_ROWS)
+        rows = row_group_rows(self.columns["image"], self.row_group_bytes)
+        pq.write_table(table, self.partial / f"part-{self.shards:05d}.parquet", row_group_size=rows)
         self.shards += 1
         self.columns = {"image": [], "label": [], "id": []}
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from sslray.cli import main
 from sslray.data.readers import FASHION_MNIST_DIR, fashion_mnist_arrays
-from sslray.data.shards import SCHEMA, ShardOptions, prepare
+from sslray.data.shards import ROW_GROUP_ROWS, SCHEMA, ShardOptions, ShardWriter, prepare, row_group_rows
 from sslray.errors import UserError
 
 from .samples import encode, pattern
@@ -241,6 +241,21 @@ def test_limit_shards_and_num_classes(idx_dir, tmp_path):
     table = read_split(tmp_path / "out" / "train")
     assert report.rows == 7 and report.shards == 4 and len(list((tmp_path / "out" / "train").glob("*.parquet"))) == 4
     assert set(table["label"].to_pylist()) <= set(range(5))
+
+
+def test_row_groups_hold_at_most_row_group_bytes_of_images(tmp_path):
+    rng = np.random.default_rng(0)
+    noise = [encode(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)) for _ in range(30)]  # ~5 KB PNGs
+    writer = ShardWriter(tmp_path / "big", rows_per_shard=100, row_group_bytes=8 * len(noise[0]))
+    for i, image in enumerate(noise):
+        writer.add(image, i % 3, f"n{i}")
+    writer.commit({}, overwrite=False)
+    meta = pq.ParquetFile(tmp_path / "big" / "part-00000.parquet").metadata
+    rows = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    assert sum(rows) == 30 and max(rows) == row_group_rows(noise, 8 * len(noise[0])) and 6 <= max(rows) <= 9
+    assert read_split(tmp_path / "big")["image"].to_pylist() == noise  # every image, in order
+    # Small images fill whole row groups of ROW_GROUP_ROWS, as before.
+    assert row_group_rows([encode(pattern(28, 28, 1, 0))] * 10) == ROW_GROUP_ROWS
 
 
 def test_existing_output_is_never_overwritten_without_flag(idx_dir, tmp_path):
