@@ -129,13 +129,15 @@ def check_address(address: str | None) -> None:
 
 def warn_if_no_node_matches(label_selector: dict[str, str] | None, where: str = "data.label_selector") -> None:
     """A selector no node satisfies leaves Ray Data's tasks pending forever (an autoscaler may still add
-    such a node): say so up front. Plain ``key: value`` selectors only (Ray also has ``!v``, ``in(...)``)."""
-    if not label_selector or any(v.startswith("!") or "(" in v for v in label_selector.values()):
+    such a node): say so up front. Plain ``key: value`` selectors only (Ray also has ``!v``, ``in(...)``):
+    the rule is ``alive_nodes_with_labels``'s, which the run's ``DataWait`` also uses."""
+    if not label_selector or alive_nodes_with_labels([], label_selector) is None:  # Ray's operators: not judged
         return
     import ray
 
-    nodes = [node for node in ray.nodes() if node.get("Alive")]
-    if not any(all(node.get("Labels", {}).get(k) == v for k, v in label_selector.items()) for node in nodes):
+    nodes = ray.nodes()
+    if not alive_nodes_with_labels(nodes, label_selector):
+        nodes = [node for node in nodes if node.get("Alive")]
         seen = sorted(
             {f"{k}={v}" for node in nodes for k, v in node.get("Labels", {}).items() if not k.startswith("ray.io/")}
         )
