@@ -2,7 +2,8 @@
 one thread: the batched float ``roi_align`` (``batched_transforms.crop_and_resize``, the only way until
 ``PER_IMAGE_CROP_MIN_SIZE`` existed) and torchvision's ``resized_crop`` image by image on uint8
 (``batched_transforms.resized_crops``); then a whole SimCLR view (crop, flip, jitter, grayscale, blur)
-made each way. ``augment.crop_views`` picks the faster one by view size from what this prints.
+made each way (``augment.crop_views`` picks the faster one by view size from what this prints), and
+MAE's crop-and-flip view through the float path and through ``render_view``'s uint8 shortcut.
 
     .venv/bin/python benchmarks/crop_resize.py [--fmnist data/fmnist/train]
 
@@ -14,6 +15,7 @@ seconds of this process (``time.process_time``), best of 3 interleaved repeats.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -26,7 +28,7 @@ import gpu as gpu_bench  # noqa: E402  (synthetic JPEGs)
 
 from sslray.data import augment as A  # noqa: E402
 from sslray.data import batched_transforms as BT  # noqa: E402
-from sslray.data.augment import ViewSpec  # noqa: E402
+from sslray.data.augment import AugmentConfig, ViewSpec  # noqa: E402
 from sslray.data.pipeline import SHRINK_FACTOR, _columns, first_rows, open_prepared  # noqa: E402
 
 REPEATS = 3
@@ -69,7 +71,23 @@ def case(title: str, prepared_path: Path, rows: int, size: int, channels: int) -
         {way: lambda way=way: render_view_by(way, images, sizes, spec, ids) for way in CROPS}, len(images)
     )
     old, new = (f(images, boxes, size) for f in CROPS.values())
+    # MAE's view (crop + flip, no colour op) through the float path (a colour op at p ~ 0 forces it) and
+    # through render_view's uint8 shortcut, which is what sslray takes from PER_IMAGE_CROP_MIN_SIZE up.
+    (mae,) = AugmentConfig(recipe="mae", size=size).view_specs()
+    mae_view = best_ms_per_image(
+        {
+            "float path": lambda: A.render_view(
+                images,
+                sizes,
+                dataclasses.replace(mae, jitter_p=1e-12),
+                BT.PerSampleRandom(BT.sample_keys(ids, 0, 0, 0)),
+            ),
+            "sslray": lambda: A.render_view(images, sizes, mae, BT.PerSampleRandom(BT.sample_keys(ids, 0, 0, 0))),
+        },
+        len(images),
+    )
     return {
+        "mae_view": mae_view,
         "title": title,
         "images": len(images),
         "crop": crop,
@@ -115,6 +133,12 @@ def main() -> int:
             f"{c['batched'] / c['per_image']:.2f}x | {v['batched']:.3f} | {v['per_image']:.3f} | "
             f"{v['batched'] / v['per_image']:.2f}x | {r['mean_abs_diff_grey_levels']:.2f} | {r['uses']} |"
         )
+    print("\nMAE's view (crop + flip), ms per image: through the float path, and as sslray renders it")
+    print("| images | float path | sslray | faster by |")
+    print("|---|---:|---:|---:|")
+    for r in rows:
+        m = r["mae_view"]
+        print(f"| {r['title']} | {m['float path']:.3f} | {m['sslray']:.3f} | {m['float path'] / m['sslray']:.2f}x |")
     return 0
 
 

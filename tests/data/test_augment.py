@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -79,6 +81,20 @@ def test_views_are_uint8_differ_and_do_not_depend_on_batch_mates(channels, size)
     alone, alone_sizes = decode_images(encoded[1:2], channels, 64)
     again = render_view(alone, alone_sizes, specs[0], PerSampleRandom(sample_keys(ids[1:2], 0, 0, 0)))
     assert torch.equal(again[0], views[0][1])  # padding next to a bigger image changes nothing
+
+
+def test_a_crop_and_flip_view_stays_uint8_and_equals_the_float_path():
+    """MAE's view (no colour op) at 96 px takes the uint8 shortcut; forcing the float path (a colour op at
+    p = 0 changes nothing in the pixels) gives the same bytes."""
+    ids = ["a", "b", "c"]
+    encoded = np.array([encode(pattern(120, 100, 3, i)) for i in range(3)], dtype=object)
+    images, sizes = decode_images(encoded, 3, 256)
+    (mae,) = specs_from({"recipe": "mae", "size": 96})
+    assert not mae.changes_colour
+    shortcut = render_view(images, sizes, mae, PerSampleRandom(sample_keys(ids, 0, 0, 0)))
+    as_float = dataclasses.replace(mae, jitter_p=1e-12)  # changes_colour, yet no image is jittered
+    assert as_float.changes_colour
+    assert torch.equal(shortcut, render_view(images, sizes, as_float, PerSampleRandom(sample_keys(ids, 0, 0, 0))))
 
 
 def test_eval_view_is_deterministic_centre_crop():
