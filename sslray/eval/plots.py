@@ -26,7 +26,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 DPI = 120
 CURVES_SIZE = (8.0, 5.0)  # inches; 960 x 600 pixels at DPI
@@ -225,6 +225,20 @@ def plot_confusion(
     return _save(confusion_figure(matrix, class_names=class_names, title=title, normalize=normalize), path)
 
 
+def knob_axis(values: list) -> str:
+    """How ``plot_knob`` lays out a knob's values: "categories" for text; "1 - value, log" for values in
+    [0, 1) crowding at 1 (EMA momenta 0.9 / 0.99 / 0.999 would share one pixel on a linear axis); "log"
+    for positive values spanning 20x or more (learning rates); else "linear"."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "categories"
+    low, high = min(values), max(values)
+    if 0 <= low and high < 1 and high >= 0.99:
+        return "1 - value, log"
+    if low > 0 and high / low >= 20:
+        return "log"
+    return "linear"
+
+
 def plot_knob(
     points: list[dict],
     baselines: dict[str, dict[str, float]],
@@ -234,15 +248,23 @@ def plot_knob(
     metrics: dict[str, str],
     title: str,
 ) -> Path:
+    """``knob_figure`` saved as a PNG at ``path``."""
+    return _save(knob_figure(points, baselines, knob=knob, metrics=metrics, title=title), path)
+
+
+def knob_figure(
+    points: list[dict], baselines: dict[str, dict[str, float]], *, knob: str, metrics: dict[str, str], title: str
+) -> Figure:
     """One panel per metric (``metrics`` maps its key in ``points`` to a label): the mean over the runs
     at each knob value with +-1 std bars (``sslray.eval.knobs.knob_points``), each run as a small dot,
-    each baseline (name -> metric -> value) as a dashed line. A log x axis when the values are positive
-    numbers spanning 20x or more (learning rates); text values are categories."""
+    each baseline (name -> metric -> value) as a dashed line; the x axis as ``knob_axis`` says."""
     fig = Figure(figsize=(5.0 * len(metrics), 4.2), dpi=DPI, layout="constrained")
     values = [p["value"] for p in points]
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    axis = knob_axis(values)
+    numeric = axis != "categories"
     xs = [float(v) for v in values] if numeric else list(range(len(values)))
-    log = numeric and min(xs) > 0 and max(xs) / min(xs) >= 20
+    if axis == "1 - value, log":
+        xs = [1.0 - x for x in xs]
     for index, (metric, label) in enumerate(metrics.items()):
         ax = fig.add_subplot(1, len(metrics), index + 1)
         for x, point in zip(xs, points):
@@ -252,12 +274,16 @@ def plot_knob(
         ax.errorbar(xs, means, yerr=spread, marker="o", color="C0", capsize=3, label="mean +- std over runs")
         for style, (name, value) in zip(("--", ":", "-."), ((n, b[metric]) for n, b in baselines.items())):
             ax.axhline(value, linestyle=style, color="grey", linewidth=1.2, label=f"{name} ({value:.3g})")
-        if log:
-            ax.set_xscale("log")
-        if not numeric:
+        if axis == "categories":
             ax.set_xticks(xs, [str(v) for v in values])
-        ax.set(xlabel=knob, ylabel=label, title=label)
+        elif axis != "linear":
+            ax.set_xscale("log")
+        if axis == "1 - value, log":  # ticks read as the knob's own values, growing to the right
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{1 - x:.4g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.invert_xaxis()
+        ax.set(xlabel=knob if axis in ("linear", "categories") else f"{knob} ({axis} axis)", ylabel=label, title=label)
         ax.grid(alpha=0.3)
         _legend(fig, ax)
     fig.suptitle(title)
-    return _save(fig, path)
+    return fig

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 from matplotlib import image as mpimg
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from sslray.data.readers.fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, fashion_mnist_arrays
 from sslray.eval.plots import (
@@ -13,6 +14,8 @@ from sslray.eval.plots import (
     TSNEConfig,
     confusion_figure,
     curves_figure,
+    knob_axis,
+    knob_figure,
     plot_confusion,
     plot_curves,
     plot_tsne,
@@ -190,3 +193,25 @@ def test_plot_confusion_writes_png_and_checks_shapes(tmp_path):
         plot_confusion(np.zeros((2, 3)), tmp_path / "x.png", class_names=["a", "b"], title="t")
     with pytest.raises(ValueError, match="2 class names"):
         plot_confusion(np.zeros((3, 3)), tmp_path / "x.png", class_names=["a", "b"], title="t")
+
+
+def test_knob_axis_spreads_momenta_and_learning_rates():
+    assert knob_axis([0.0, 0.9, 0.99, 0.999]) == "1 - value, log"
+    assert knob_axis([1e-4, 3e-3, 5e-3]) == "log"
+    assert knob_axis([0.1, 0.2, 0.5]) == "linear"
+    assert knob_axis(["simclr", "mae"]) == "categories"
+
+
+def test_momenta_sit_apart_in_order_and_their_ticks_read_as_momenta():
+    momenta = (0.0, 0.9, 0.99, 0.999)
+    points = [
+        {"value": v, "knn": {"mean": m, "std": 0.01, "values": [m]}} for v, m in zip(momenta, (0.45, 0.47, 0.61, 0.63))
+    ]
+    fig = knob_figure(points, {"raw pixels": {"knn": 0.71}}, knob="method.momentum", metrics={"knn": "kNN"}, title="t")
+    FigureCanvasAgg(fig).draw()
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.xaxis_inverted()
+    xs = ax.transData.transform([(1 - v, 0.5) for v in momenta])[:, 0]
+    assert all(b - a > 0.15 * ax.bbox.width for a, b in zip(xs, xs[1:]))  # left to right, well apart
+    labels = {t.get_text() for t in ax.get_xticklabels()}
+    assert {"0.9", "0.99", "0.999"} <= labels, labels
