@@ -3,7 +3,9 @@
 Writes to ``OUT`` (default ``RUN_DIR/eval/<protocol>``, never over an existing one without
 ``--overwrite``):
 
-- ``results.json`` / ``results.md``: one row per evaluated checkpoint (top-1, top-5, images, options);
+- ``results.json`` / ``results.md``: one row per evaluated checkpoint (top-1, top-5, images, options),
+  then the baselines on the same protocol and splits (``baseline: true``): the run's architecture at
+  random initialisation and raw pixels (fine-tuning: random init only, i.e. training from scratch);
 - ``tb/<checkpoint>/``: TensorBoard scalars per probe / fine-tune epoch, and ``tb/series`` with the
   val top-1 against the pretraining epoch (``--every``);
 - ``curves.png`` (val top-1 per probe epoch, one line per checkpoint), ``series.png`` (val top-1 vs
@@ -28,7 +30,7 @@ import torch
 from sslray.data.pipeline import open_prepared
 from sslray.errors import UserError
 from sslray.eval.classes import confusion, markdown_table, per_class_report
-from sslray.eval.features import MODEL, Encoder, find_encoder, series_encoders
+from sslray.eval.features import MODEL, Encoder, baseline_encoders, find_encoder, series_encoders
 from sslray.eval.plots import plot_confusion, plot_curves
 from sslray.eval.protocols import EvalContext, EvalOptions, EvalSplits, Trained
 from sslray.eval.registry import PROTOCOLS
@@ -127,14 +129,15 @@ def evaluate(
     cache_dir = run_dir / "eval" / "cache"
 
     rows, curves, last_trained = [], {}, None
+    trains = PROTOCOLS[options.protocol].trains
     with output_folder(Path(out) if out else run_dir / "eval" / options.protocol, overwrite, EVAL, options) as out:
         with RunLogger(out / "tb") as logger:
             for encoder in encoders:
                 outcome = evaluate_one(encoder, splits, options, cache_dir, logger, device)
-                if PROTOCOLS[options.protocol].trains:
+                if trains:
                     curves[encoder.name] = [(h["epoch"], h["val_top1"]) for h in outcome.history]
                     last_trained, outcome = outcome, outcome.result
-                rows.append(outcome)
+                rows.append({**outcome, "baseline": False})
                 print(
                     f"{encoder.name}: {options.protocol} val top1 {outcome['val_top1']:.4f}  "
                     f"top5 {outcome['val_top5']:.4f}"
@@ -145,9 +148,35 @@ def evaluate(
                         step=encoder.epoch,
                         prefix=f"series_{options.protocol}",
                     )
-        write_results(out, rows, curves, options, last_trained, open_prepared(splits.train).classes)
+            baselines = evaluate_baselines(encoders[0], splits, options, cache_dir, device)
+        write_results(out, rows + baselines, curves, options, last_trained, open_prepared(splits.train).classes)
+    print(judgement(rows, baselines))
     print(f"results: {out}/results.md")
+    return rows + baselines
+
+
+def evaluate_baselines(encoder: Encoder, splits: EvalSplits, options: EvalOptions, cache_dir: Path, device) -> list:
+    """The same protocol, splits and options on the run's architecture at random initialisation and on raw
+    pixels: a pretrained encoder is worth something only above both. Fine-tuning has no raw-pixel row (no
+    network to tune); its random-init row is training from scratch with the same labels and epochs."""
+    rows = []
+    for baseline in baseline_encoders(encoder.recipe):
+        if baseline.kind == "pixels" and options.protocol == "finetune":
+            continue
+        outcome = evaluate_one(baseline, splits, options, cache_dir, None, device)
+        outcome = outcome.result if PROTOCOLS[options.protocol].trains else outcome
+        # No pretraining method behind either, and no network behind raw pixels: say so in the table.
+        untrained = {"method": "-", **({"backbone": "-"} if baseline.kind == "pixels" else {})}
+        rows.append({**outcome, **untrained, "baseline": True})
+        print(f"{baseline.name} (baseline): {options.protocol} val top1 {outcome['val_top1']:.4f}")
     return rows
+
+
+def judgement(rows: list[dict], baselines: list[dict]) -> str:
+    """One line: the best evaluated checkpoint against each baseline, as a sweep's summary says it."""
+    best = max(rows, key=lambda r: r["val_top1"])
+    gaps = ", ".join(f"{best['val_top1'] - b['val_top1']:+.3f} vs {b['encoder']}" for b in baselines)
+    return f"{best['encoder']}: val top1 {best['val_top1']:.4f}: {gaps}"
 
 
 def write_results(
@@ -166,13 +195,15 @@ def write_results(
         plot_curves(
             curves, out / "curves.png", title=f"{name}: val top-1 per epoch", xlabel=f"{name} epoch", ylabel="val top-1"
         )
-    if len(rows) > 1 and all(r["epoch"] is not None for r in rows):
+    series = [r for r in rows if not r.get("baseline")]
+    if len(series) > 1 and all(r["epoch"] is not None for r in series):
         plot_curves(
-            {name: [(r["epoch"], r["val_top1"]) for r in rows]},
+            {name: [(r["epoch"], r["val_top1"]) for r in series]},
             out / "series.png",
             title=f"{name} val top-1 vs pretraining epoch",
             xlabel="pretraining epoch",
             ylabel="val top-1",
+            baselines={r["encoder"]: r["val_top1"] for r in rows if r.get("baseline")},
         )
     if trained is not None:
         write_class_report(out, trained, title=f"{trained.result['encoder']} ({name})", classes=classes)

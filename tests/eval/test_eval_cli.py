@@ -62,9 +62,17 @@ def results(folder: Path) -> list[dict]:
 def test_knn_equals_a_brute_force_vote_on_the_same_features(run, fmnist, tmp_path, capsys):
     out = tmp_path / "knn"
     assert main(["eval", str(run), "--protocol", "knn", "--k", "5", "--out", str(out)]) == 0
-    assert "kNN k=5 T=0.1, bank " in capsys.readouterr().out  # T: the run's own train.knn_temperature
-    [row] = results(out)
+    printed = capsys.readouterr().out
+    assert "kNN k=5 T=0.1, bank " in printed  # T: the run's own train.knn_temperature
+    row, random_init, pixels = results(out)
     assert row["encoder"] == f"epoch {row['epoch']}" and row["train_images"] == 1024 and row["val_images"] == 300
+    # Every result comes with both baselines, on the same protocol and splits, and the verdict against them.
+    assert (random_init["encoder"], pixels["encoder"]) == ("random init", "raw pixels")
+    assert [r["baseline"] for r in (row, random_init, pixels)] == [False, True, True]
+    assert all(r["train_images"] == 1024 and r["val_images"] == 300 for r in (random_init, pixels))
+    verdict = f"{row['val_top1'] - random_init['val_top1']:+.3f} vs random init"
+    assert verdict in printed and f"{row['val_top1'] - pixels['val_top1']:+.3f} vs raw pixels" in printed
+    assert "| raw pixels " in (out / "results.md").read_text()
 
     encoder = find_encoder(run)
     bank, bank_labels = extract_features(encoder, str(fmnist / "train"), None, cache_dir=run / "eval" / "cache")
@@ -81,7 +89,7 @@ def test_eval_knn_reproduces_the_online_knn_of_the_checkpoint(run, tmp_path, cap
     out = tmp_path / "same"
     assert main(["eval", str(run), "--protocol", "knn", "--out", str(out)]) == 0
     assert "kNN k=200 T=0.1, bank " in capsys.readouterr().out
-    [row] = results(out)
+    row = results(out)[0]
     history = read_state(checkpoint_folders(run)[-1])["history"]
     online = next(m["knn_top1"] for m in history if m["epoch"] == row["epoch"])
     assert row["val_top1"] == pytest.approx(online, abs=0.005)
@@ -90,19 +98,11 @@ def test_eval_knn_reproduces_the_online_knn_of_the_checkpoint(run, tmp_path, cap
 def test_linear_probe_of_the_pretrained_run_beats_its_random_init(run, tmp_path):
     out = tmp_path / "linear"
     assert main(["eval", str(run), "--protocol", "linear", "--epochs", "30", "--out", str(out)]) == 0
-    [row] = results(out)
-    assert len(row) and 0.0 <= row["train_top1"] <= 1.0
-    from sslray.eval.features import baseline_encoders
-    from sslray.eval.linear_probe import ProbeConfig
-    from sslray.eval.protocols import EvalOptions, EvalSplits, run_linear
-
-    encoder = find_encoder(run)
-    random_init = baseline_encoders(encoder.recipe)[0]
-    baseline = run_linear(
-        random_init, EvalSplits.of(encoder, None, None, None), EvalOptions(probe=ProbeConfig(epochs=30))
-    )
-    print(f"linear probe val top-1: random init {baseline.result['val_top1']:.3f}, pretrained {row['val_top1']:.3f}")
-    assert row["val_top1"] > baseline.result["val_top1"] + 0.02
+    row, random_init, pixels = results(out)  # the run, then the baselines probed the same way
+    assert 0.0 <= row["train_top1"] <= 1.0 and random_init["encoder"] == "random init" and random_init["baseline"]
+    assert pixels["encoder"] == "raw pixels" and pixels["epochs"] == 30
+    print(f"linear probe val top-1: random init {random_init['val_top1']:.3f}, pretrained {row['val_top1']:.3f}")
+    assert row["val_top1"] > random_init["val_top1"] + 0.02
 
     per_class = (out / "per_class.md").read_text().splitlines()
     assert len([line for line in per_class if line.startswith("| ")]) == 1 + 10 + 2  # header, classes, 2 averages
@@ -115,7 +115,7 @@ def test_linear_probe_of_the_pretrained_run_beats_its_random_init(run, tmp_path)
 def test_every_k_probes_exactly_those_checkpoints(run, tmp_path, capsys):
     out = tmp_path / "series"
     assert main(["eval", str(run), "--protocol", "linear", "--every", "2", "--epochs", "5", "--out", str(out)]) == 0
-    assert [r["epoch"] for r in results(out)] == [2, 4]
+    assert [r["epoch"] for r in results(out) if not r["baseline"]] == [2, 4]
     accumulator = EventAccumulator(str(out / "tb"), size_guidance={"scalars": 0})
     accumulator.Reload()
     assert [e.step for e in accumulator.Scalars("series_linear/val_top1")] == [2, 4]
@@ -136,10 +136,11 @@ def test_every_k_probes_exactly_those_checkpoints(run, tmp_path, capsys):
 def test_linear_probe_on_augmented_views_through_the_frozen_backbone(run, tmp_path, capsys):
     out = tmp_path / "augmented"
     assert main(["eval", str(run), "--protocol", "linear", "--augment", "--epochs", "2", "--out", str(out)]) == 0
-    [row] = results(out)
+    row = results(out)[0]
     assert row["augment"] is True and row["train_images"] == 1024 and 0.0 <= row["val_top1"] <= 1.0
     lines = [line for line in capsys.readouterr().out.splitlines() if "linear epoch" in line]
-    assert len(lines) == 2
+    assert len([line for line in lines if line.startswith(row["encoder"])]) == 2
+    assert len(lines) == 6  # and 2 for each baseline, probed the same way
     # Fresh views every epoch: the train accuracy is measured on different images than a cached probe's.
     cached = tmp_path / "cached"
     assert main(["eval", str(run), "--protocol", "linear", "--epochs", "2", "--out", str(cached)]) == 0
@@ -154,7 +155,8 @@ def test_finetune_on_a_tenth_of_the_labels(run, tmp_path):
         )
         == 0
     )
-    [row] = results(out)
+    row, scratch = results(out)  # fine-tuning's baseline: the same network from random init (no raw pixels)
+    assert scratch["encoder"] == "random init" and scratch["train_images"] == row["train_images"]
     assert 100 <= row["train_images"] <= 106  # ~10% of each class's share of 1024, at least one each
     assert row["label_fraction"] == 0.1 and 0.0 <= row["val_top1"] <= 1.0 and row["val_images"] == 300
 
