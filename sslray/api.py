@@ -7,7 +7,7 @@
     result.best.checkpoint    # the best trial's best checkpoint folder; .recipe, .metric, .value, .trial
     sslray.load_sweep("sweeps/qs").best.recipe
     sslray.train("search_spaces/simclr_fmnist.yaml", overrides=["train.epochs=1"], out="runs/s1")
-    sslray.evaluate("runs/s1", protocol="knn")
+    sslray.evaluate("runs/s1", protocol="knn")   # the best checkpoint's row, then random init and raw pixels
 
 Every function validates what the command line validates, before Ray starts, and a user's mistake raises
 ``sslray.UserError`` with the same one-line message. Without a cluster (``address=`` or RAY_ADDRESS) a
@@ -118,8 +118,9 @@ def evaluate(
     out: str | Path | None = None,
     address: str | None = None,
 ) -> list[dict]:
-    """``sslray eval TARGET --protocol P [--data PREPARED]``: one result per evaluated checkpoint, each
-    with ``val_top1`` and ``val_top5`` (the run's own kNN protocol and splits unless ``data`` is given)."""
+    """``sslray eval TARGET --protocol P [--data PREPARED]``: one result per evaluated checkpoint, then the
+    baselines on the same protocol and splits (random init, raw pixels; ``baseline`` is True for them),
+    each with ``val_top1`` and ``val_top5`` (the run's own kNN protocol and splits unless ``data`` is given)."""
     from sslray.eval.evaluate import device_for
     from sslray.eval.evaluate import evaluate as run_evaluation
     from sslray.eval.protocols import EvalOptions

@@ -23,7 +23,8 @@ def test_sweep_train_and_evaluate_from_python(ray_local, tiny_fmnist, tmp_path):
     recipe.write_text(yaml.safe_dump(tiny_recipe(tiny_fmnist)))
     summary = sslray.train(recipe, out=tmp_path / "run")
     assert summary["metrics"]["epoch"] == 1 and (tmp_path / "run" / "result.json").is_file()
-    (knn,) = sslray.evaluate(tmp_path / "run", protocol="knn")
+    knn, random_init, pixels = sslray.evaluate(tmp_path / "run", protocol="knn")
+    assert not knn["baseline"] and (random_init["encoder"], pixels["encoder"]) == ("random init", "raw pixels")
     # The run's own protocol: the number its online kNN reported for that epoch.
     assert knn["val_top1"] == pytest.approx(summary["metrics"]["knn_top1"], abs=5e-3)
 
