@@ -248,12 +248,7 @@ def random_grayscale(images: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, apply: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """Separable Gaussian blur with a per-sample sigma on the rows where ``apply`` is set, reflect padding
     as ``torchvision.transforms.v2.functional.gaussian_blur``."""
-    rows = torch.nonzero(apply)[:, 0]
-    if len(rows) == 0:
-        return images
-    out = images.clone()
-    out[rows] = _blur(images[rows], sigma[rows], kernel_size)
-    return out
+    return _on_rows(images, apply, lambda rows: _blur(rows, sigma[apply], kernel_size))
 
 
 def _blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
